@@ -1,0 +1,21 @@
+"""Parameter counts computed from the built models (on the meta device: no memory, no init cost)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import timm
+import torch
+from torch import nn
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of distinct parameter elements (a shared tensor counts once)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def param_count(name: str, **kwargs: Any) -> int:
+    """Parameters of ``timm.create_model(name, **kwargs)``, built on the meta device."""
+    with torch.device("meta"):
+        model = timm.create_model(name, **kwargs)
+    return count_parameters(model)

@@ -1,0 +1,59 @@
+"""The torch.hub entry points that ``hubconf.py`` exposes, with their generated docstrings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import timm
+from torch import nn
+
+from .counting import param_count
+from .paper import TABLE_DATASETS, paper_result
+from .tags import TAGS, get_tag
+from .zoo import VARIANTS
+
+
+def _paper_accuracy_lines(name: str) -> list[str]:
+    lines = []
+    for table in (2, 3, 4):
+        row = paper_result(name, table)
+        if row is not None:
+            lines.append(
+                f"    {TABLE_DATASETS[table]}: {row['top1']:.2f} % top-1 reported by the paper (Table {table}, "
+                f"{row['params_reported']} parameters)"
+            )
+    return lines or ["    (not in the paper's tables)"]
+
+
+def entrypoint_doc(name: str) -> str:
+    """The docstring of a hub entry point: variant, equation, exact parameters, accuracies."""
+    variant = VARIANTS[name]
+    counts = ", ".join(f"{tag} head: {param_count(name, pretrained_cfg=tag):,}" for tag in TAGS)
+    return "\n".join(
+        [
+            variant.docstring(),
+            "",
+            f"Parameters (exact, counted from the built model): {counts}.",
+            "Accuracy: no resmg_zoo checkpoint is published yet, so there is no measured number here.",
+            "The paper's figures, for reference:",
+            *_paper_accuracy_lines(name),
+            "",
+            "Args:",
+            "    pretrained: load the published weights of the `dataset` tag (raises while none are published).",
+            f"    dataset: pretrained tag, one of {', '.join(TAGS)}; sets num_classes and in_chans.",
+            "    **kwargs: passed to timm.create_model (num_classes, in_chans, drop_rate, share, pool_block, ...).",
+        ]
+    )
+
+
+def make_entrypoint(name: str) -> Callable[..., nn.Module]:
+    """A function ``name(pretrained=False, dataset="cifar10", **kwargs)`` that builds the model."""
+
+    def entrypoint(pretrained: bool = False, dataset: str = "cifar10", **kwargs: Any) -> nn.Module:
+        tag = get_tag(dataset).name
+        return timm.create_model(f"{name}.{tag}", pretrained=pretrained, **kwargs)
+
+    entrypoint.__name__ = entrypoint.__qualname__ = name
+    entrypoint.__doc__ = entrypoint_doc(name)
+    return entrypoint

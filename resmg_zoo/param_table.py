@@ -1,0 +1,82 @@
+"""Build every registered model and print its exact parameter count beside the paper's.
+
+    python -m resmg_zoo.param_table
+
+Each model is built on the CPU and run on one input of its tag's size (a smoke check that it is a
+working network); the counts are those of the built modules, for the default pooling block
+(``conv``, eq. (3.14)) and the ``restrict`` form (eq. (3.17)), with the CIFAR-10, CIFAR-100 and
+MNIST heads. The paper's rounded figures (Tables 2–4) stand beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import timm
+import torch
+
+from .counting import count_parameters
+from .paper import paper_result
+from .tags import TAGS
+from .zoo import VARIANTS
+
+
+def built_count(name: str, tag: str, **kwargs: object) -> int:
+    """Parameters of the model built for ``tag``, after checking it classifies one input."""
+    model = timm.create_model(f"{name}.{tag}", **kwargs).eval()
+    with torch.no_grad():
+        logits = model(torch.zeros(1, *TAGS[tag].input_size))
+    if logits.shape != (1, TAGS[tag].num_classes):
+        raise RuntimeError(f"{name}.{tag} produced logits of shape {tuple(logits.shape)}")
+    return count_parameters(model)
+
+
+def _paper(name: str, table: int) -> str:
+    row = paper_result(name, table)
+    return row["params_reported"] if row else "—"
+
+
+def param_rows() -> list[dict[str, object]]:
+    """One row per registered model: our exact counts and the paper's reported ones."""
+    rows = []
+    for name, variant in VARIANTS.items():
+        rows.append(
+            dict(
+                model=name,
+                paper_name=variant.paper_name,
+                cifar10=built_count(name, "cifar10"),
+                cifar10_restrict=built_count(name, "cifar10", pool_block="restrict"),
+                paper_table3=_paper(name, 3),
+                cifar100=built_count(name, "cifar100"),
+                paper_table4=_paper(name, 4),
+                mnist=built_count(name, "mnist"),
+                paper_table2=_paper(name, 2),
+            )
+        )
+    return rows
+
+
+def markdown_table(rows: list[dict[str, object]]) -> str:
+    header = (
+        "| model | paper's name | ours CIFAR-10 (`conv`, default) | ours CIFAR-10 (`restrict`) | paper T3 "
+        "| ours CIFAR-100 | paper T4 | ours MNIST | paper T2 |"
+    )
+    lines = [header, "|" + "---|" * 9]
+    for r in rows:
+        lines.append(
+            f"| `{r['model']}` | {r['paper_name']} | {r['cifar10']:,} | {r['cifar10_restrict']:,} | "
+            f"{r['paper_table3']} | {r['cifar100']:,} | {r['paper_table4']} | {r['mnist']:,} | {r['paper_table2']} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.parse_args(argv)
+    print(markdown_table(param_rows()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

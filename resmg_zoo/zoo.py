@@ -1,0 +1,124 @@
+"""The timm registration of the (pre-act) ResNet family: 16 names, each with a cfg per dataset tag.
+
+``{resnet18, resnet34, preact_resnet18, preact_resnet34}_{unshared, sharedA, sharedB, sharedAB}``
+(SPEC §2). Importing this module registers them with timm, so ``timm.create_model(name)`` works
+after ``import resmg_zoo``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+
+from .pretrained import require_published_weights, resolve_tag
+from .resmg_resnet import ResMgResNet
+from .tags import DEFAULT_HUB_ORG, DEFAULT_TAG, LICENSE, PAPER_ID, TAGS, hub_id, pool_size
+
+DEPTHS: dict[int, tuple[int, ...]] = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
+SHARE_SUFFIX: dict[str, str] = {"none": "unshared", "A": "sharedA", "B": "sharedB", "AB": "sharedAB"}
+PAPER_NAMES: dict[str, str] = {"none": "A_{ℓ,i}-B_{ℓ,i}", "A": "A_ℓ-B_{ℓ,i}", "B": "A_{ℓ,i}-B_ℓ", "AB": "A_ℓ-B_ℓ"}
+SHARE_MEANING: dict[str, str] = {
+    "none": "the classic model: every block has its own A_{ℓ,i} and B_{ℓ,i}",
+    "A": "ONE data-feature map A_ℓ per level, shared by all its blocks (eq. (3.11)/(3.12))",
+    "B": "ONE B_ℓ per level for the non-pooling blocks; the strided B̃_{ℓ,0} keeps its own (eq. (5.1))",
+    "AB": "ONE A_ℓ and ONE B_ℓ per level (eq. (5.2))",
+}
+
+
+@dataclass(frozen=True)
+class ResNetVariant:
+    """One registered model of the family."""
+
+    depth: int
+    preact: bool
+    share: str
+
+    @property
+    def name(self) -> str:
+        return f"{'preact_' if self.preact else ''}resnet{self.depth}_{SHARE_SUFFIX[self.share]}"
+
+    @property
+    def paper_name(self) -> str:
+        return f"{'pre-act ' if self.preact else ''}ResNet{self.depth}-{PAPER_NAMES[self.share]}"
+
+    def model_args(self) -> dict[str, Any]:
+        return dict(layers=DEPTHS[self.depth], preact=self.preact, share=self.share)
+
+    def docstring(self) -> str:
+        block = "r ← r + A ∗ σ(BN(B ∗ σ(BN(r))))" if self.preact else "r ← σ(r + BN(A ∗ σ(BN(B ∗ r))))"
+        return (
+            f"{self.paper_name}: {'pre-act ' if self.preact else ''}ResNet{self.depth} with "
+            f"{SHARE_MEANING[self.share]}.\n\n"
+            f"Block {block}; blocks per level {DEPTHS[self.depth]}, widths 64-128-256-512, 3×3 stride-1 stem "
+            f"without max-pool.\nPaper: He, Chen, Zhang, Xu, {PAPER_ID}. Tags: {', '.join(TAGS)}."
+        )
+
+
+VARIANTS: dict[str, ResNetVariant] = {
+    v.name: v
+    for v in (
+        ResNetVariant(depth, preact, share)
+        for preact in (False, True)
+        for depth in DEPTHS
+        for share in SHARE_SUFFIX
+    )
+}
+
+
+def _cfg(model: str, tag: str) -> dict[str, Any]:
+    info = TAGS[tag]
+    return {
+        "hf_hub_id": hub_id(model, tag, DEFAULT_HUB_ORG),
+        "num_classes": info.num_classes,
+        "input_size": info.input_size,
+        "pool_size": pool_size(info.input_size),
+        "crop_pct": 1.0,
+        "interpolation": "bilinear",
+        "mean": info.mean,
+        "std": info.std,
+        "first_conv": "conv1",
+        "classifier": "fc",
+        "license": LICENSE,
+        "paper_ids": PAPER_ID,
+        "paper_name": "Constrained Linear Data-feature Mapping for Image Classification",
+        "origin_url": "https://arxiv.org/abs/1911.10428",
+    }
+
+
+# The default tag comes first: it is what ``create_model(name)`` without a tag resolves to.
+_TAG_ORDER = [DEFAULT_TAG] + [t for t in TAGS if t != DEFAULT_TAG]
+default_cfgs = generate_default_cfgs({f"{name}.{tag}": _cfg(name, tag) for name in VARIANTS for tag in _TAG_ORDER})
+
+
+def create_resnet_variant(variant: str, pretrained: bool = False, **kwargs: Any) -> ResMgResNet:
+    """Build a registered variant through timm's builder (cfg resolution, features_only, weights)."""
+    spec = VARIANTS[variant]
+    resolve_tag(kwargs.get("pretrained_cfg"))  # an unknown tag fails here, naming the valid ones
+    if pretrained:
+        require_published_weights(variant, kwargs.get("pretrained_cfg"), kwargs.get("pretrained_cfg_overlay"))
+    model_args = {**spec.model_args(), **kwargs}
+    return build_model_with_cfg(
+        ResMgResNet,
+        variant,
+        pretrained,
+        feature_cfg=dict(flatten_sequential=True),
+        **model_args,
+    )
+
+
+def _entrypoint(name: str) -> Callable[..., ResMgResNet]:
+    def entrypoint(pretrained: bool = False, **kwargs: Any) -> ResMgResNet:
+        return create_resnet_variant(name, pretrained=pretrained, **kwargs)
+
+    entrypoint.__name__ = entrypoint.__qualname__ = name
+    entrypoint.__module__ = __name__
+    entrypoint.__doc__ = VARIANTS[name].docstring()
+    return entrypoint
+
+
+for _name in VARIANTS:
+    setattr(sys.modules[__name__], _name, register_model(_entrypoint(_name)))
