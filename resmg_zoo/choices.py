@@ -24,6 +24,4 @@ def check_choice(option: str, value: str, choices: Iterable[str]) -> str:
     close = difflib.get_close_matches(str(value), choices, n=3, cutoff=0.5)
     close += [c for c in choices if c.lower() == str(value).lower() and c not in close]
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    raise ValueError(
-        f"unknown {option} {value!r}; valid choices are {', '.join(repr(c) for c in choices)}.{hint}"
-    )
+    raise ValueError(f"unknown {option} {value!r}; valid choices are {', '.join(repr(c) for c in choices)}.{hint}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 import timm
@@ -15,7 +16,12 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def param_count(name: str, **kwargs: Any) -> int:
-    """Parameters of ``timm.create_model(name, **kwargs)``, built on the meta device."""
+    """Parameters of ``timm.create_model(name, **kwargs)``, built on the meta device (cached)."""
+    return _param_count(name, tuple(sorted(kwargs.items())))
+
+
+@cache
+def _param_count(name: str, kwargs: tuple[tuple[str, Any], ...]) -> int:
     with torch.device("meta"):
-        model = timm.create_model(name, **kwargs)
+        model = timm.create_model(name, **dict(kwargs))
     return count_parameters(model)

@@ -28,8 +28,6 @@ from torch.utils.checkpoint import checkpoint
 from .blocks import PostActBlock, PreActBlock, conv3x3, init_weights
 from .choices import POOL_BLOCK_CHOICES, SHARE_CHOICES, check_choice
 
-Block = Union[PostActBlock, PreActBlock]
-
 
 class ResMgLevel(nn.Module):
     """One resolution level ℓ: its blocks and, when shared, its single A_ℓ and/or B_ℓ.

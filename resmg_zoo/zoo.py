@@ -61,10 +61,7 @@ class ResNetVariant:
 VARIANTS: dict[str, ResNetVariant] = {
     v.name: v
     for v in (
-        ResNetVariant(depth, preact, share)
-        for preact in (False, True)
-        for depth in DEPTHS
-        for share in SHARE_SUFFIX
+        ResNetVariant(depth, preact, share) for preact in (False, True) for depth in DEPTHS for share in SHARE_SUFFIX
     )
 }
 
