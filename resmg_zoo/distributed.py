@@ -52,3 +52,10 @@ def barrier(env: DistEnv) -> None:
 def shutdown(env: DistEnv) -> None:
     if env.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def broadcast_buffers(module: torch.nn.Module, env: DistEnv) -> None:
+    """Give every rank rank 0's buffers (BN running statistics), as the checkpoint holds them."""
+    if env.enabled:
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)

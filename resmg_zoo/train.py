@@ -30,10 +30,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import __version__
+from .atomic import write_text_atomic
 from .checkpoint import TrainingState, load_checkpoint, save_checkpoint
 from .choices import check_choice
 from .data import ImageDataset, load_dataset, split_train_val
-from .distributed import DistEnv, all_reduce_sum, barrier, init_distributed, shutdown
+from .distributed import DistEnv, all_reduce_sum, barrier, broadcast_buffers, init_distributed, shutdown
 from .loader import AUGMENTATIONS, EpochPlan, Materializer
 from .recipes import RECIPES, Recipe, lr_factor, recipe_dict, resolve_recipe
 from .run_log import plot_curve, read_metrics, write_metrics
@@ -52,6 +53,8 @@ RUN_SETTINGS = (
     "accum_steps",
     "pad_to",
 )
+# Recipe settings a resumed run may change (e.g. train longer, or lower the lr after a NaN).
+RESUMABLE_OVERRIDES = ("epochs", "lr", "weight_decay", "label_smoothing")
 RECIPE_FLAGS = ("epochs", "batch_size", "lr", "weight_decay", "augment", "val_size", "label_smoothing", "warmup_epochs")
 
 
@@ -158,20 +161,25 @@ def resolve_config(args: argparse.Namespace, run_dir: Path) -> RunConfig:
     overrides = {k: getattr(args, k) for k in RECIPE_FLAGS if getattr(args, k) is not None}
     if args.resume:
         saved = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+        saved_recipe = saved["recipe_settings"]
         conflicts = {k: (v, saved.get(k)) for k, v in given.items() if saved.get(k) != v}
         conflicts |= {
-            k: (v, saved["recipe_settings"].get(k))
+            k: (v, saved_recipe.get(k))
             for k, v in overrides.items()
-            if saved["recipe_settings"].get(k) != v
+            if k not in RESUMABLE_OVERRIDES and saved_recipe.get(k) != v
         }
         if conflicts:
             raise ValueError(
                 "--resume continues the run as configured in "
-                f"{run_dir / 'config.json'}; these arguments differ from it (given, saved): {conflicts}"
+                f"{run_dir / 'config.json'}; these arguments differ from it (given, saved): {conflicts}. "
+                f"Only {', '.join('--' + k.replace('_', '-') for k in RESUMABLE_OVERRIDES)} may change on resume."
             )
-        settings = {k: saved[k] for k in RUN_SETTINGS}
-        recipe = Recipe(**{**saved["recipe_settings"], "milestones": tuple(saved["recipe_settings"]["milestones"])})
-        return RunConfig({**saved, **settings}, recipe)
+        changed = {k: v for k, v in overrides.items() if saved_recipe.get(k) != v}
+        recipe = Recipe(**{**saved_recipe, "milestones": tuple(saved_recipe["milestones"]), **changed})
+        resumes = [*saved.get("resumes", []), dict(at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), changed=changed)]
+        settings = {**saved, "resumes": resumes}
+        settings.pop("recipe_settings")
+        return RunConfig(settings, recipe)
     settings = {**DEFAULTS, **given}
     check_choice("recipe", settings["recipe"], RECIPES)
     dataset_key = Path(settings["dataset"]).name.removesuffix(".zip")
@@ -325,6 +333,8 @@ def _train(args: argparse.Namespace, env: DistEnv, device: torch.device, command
         state = load_checkpoint(run_dir, raw_model)
         optimizer.load_state_dict(state.optimizer)
         _set_rng_state(state.rng, device)
+        if env.is_main:
+            write_text_atomic(run_dir / "config.json", json.dumps(config.to_json(), indent=2) + "\n")
     elif env.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         settings = dict(
@@ -344,14 +354,13 @@ def _train(args: argparse.Namespace, env: DistEnv, device: torch.device, command
             command=command,
             started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         )
-        from .atomic import write_text_atomic
-
         write_text_atomic(run_dir / "config.json", json.dumps(settings, indent=2) + "\n")
     barrier(env)
 
     model: nn.Module = raw_model
     if s["compile"]:
         model = torch.compile(model)
+    eval_model = model  # never the DDP wrapper: evaluation runs a different number of batches per rank
     if env.enabled:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
@@ -448,8 +457,9 @@ def _train(args: argparse.Namespace, env: DistEnv, device: torch.device, command
                 train_seconds=seconds,
                 images_per_second=sums[2].item() / seconds,
             )
+            broadcast_buffers(raw_model, env)
             for split, data in eval_sets.items():
-                result = evaluate(model, data, 512, s["precision"], env)
+                result = evaluate(eval_model, data, 512, s["precision"], env)
                 row |= {
                     f"{split}_loss": result["loss"],
                     f"{split}_top1": result["top1"],
