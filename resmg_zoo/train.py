@@ -14,7 +14,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import shlex
 import signal
 import sys
@@ -35,6 +34,7 @@ from .checkpoint import TrainingState, load_checkpoint, save_checkpoint
 from .choices import check_choice
 from .data import ImageDataset, load_dataset, split_train_val
 from .distributed import DistEnv, all_reduce_sum, barrier, broadcast_buffers, init_distributed, shutdown
+from .hardware import describe_hardware
 from .loader import AUGMENTATIONS, EpochPlan, Materializer
 from .recipes import RECIPES, Recipe, lr_factor, recipe_dict, resolve_recipe
 from .run_log import plot_curve, read_metrics, write_metrics
@@ -329,12 +329,14 @@ def _train(args: argparse.Namespace, env: DistEnv, device: torch.device, command
     total_steps = round(recipe.epochs * steps_per_epoch)
 
     state = TrainingState(0, 0, 0, {}, {}, {})
+    pending_config: Optional[dict[str, Any]] = None
     if args.resume:
         state = load_checkpoint(run_dir, raw_model)
         optimizer.load_state_dict(state.optimizer)
         _set_rng_state(state.rng, device)
-        if env.is_main:
-            write_text_atomic(run_dir / "config.json", json.dumps(config.to_json(), indent=2) + "\n")
+        # config.json records the resume with its changes once the resumed run saves its first checkpoint
+        # (a resume that fails at once, e.g. a NaN with a new --lr, leaves the run's record as it was)
+        pending_config = config.to_json()
     elif env.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         settings = dict(
@@ -348,8 +350,7 @@ def _train(args: argparse.Namespace, env: DistEnv, device: torch.device, command
             test_images=len(dataset.split("test")),
             world_size=env.world_size,
             device=str(device),
-            hardware=platform.processor() or platform.machine(),
-            cpu_count=os.cpu_count(),
+            hardware=describe_hardware(device),
             versions=dict(resmg_zoo=__version__, torch=torch.__version__, timm=timm.__version__),
             command=command,
             started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -436,6 +437,7 @@ def _train(args: argparse.Namespace, env: DistEnv, device: torch.device, command
                         elapsed + time.perf_counter() - tic,
                         device,
                         env,
+                        pending_config,
                     )
                     bar.close()
                     if env.is_main:
@@ -469,7 +471,8 @@ def _train(args: argparse.Namespace, env: DistEnv, device: torch.device, command
             rows.append(row)
             last_row = row
             state.epoch, state.step_in_epoch = epoch + 1, 0
-            _save(run_dir, raw_model, optimizer, state, epoch + 1, 0, None, 0.0, device, env)
+            _save(run_dir, raw_model, optimizer, state, epoch + 1, 0, None, 0.0, device, env, pending_config)
+            pending_config = None
             if env.is_main:
                 write_metrics(run_dir, rows)
                 plot_curve(run_dir, rows, f"{s['model']} on {dataset.name} ({s['recipe']})")
@@ -509,8 +512,12 @@ def _save(
     seconds: float,
     device: torch.device,
     env: DistEnv,
+    pending_config: Optional[dict[str, Any]] = None,
 ) -> None:
+    """Rank 0 writes the checkpoint (and a resumed run's updated config.json); all ranks wait."""
     if env.is_main:
+        if pending_config is not None:
+            write_text_atomic(run_dir / "config.json", json.dumps(pending_config, indent=2) + "\n")
         partial = {}
         if sums is not None:
             partial = dict(zip(("loss", "correct", "count"), sums.tolist()), seconds=seconds)

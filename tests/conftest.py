@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,12 @@ MODEL_NAMES = resmg_zoo.list_models()
 @pytest.fixture(autouse=True)
 def _deterministic() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _dataset_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """One decoded-dataset cache per test session, never the user's."""
+    os.environ["RESMG_ZOO_CACHE"] = str(tmp_path_factory.mktemp("dataset-cache"))
 
 
 @pytest.fixture

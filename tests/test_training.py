@@ -30,11 +30,6 @@ def mnist_small(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return subset_zip(real_data_dir() / "mnist.zip", folder / "mnist_small.zip", {"train": 100, "test": 30})
 
 
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("RESMG_ZOO_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-
-
 def _args(data: Path, out: Path, *extra: str) -> list[str]:
     return [*TINY, "--dataset", str(data), "--recipe", "paper", "--batch-size", "50", "--out", str(out), *extra]
 
@@ -76,6 +71,8 @@ def test_one_epoch_plus_resume_equals_two_epochs(straight_run: Path, mnist_small
     assert main(_args(mnist_small, out, "--epochs", "1")) == 0
     assert main(_args(mnist_small, out, "--epochs", "2", "--resume")) == 0
     _assert_identical(_weights(out), _weights(straight_run))
+    config = json.loads((out / "config.json").read_text())
+    assert config["recipe_settings"]["epochs"] == 2 and config["resumes"][0]["changed"] == {"epochs": 2.0}
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     straight = [json.loads(line) for line in (straight_run / "metrics.jsonl").read_text().splitlines()]
     assert [r["test_top1"] for r in rows] == [r["test_top1"] for r in straight]
@@ -103,11 +100,12 @@ def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(
 ) -> None:
     out = tmp_path / "diverging"
     assert main(_args(mnist_small, out, "--epochs", "1")) == 0
-    pointer = (out / "checkpoint.json").read_text()
+    pointer, config = (out / "checkpoint.json").read_text(), (out / "config.json").read_text()
     good = _weights(out)
     assert main(_args(mnist_small, out, "--epochs", "2", "--resume", "--lr", "1e30")) == EXIT_NONFINITE
     assert "non-finite loss at epoch 2" in capsys.readouterr().err
     assert (out / "checkpoint.json").read_text() == pointer
+    assert (out / "config.json").read_text() == config  # the failed resume's lr is not recorded
     _assert_identical(_weights(out), good)
 
 
@@ -174,3 +172,30 @@ def test_torchrun_two_processes_match_one_process_of_the_same_global_batch(mnist
     _assert_identical({k: ddp[k] for k in params}, {k: one[k] for k in params})
     config = json.loads((tmp_path / "ddp" / "config.json").read_text())
     assert config["world_size"] == 2
+
+
+def test_width_reduced_sharedA_reaches_98_percent_on_real_mnist_in_one_epoch(tmp_path: Path) -> None:
+    """Issue 3's real-data bar: 1 epoch of the full real MNIST (55,000 train images, 5,000 held out)."""
+    data = real_data_dir()
+    args = [
+        "--model",
+        "preact_resnet18_sharedA",
+        "--model-kwargs",
+        "widths=16,32,64,128",
+        "--dataset",
+        "mnist",
+        "--data",
+        str(data),
+        "--recipe",
+        "quick",
+        "--precision",
+        "bf16",
+        "--channels-last",
+        "--quiet",
+        "--out",
+        str(tmp_path / "mnist"),
+    ]
+    assert main(args) == 0
+    last = json.loads((tmp_path / "mnist" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["epoch"] == 1 and last["train_images"] == 54_912  # 429 full batches of 128
+    assert last["test_top1"] >= 98.0, last

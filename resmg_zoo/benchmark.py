@@ -1,0 +1,205 @@
+"""Speed of the models in one process, interleaved with a reference, as a Markdown table or JSON.
+
+    python -m resmg_zoo.benchmark --models resnet18_unshared,resnet18_sharedA --precision bf16 --channels-last
+
+For each model: parameters, forward FLOPs per image (``torch.utils.flop_counter``), and training
+(forward + backward + SGD step) and inference images/s. Models are measured round-robin, ``--rounds``
+times, with the reference — torchvision's ``resnet18`` with a 3×3 stride-1 stem and no max-pool —
+among them, and the median of the rounds is reported, so slow drifts of the machine hit all alike.
+The in-memory loader's images/s is measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Optional
+
+import timm
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from .counting import count_parameters
+from .hardware import describe_hardware
+from .train import autocast_context
+
+REFERENCE = "tv_resnet18_cifar"
+
+
+def reference_resnet18(num_classes: int = 10, in_chans: int = 3) -> nn.Module:
+    """torchvision's resnet18 with a 3×3 stride-1 stem and no max-pool (= resnet18_unshared)."""
+    model = torchvision.models.resnet18(num_classes=num_classes)
+    model.conv1 = nn.Conv2d(in_chans, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    model.maxpool = nn.Identity()
+    return model
+
+
+def build(name: str, in_chans: int, num_classes: int = 10) -> nn.Module:
+    if name == REFERENCE:
+        return reference_resnet18(num_classes, in_chans)
+    return timm.create_model(name, in_chans=in_chans, num_classes=num_classes)
+
+
+def forward_flops(model: nn.Module, input_size: tuple[int, int, int]) -> int:
+    """Forward FLOPs for one image (a multiply-add counts as 2)."""
+    model.eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.zeros(1, *input_size))
+    return int(counter.get_total_flops())
+
+
+class Bench:
+    """One model's timed steps, ready to run again in each round."""
+
+    def __init__(self, name: str, args: argparse.Namespace, input_size: tuple[int, int, int]):
+        self.name = name
+        torch.manual_seed(0)
+        self.model = build(name, input_size[0])
+        self.params = count_parameters(self.model)
+        self.flops = forward_flops(self.model, input_size)
+        self.memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+        self.model = self.model.to(memory_format=self.memory_format)
+        self.x = torch.randn(args.batch_size, *input_size).contiguous(memory_format=self.memory_format)
+        self.y = torch.randint(0, 10, (args.batch_size,))
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9)
+        self.precision = args.precision
+        self.infer_model: Callable[[torch.Tensor], torch.Tensor] = self.model
+        if args.compile_inference:
+            self.infer_model = torch.compile(self.model, mode=args.compile_inference)
+        self.train_rates: list[float] = []
+        self.infer_rates: list[float] = []
+
+    def train_step(self) -> None:
+        self.model.train()
+        with autocast_context(self.precision, torch.device("cpu")):
+            loss = F.cross_entropy(self.model(self.x).float(), self.y)
+        loss.backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    @torch.no_grad()
+    def infer_step(self) -> None:
+        self.model.eval()
+        with autocast_context(self.precision, torch.device("cpu")):
+            self.infer_model(self.x)
+
+    def measure(self, steps: int, warmup: int) -> None:
+        for fn, rates in ((self.train_step, self.train_rates), (self.infer_step, self.infer_rates)):
+            for _ in range(warmup):
+                fn()
+            tic = time.perf_counter()
+            for _ in range(steps):
+                fn()
+            rates.append(steps * len(self.x) / (time.perf_counter() - tic))
+
+
+def loader_rate(batch_size: int, input_size: tuple[int, int, int], channels_last: bool) -> float:
+    """Images/s of the training loader (index, crop+flip, normalise) on CIFAR-sized uint8 data."""
+    from .data import ImageSplit
+    from .loader import EpochPlan, Materializer
+
+    n = 20 * batch_size
+    split = ImageSplit(torch.randint(0, 256, (n, *input_size), dtype=torch.uint8), torch.zeros(n, dtype=torch.long))
+    channels = input_size[0]
+    data = Materializer(split, (0.5,) * channels, (0.25,) * channels, "crop_flip", channels_last=channels_last)
+    plan = EpochPlan(n, batch_size, seed=0)
+    tic = time.perf_counter()
+    for batch in plan.batches(0):
+        data(batch)
+    return n / (time.perf_counter() - tic)
+
+
+def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    input_size = tuple(int(v) for v in args.input_size.split(","))
+    names = [n for n in args.models.split(",") if n]
+    if REFERENCE not in names:
+        names.append(REFERENCE)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    benches = [Bench(name, args, input_size) for name in names]
+    for _ in range(args.rounds):
+        for bench in benches:
+            bench.measure(args.steps, args.warmup)
+    reference = next(b for b in benches if b.name == REFERENCE)
+    ref_train, ref_infer = statistics.median(reference.train_rates), statistics.median(reference.infer_rates)
+    rows = []
+    for b in benches:
+        train, infer = statistics.median(b.train_rates), statistics.median(b.infer_rates)
+        rows.append(
+            dict(
+                model=b.name,
+                params=b.params,
+                flops=b.flops,
+                train_img_s=train,
+                infer_img_s=infer,
+                train_vs_reference=train / ref_train,
+                infer_vs_reference=infer / ref_infer,
+                batch_size=args.batch_size,
+                precision=args.precision,
+                channels_last=args.channels_last,
+                input_size=list(input_size),
+                threads=torch.get_num_threads(),
+                hardware=describe_hardware(),
+            )
+        )
+    rows.append(
+        dict(model="loader (crop+flip)", loader_img_s=loader_rate(args.batch_size, input_size, args.channels_last))
+    )
+    return rows
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| model | params | GFLOPs/img | train img/s | infer img/s | train × ref | infer × ref |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if "loader_img_s" in r:
+            lines.append(f"| {r['model']} | | | {r['loader_img_s']:,.0f} | | | |")
+            continue
+        lines.append(
+            f"| `{r['model']}` | {r['params']:,} | {r['flops'] / 1e9:.3f} | {r['train_img_s']:.1f} | "
+            f"{r['infer_img_s']:.1f} | {r['train_vs_reference']:.2f} | {r['infer_vs_reference']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m resmg_zoo.benchmark", description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", default="resnet18_unshared,resnet18_sharedA", help="comma-separated model names")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--input-size", default="3,32,32", help="C,H,W")
+    p.add_argument("--steps", type=int, default=3, help="timed steps per round")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps before each timed run")
+    p.add_argument("--rounds", type=int, default=2, help="round-robin repetitions (the median is reported)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--compile-inference", default=None, help="torch.compile mode for inference, e.g. max-autotune")
+    p.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    return p
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    rows = run(args)
+    print(
+        f"batch {args.batch_size}, {args.precision}, channels_last={args.channels_last}, "
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}"
+    )
+    print(markdown(rows))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

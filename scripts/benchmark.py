@@ -1,0 +1,8 @@
+"""Entry point: ``python scripts/benchmark.py --models a,b --precision bf16 --channels-last``."""
+
+import sys
+
+from resmg_zoo.benchmark import main
+
+if __name__ == "__main__":
+    sys.exit(main())
