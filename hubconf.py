@@ -5,6 +5,8 @@
 Each entry point takes ``pretrained=False``, ``dataset="cifar10"`` (the pretrained tag: ``cifar10``,
 ``cifar100`` or ``mnist``, which also sets ``num_classes`` and ``in_chans``) and any keyword that
 ``timm.create_model`` accepts (``num_classes``, ``in_chans``, ``share``, ``pool_block``, ``widths``…).
+``pretrained=True`` resolves the published weights: ``$RESMG_ZOO_HUB_DIR/<hub id>/``, then the Hub,
+each file checked against the sha256 of ``weights_manifest.json``.
 """
 
 dependencies = ["torch", "torchvision", "timm", "safetensors", "huggingface_hub"]

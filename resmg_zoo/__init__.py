@@ -12,7 +12,7 @@ import timm
 from torch import nn
 
 from .choices import POOL_BLOCK_CHOICES, SHARE_CHOICES
-from .pretrained import PretrainedWeightsUnavailable
+from .pretrained import PretrainedWeightsUnavailable, WeightsIntegrityError
 from .resmg_resnet import ResMgLevel, ResMgResNet
 from .tags import TAGS
 from .zoo import VARIANTS
@@ -42,6 +42,7 @@ __all__ = [
     "PretrainedWeightsUnavailable",
     "ResMgLevel",
     "ResMgResNet",
+    "WeightsIntegrityError",
     "create_model",
     "list_models",
 ]

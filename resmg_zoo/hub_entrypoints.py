@@ -9,6 +9,7 @@ import timm
 from torch import nn
 
 from .counting import param_count
+from .manifest import load_manifest, repo_manifest_path
 from .paper import TABLE_DATASETS, paper_result
 from .tags import TAGS, get_tag
 from .zoo import VARIANTS
@@ -26,6 +27,17 @@ def _paper_accuracy_lines(name: str) -> list[str]:
     return lines or ["    (not in the paper's tables)"]
 
 
+def _measured_lines(name: str) -> list[str]:
+    entries = [e for e in load_manifest(repo_manifest_path())["entries"] if e["model"] == name]
+    if not entries:
+        return ["Accuracy: no checkpoint of this model is published yet (weights_manifest.json), so none is measured."]
+    return ["Measured accuracy of the published checkpoints (weights_manifest.json):"] + [
+        f"    {e['tag']}: {e['top1']:.2f} % top-1 ({e['hub_id']}, {e['model_args']}, recipe {e['recipe']['name']}, "
+        f"{e['recipe']['epochs']:g} epochs)"
+        for e in entries
+    ]
+
+
 def entrypoint_doc(name: str) -> str:
     """The docstring of a hub entry point: variant, equation, exact parameters, accuracies."""
     variant = VARIANTS[name]
@@ -35,12 +47,12 @@ def entrypoint_doc(name: str) -> str:
             variant.docstring(),
             "",
             f"Parameters (exact, counted from the built model): {counts}.",
-            "Accuracy: no resmg_zoo checkpoint is published yet, so there is no measured number here.",
+            *_measured_lines(name),
             "The paper's figures, for reference:",
             *_paper_accuracy_lines(name),
             "",
             "Args:",
-            "    pretrained: load the published weights of the `dataset` tag (raises while none are published).",
+            "    pretrained: load the published weights of the `dataset` tag (RESMG_ZOO_HUB_DIR mirror, then the Hub).",
             f"    dataset: pretrained tag, one of {', '.join(TAGS)}; sets num_classes and in_chans.",
             "    **kwargs: passed to timm.create_model (num_classes, in_chans, drop_rate, share, pool_block, ...).",
         ]

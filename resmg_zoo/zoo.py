@@ -12,9 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import FeatureListNet, build_model_with_cfg, generate_default_cfgs, register_model
+from torch import nn
 
-from .pretrained import require_published_weights, resolve_tag
+from .pretrained import load_published_state, resolve_tag, resolve_weights
 from .resmg_resnet import ResMgResNet
 from .tags import DEFAULT_HUB_ORG, DEFAULT_TAG, LICENSE, PAPER_ID, TAGS, hub_id, pool_size
 
@@ -91,24 +92,54 @@ _TAG_ORDER = [DEFAULT_TAG] + [t for t in TAGS if t != DEFAULT_TAG]
 default_cfgs = generate_default_cfgs({f"{name}.{tag}": _cfg(name, tag) for name in VARIANTS for tag in _TAG_ORDER})
 
 
-def create_resnet_variant(variant: str, pretrained: bool = False, **kwargs: Any) -> ResMgResNet:
-    """Build a registered variant through timm's builder (cfg resolution, features_only, weights)."""
+def create_resnet_variant(variant: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:
+    """Build a registered variant through timm's builder (cfg resolution, features_only).
+
+    With ``pretrained=True`` the weights are resolved and verified by :mod:`resmg_zoo.pretrained`
+    (explicit file → ``RESMG_ZOO_HUB_DIR`` mirror → the Hub), the architecture is rebuilt from the
+    published ``model_args`` (caller's kwargs win: another ``num_classes`` gets a new head, another
+    ``in_chans`` an adapted stem), and only then is a feature wrapper put around it.
+    """
     spec = VARIANTS[variant]
-    resolve_tag(kwargs.get("pretrained_cfg"))  # an unknown tag fails here, naming the valid ones
-    if pretrained:
-        require_published_weights(variant, kwargs.get("pretrained_cfg"), kwargs.get("pretrained_cfg_overlay"))
-    model_args = {**spec.model_args(), **kwargs}
-    return build_model_with_cfg(
-        ResMgResNet,
-        variant,
-        pretrained,
-        feature_cfg=dict(flatten_sequential=True),
-        **model_args,
-    )
+    pretrained_cfg = kwargs.get("pretrained_cfg")
+    tag = resolve_tag(pretrained_cfg)  # an unknown tag fails here, naming the valid ones
+    if not pretrained:
+        return _build(variant, {**spec.model_args(), **kwargs})
+    overlay = dict(kwargs.pop("pretrained_cfg_overlay", None) or {})
+    explicit, hub = overlay.pop("file", None), None
+    source = _cfg_value(pretrained_cfg, "source")
+    if source == "local-dir":
+        explicit = explicit or _cfg_value(pretrained_cfg, "file")
+    elif source == "hf-hub":
+        hub = _cfg_value(pretrained_cfg, "hf_hub_id")
+    resolved = resolve_weights(variant, tag, hub=hub, explicit=explicit)
+    features_only = kwargs.pop("features_only", False)
+    feature_args = {k: kwargs.pop(k) for k in ("out_indices", "feature_cls") if k in kwargs}
+    args = {**spec.model_args(), **resolved.model_args, **kwargs}
+    if overlay:
+        args["pretrained_cfg_overlay"] = overlay
+    model = _build(variant, args)
+    load_published_state(model, resolved)
+    model.pretrained_cfg = {**model.pretrained_cfg, "hf_hub_id": resolved.hub_id, "resolved_from": resolved.source}
+    if features_only:
+        model = FeatureListNet(
+            model, out_indices=feature_args.get("out_indices", (0, 1, 2, 3, 4)), flatten_sequential=True
+        )
+    return model
 
 
-def _entrypoint(name: str) -> Callable[..., ResMgResNet]:
-    def entrypoint(pretrained: bool = False, **kwargs: Any) -> ResMgResNet:
+def _build(variant: str, args: dict[str, Any]) -> nn.Module:
+    return build_model_with_cfg(ResMgResNet, variant, False, feature_cfg=dict(flatten_sequential=True), **args)
+
+
+def _cfg_value(cfg: Any, key: str) -> Any:
+    if isinstance(cfg, dict):
+        return cfg.get(key)
+    return getattr(cfg, key, None)
+
+
+def _entrypoint(name: str) -> Callable[..., nn.Module]:
+    def entrypoint(pretrained: bool = False, **kwargs: Any) -> nn.Module:
         return create_resnet_variant(name, pretrained=pretrained, **kwargs)
 
     entrypoint.__name__ = entrypoint.__qualname__ = name

@@ -61,7 +61,8 @@ def test_unknown_tag_lists_the_tags() -> None:
         timm.create_model("resnet18_sharedA.imagenet")
 
 
-def test_pretrained_without_published_weights() -> None:
+def test_pretrained_without_published_weights(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RESMG_ZOO_HUB_DIR", raising=False)
     with pytest.raises(PretrainedWeightsUnavailable, match=r"resnet34_sharedB\.cifar100"):
         timm.create_model("resnet34_sharedB.cifar100", pretrained=True)
 

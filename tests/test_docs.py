@@ -29,3 +29,13 @@ def test_packaged_paper_tables_equal_the_shared_transcription() -> None:
     if not source.exists():
         pytest.skip(f"no shared paper folder at {shared}")
     assert paper_tables() == json.loads(source.read_text(encoding="utf-8"))
+
+
+def test_readme_weights_table_is_generated_from_the_manifest(capsys: pytest.CaptureFixture[str]) -> None:
+    from resmg_zoo import weights_table
+
+    assert weights_table.main([]) == 0
+    printed = capsys.readouterr().out.strip()
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    start, end = "<!-- weights-table:start -->\n", "\n<!-- weights-table:end -->"
+    assert readme[readme.index(start) + len(start) : readme.index(end)] == printed

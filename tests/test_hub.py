@@ -44,9 +44,10 @@ def test_kwargs_pass_through() -> None:
     assert model.num_classes == 5 and model.share == "A"
 
 
-def test_pretrained_true_says_no_weights_are_published() -> None:
-    with pytest.raises(PretrainedWeightsUnavailable, match=r"no pretrained weights are published yet.*\.mnist"):
-        torch.hub.load(str(REPO_ROOT), "preact_resnet18_sharedA", source="local", pretrained=True, dataset="mnist")
+def test_pretrained_true_for_an_unpublished_tag_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RESMG_ZOO_HUB_DIR", raising=False)
+    with pytest.raises(PretrainedWeightsUnavailable, match=r"no pretrained weights are published for .*\.cifar100"):
+        torch.hub.load(str(REPO_ROOT), "preact_resnet34_sharedB", source="local", pretrained=True, dataset="cifar100")
 
 
 def test_unknown_dataset_lists_the_tags() -> None:

@@ -1,0 +1,312 @@
+"""Published weights end to end on a real trained checkpoint: publish, manifest, resolution (issue 4)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from conftest import REPO_ROOT
+from hub_standin import serve
+from realdata import real_data_dir, subset_zip
+from safetensors.torch import load_file, save_file
+
+import resmg_zoo.publish as publish_module
+from resmg_zoo.checkpoint import checkpoint_weights_path, file_sha256
+from resmg_zoo.counting import param_count
+from resmg_zoo.data import load_dataset
+from resmg_zoo.manifest import MANIFEST_NAME, ManifestError, load_manifest, validate_entry
+from resmg_zoo.pretrained import PretrainedWeightsUnavailable, WeightsIntegrityError
+from resmg_zoo.publish import main as publish
+from resmg_zoo.train import main as train
+
+MODEL, TAG = "preact_resnet18_sharedA", "mnist"
+HUB_ID = f"resmg-zoo/{MODEL}.{TAG}"
+WIDTHS = "8,16,16,32"
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("digits")
+    # named mnist.zip so the run's dataset (and so the tag) is mnist
+    return subset_zip(real_data_dir() / "mnist.zip", folder / "mnist.zip", {"train": 100, "test": 30})
+
+
+@pytest.fixture(scope="module")
+def run(digits: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    args = [
+        "--model",
+        MODEL,
+        "--model-kwargs",
+        f"widths={WIDTHS}",
+        "--dataset",
+        "mnist",
+        "--data",
+        str(digits.parent),
+        "--recipe",
+        "paper",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "50",
+        "--quiet",
+        "--out",
+        str(out),
+    ]
+    assert train(args) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def mirror(run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("mirror")
+    assert publish(["--run", str(run), "--mirror", str(folder)]) == 0
+    return folder
+
+
+@pytest.fixture
+def use_mirror(mirror: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("RESMG_ZOO_HUB_DIR", str(mirror))
+    return mirror
+
+
+def _reference(run: Path) -> torch.nn.Module:
+    model = timm.create_model(MODEL, widths=WIDTHS, num_classes=10, in_chans=1)
+    model.load_state_dict(load_file(str(checkpoint_weights_path(run))))
+    return model.eval()
+
+
+def _test_accuracy(model: torch.nn.Module, digits: Path) -> float:
+    dataset = load_dataset(str(digits))
+    test = dataset.split("test")
+    x = (test.images.float() / 255 - dataset.mean[0]) / dataset.std[0]
+    with torch.no_grad():
+        return 100.0 * (model.eval()(x).argmax(1) == test.labels).sum().item() / len(test)
+
+
+def _last_metrics(run: Path) -> dict:
+    return json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+
+
+def test_published_folder_and_manifest_entry(mirror: Path, run: Path) -> None:
+    folder = mirror / HUB_ID
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "README.md",
+        "config.json",
+        "metrics.json",
+        "model.safetensors",
+        "recipe.json",
+    ]
+    (entry,) = load_manifest(mirror / MANIFEST_NAME)["entries"]
+    assert validate_entry(entry) == []
+    assert entry["hub_id"] == HUB_ID and entry["sha256"] == file_sha256(folder / "model.safetensors")
+    assert entry["params"] == param_count(MODEL, widths=WIDTHS, num_classes=10, in_chans=1)
+    assert entry["top1"] == round(_last_metrics(run)["test_top1"], 4) and entry["recipe"]["epochs"] == 2
+    assert entry["command"].startswith("python -m resmg_zoo.train") and entry["hardware"]
+    config = json.loads((folder / "config.json").read_text())
+    assert config["architecture"] == MODEL and config["num_classes"] == 10
+    assert config["model_args"]["widths"] == WIDTHS and config["model_args"]["in_chans"] == 1
+    card = (folder / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: timm\nlicense: mit\n") and "model-index:" in card
+    assert f"value: {entry['top1']}" in card and "datasets:\n- mnist" in card
+
+
+def test_torch_hub_and_timm_load_the_trained_model(use_mirror: Path, run: Path, digits: Path) -> None:
+    reference = _reference(run)
+    x = torch.randn(5, 1, 28, 28)
+    expected = reference(x)
+    via_hub = torch.hub.load(str(REPO_ROOT), MODEL, source="local", pretrained=True, dataset=TAG).eval()
+    via_timm = timm.create_model(f"{MODEL}.{TAG}", pretrained=True).eval()
+    via_dir = timm.create_model(f"local-dir:{use_mirror / HUB_ID}", pretrained=True).eval()
+    for model in (via_hub, via_timm, via_dir):
+        torch.testing.assert_close(model(x), expected, rtol=0, atol=0)
+    assert _test_accuracy(via_hub, digits) == pytest.approx(_last_metrics(run)["test_top1"], abs=1e-6)
+    assert via_timm.pretrained_cfg["resolved_from"] == f"mirror:{use_mirror / HUB_ID}"
+
+
+def test_no_pickle_is_loaded(use_mirror: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("torch.load was called while loading published weights")
+
+    monkeypatch.setattr(torch, "load", refuse)
+    timm.create_model(f"{MODEL}.{TAG}", pretrained=True)
+
+
+def test_fine_tuning_new_head_and_adapted_stem(use_mirror: Path, run: Path) -> None:
+    reference = _reference(run)
+    three = timm.create_model(f"{MODEL}.{TAG}", pretrained=True, num_classes=3)
+    assert three.fc.out_features == 3
+    ref_state, state = reference.state_dict(), three.state_dict()
+    assert all(torch.equal(state[k], ref_state[k]) for k in state if not k.startswith("fc."))
+    rgb = timm.create_model(f"{MODEL}.{TAG}", pretrained=True, in_chans=3).eval()
+    gray = torch.randn(2, 1, 28, 28)
+    torch.testing.assert_close(rgb(gray.repeat(1, 3, 1, 1)), reference(gray), rtol=1e-4, atol=1e-4)
+
+
+def test_features_only_from_pretrained(use_mirror: Path) -> None:
+    features = timm.create_model(f"{MODEL}.{TAG}", pretrained=True, features_only=True, out_indices=(2, 4))
+    assert [f.shape[1] for f in features(torch.randn(1, 1, 28, 28))] == [16, 32]
+
+
+def _copy_mirror(mirror: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    copy = tmp_path / "mirror"
+    shutil.copytree(mirror, copy)
+    return copy
+
+
+def test_one_tampered_byte_is_a_sha256_error(mirror: Path, tmp_path: Path, monkeypatch) -> None:
+    copy = _copy_mirror(mirror, tmp_path)
+    weights = copy / HUB_ID / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-100] ^= 0x01
+    weights.write_bytes(bytes(data))
+    monkeypatch.setenv("RESMG_ZOO_HUB_DIR", str(copy))
+    with pytest.raises(WeightsIntegrityError, match=rf"sha256 mismatch for {MODEL}\.{TAG}: .*model\.safetensors"):
+        timm.create_model(f"{MODEL}.{TAG}", pretrained=True)
+
+
+def test_a_truncated_file_is_a_clear_error(mirror: Path, tmp_path: Path, monkeypatch) -> None:
+    copy = _copy_mirror(mirror, tmp_path)
+    weights = copy / HUB_ID / "model.safetensors"
+    size = weights.stat().st_size
+    weights.write_bytes(weights.read_bytes()[: size // 2])
+    monkeypatch.setenv("RESMG_ZOO_HUB_DIR", str(copy))
+    with pytest.raises(WeightsIntegrityError, match=rf"\({size // 2:,} bytes\) but the manifest .* \({size:,} bytes\)"):
+        torch.hub.load(str(REPO_ROOT), MODEL, source="local", pretrained=True, dataset=TAG)
+
+
+def test_missing_key_is_named(mirror: Path, tmp_path: Path, monkeypatch) -> None:
+    copy = _copy_mirror(mirror, tmp_path)
+    weights = copy / HUB_ID / "model.safetensors"
+    state = load_file(str(weights))
+    state.pop("stages.1.shared_a.weight")
+    save_file(state, str(weights))
+    manifest = json.loads((copy / MANIFEST_NAME).read_text())
+    manifest["entries"][0].update(sha256=file_sha256(weights), bytes=weights.stat().st_size)
+    (copy / MANIFEST_NAME).write_text(json.dumps(manifest))
+    monkeypatch.setenv("RESMG_ZOO_HUB_DIR", str(copy))
+    with pytest.raises(WeightsIntegrityError, match=r"missing keys \['stages\.1\.shared_a\.weight'\]"):
+        timm.create_model(f"{MODEL}.{TAG}", pretrained=True)
+
+
+def test_unpublished_tag_lists_where_it_looked(use_mirror: Path) -> None:
+    with pytest.raises(
+        PretrainedWeightsUnavailable, match=r"no pretrained weights are published for .*cifar10.*mirror"
+    ):
+        timm.create_model(f"{MODEL}.cifar10", pretrained=True)
+
+
+def test_manifest_validator_catches_bad_entries(mirror: Path) -> None:
+    (entry,) = load_manifest(mirror / MANIFEST_NAME)["entries"]
+    assert any("sha256" in p for p in validate_entry({**entry, "sha256": "abc"}))
+    assert any("params" in p for p in validate_entry({**entry, "params": entry["params"] + 1}))
+    assert any("unknown tag" in p for p in validate_entry({**entry, "tag": "imagenet"}))
+    assert any("missing key 'command'" in p for p in validate_entry({k: v for k, v in entry.items() if k != "command"}))
+    with pytest.raises(ManifestError):
+        load_manifest(Path(mirror / HUB_ID / "config.json"))
+
+
+def test_repository_manifest_is_valid() -> None:
+    assert load_manifest(REPO_ROOT / MANIFEST_NAME)["schema_version"] == 1
+
+
+HUB_SCRIPT = """
+import json, sys, timm, torch, resmg_zoo
+torch.manual_seed(0)
+x = torch.randn(3, 1, 28, 28)
+out = {}
+for name in sys.argv[1:]:
+    try:
+        out[name] = timm.create_model(name, pretrained=True).eval()(x).tolist()
+    except Exception as err:
+        out[name] = f"{type(err).__name__}: {err}"
+print(json.dumps(out))
+"""
+
+
+def _hub_subprocess(names: list[str], env: dict[str, str]) -> dict:
+    done = subprocess.run(
+        [sys.executable, "-c", HUB_SCRIPT, *names], capture_output=True, text=True, env=env, timeout=300, cwd=REPO_ROOT
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_the_hub_path_through_huggingface_hub_against_a_local_standin(mirror: Path, run: Path, tmp_path) -> None:
+    manifest_only = tmp_path / "manifest-only"  # RESMG_ZOO_HUB_DIR with the manifest but no weights
+    manifest_only.mkdir()
+    (manifest_only / MANIFEST_NAME).write_bytes((mirror / MANIFEST_NAME).read_bytes())
+    reference = _reference(run)
+    torch.manual_seed(0)
+    expected = reference(torch.randn(3, 1, 28, 28)).tolist()
+    names = [f"{MODEL}.{TAG}", f"hf-hub:{HUB_ID}"]
+    with serve(mirror) as (endpoint, log):
+        env = dict(os.environ, HF_ENDPOINT=endpoint, HF_HOME=str(tmp_path / "hf"), RESMG_ZOO_HUB_DIR=str(manifest_only))
+        env.pop("HF_HUB_OFFLINE", None)
+        online = _hub_subprocess(names, env)
+        assert any("/resolve/main/model.safetensors" in line for line in log)
+    for name in names:
+        assert isinstance(online[name], list), online[name]
+        torch.testing.assert_close(torch.tensor(online[name]), torch.tensor(expected), rtol=0, atol=1e-6)
+    cached = _hub_subprocess(names, dict(env, HF_HUB_OFFLINE="1"))  # the stand-in is gone: from the cache
+    assert cached == online
+    empty = _hub_subprocess([f"{MODEL}.{TAG}"], dict(env, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "empty")))
+    message = empty[f"{MODEL}.{TAG}"]
+    assert message.startswith("PretrainedWeightsUnavailable") and "not in the local Hugging Face cache" in message
+    assert "RESMG_ZOO_HUB_DIR" in message and "go online once" in message
+
+
+def test_a_tampered_file_on_the_hub_is_a_sha256_error(mirror: Path, tmp_path: Path) -> None:
+    served = _copy_mirror(mirror, tmp_path)
+    weights = served / HUB_ID / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    manifest_only = tmp_path / "manifest-only"
+    manifest_only.mkdir()
+    (manifest_only / MANIFEST_NAME).write_bytes((mirror / MANIFEST_NAME).read_bytes())
+    with serve(served) as (endpoint, _log):
+        env = dict(os.environ, HF_ENDPOINT=endpoint, HF_HOME=str(tmp_path / "hf"), RESMG_ZOO_HUB_DIR=str(manifest_only))
+        result = _hub_subprocess([f"{MODEL}.{TAG}"], env)
+    assert result[f"{MODEL}.{TAG}"].startswith("WeightsIntegrityError: sha256 mismatch")
+
+
+def test_upload_path_at_the_hfapi_boundary(run: Path, tmp_path: Path, monkeypatch) -> None:
+    calls: list[tuple] = []
+
+    class RecordingApi:
+        def create_repo(self, repo_id: str, **kwargs: object) -> None:
+            calls.append(("create_repo", repo_id, kwargs))
+
+        def upload_folder(self, repo_id: str, folder_path: str, **kwargs: object) -> None:
+            calls.append(("upload_folder", repo_id, sorted(p.name for p in Path(folder_path).iterdir())))
+
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", RecordingApi)
+    repo_manifest = tmp_path / MANIFEST_NAME
+    monkeypatch.setattr(publish_module, "repo_manifest_path", lambda: repo_manifest)
+    assert publish(["--run", str(run), "--repo-id", "someone/custom.mnist", "--tag", "mnist"]) == 2  # id must fit
+    assert publish(["--run", str(run), "--repo-id", f"someone/{MODEL}.{TAG}"]) == 0
+    assert calls[0][:2] == ("create_repo", f"someone/{MODEL}.{TAG}")
+    assert calls[1] == (
+        "upload_folder",
+        f"someone/{MODEL}.{TAG}",
+        ["README.md", "config.json", "metrics.json", "model.safetensors", "recipe.json"],
+    )
+    (entry,) = load_manifest(repo_manifest)["entries"]
+    assert entry["hub_id"] == f"someone/{MODEL}.{TAG}"
+
+
+def test_dry_run_lists_the_files(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert publish(["--run", str(run), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert f"would upload to {HUB_ID}" in out and "model.safetensors" in out and '"sha256"' in out
