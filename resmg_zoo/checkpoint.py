@@ -9,7 +9,6 @@ its files intact: at most the current epoch is lost.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .atomic import atomic_path, write_text_atomic
+from .hashing import file_sha256
 
 POINTER = "checkpoint.json"
 
@@ -38,14 +38,6 @@ class TrainingState:
     optimizer: dict[str, Any]
     rng: dict[str, Any]
     partial: dict[str, float]
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def save_checkpoint(run_dir: Path, model: nn.Module, state: TrainingState) -> Path:

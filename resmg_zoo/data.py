@@ -14,7 +14,6 @@ An archive is decoded once into a safetensors cache keyed by its sha256 (``$RESM
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -31,6 +30,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from .atomic import atomic_path
+from .hashing import file_sha256
 from .tags import TAGS
 
 CACHE_VERSION = 1
@@ -185,7 +185,7 @@ class _Members:
 def _load_image_folder(root: Path, name: str, cache_dir: Optional[str | Path]) -> ImageDataset:
     members = _Members(root)
     classes = members.check()
-    digest = _sha256(root) if members.is_zip else None
+    digest = file_sha256(root) if members.is_zip else None
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     cached = cache / f"{digest}.v{CACHE_VERSION}.safetensors" if digest else None
     if cached is not None and cached.exists():
@@ -269,14 +269,6 @@ def _decode_chunk(job: tuple[str, bool, list[tuple[str, int]], str, tuple[int, i
         if archive:
             archive.close()
     return out
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _read_cache(path: Path, name: str, source: str, digest: Optional[str]) -> Optional[ImageDataset]:

@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from .checkpoint import file_sha256
+from .hashing import file_sha256
 from .manifest import MANIFEST_NAME, find_entry, load_manifest, repo_manifest_path
 from .tags import DEFAULT_TAG, get_tag, hub_id
 

@@ -24,8 +24,9 @@ import timm
 from timm.models._hub import save_config_for_hf
 
 from .atomic import write_text_atomic
-from .checkpoint import checkpoint_weights_path, file_sha256, load_weights
+from .checkpoint import checkpoint_weights_path, load_weights
 from .counting import count_parameters
+from .hashing import file_sha256
 from .manifest import MANIFEST_NAME, add_entry, repo_manifest_path, validate_entry
 from .run_log import read_metrics
 from .tags import DEFAULT_HUB_ORG, LICENSE, PAPER_ID, PAPER_TITLE, TAGS, hub_id

@@ -17,9 +17,10 @@ from realdata import real_data_dir, subset_zip
 from safetensors.torch import load_file, save_file
 
 import resmg_zoo.publish as publish_module
-from resmg_zoo.checkpoint import checkpoint_weights_path, file_sha256
+from resmg_zoo.checkpoint import checkpoint_weights_path
 from resmg_zoo.counting import param_count
 from resmg_zoo.data import load_dataset
+from resmg_zoo.hashing import file_sha256
 from resmg_zoo.manifest import MANIFEST_NAME, ManifestError, load_manifest, validate_entry
 from resmg_zoo.pretrained import PretrainedWeightsUnavailable, WeightsIntegrityError
 from resmg_zoo.publish import main as publish
