@@ -199,3 +199,12 @@ def test_width_reduced_sharedA_reaches_98_percent_on_real_mnist_in_one_epoch(tmp
     last = json.loads((tmp_path / "mnist" / "metrics.jsonl").read_text().splitlines()[-1])
     assert last["epoch"] == 1 and last["train_images"] == 54_912  # 429 full batches of 128
     assert last["test_top1"] >= 98.0, last
+
+
+def test_compile_trains_like_eager(mnist_small: Path, tmp_path: Path) -> None:
+    """--compile runs the same training through torch.compile (Inductor on CPU)."""
+    assert main(_args(mnist_small, tmp_path / "eager", "--epochs", "1")) == 0
+    assert main(_args(mnist_small, tmp_path / "compiled", "--epochs", "1", "--compile")) == 0
+    eager, compiled = (json.loads((tmp_path / r / "metrics.jsonl").read_text()) for r in ("eager", "compiled"))
+    assert compiled["train_loss"] == pytest.approx(eager["train_loss"], abs=0.02)
+    assert set(_weights(tmp_path / "compiled")) == set(_weights(tmp_path / "eager"))  # no _orig_mod. prefixes
