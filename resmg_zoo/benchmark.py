@@ -2,8 +2,10 @@
 
     python -m resmg_zoo.benchmark --models resnet18_unshared,resnet18_sharedA --precision bf16 --channels-last
 
-For each model: parameters, forward FLOPs per image (``torch.utils.flop_counter``), and training
-(forward + backward + SGD step) and inference images/s. Models are measured round-robin, ``--rounds``
+For each model: parameters, checkpoint bytes, forward FLOPs per image (``torch.utils.flop_counter``),
+training (forward + backward + SGD step) and inference images/s, and the FLOP/s they reach as a
+percentage of the fp32/bf16 matmul peak measured in the same run (a training step counted as 3
+forward passes). Models are measured round-robin, ``--rounds``
 times, with the reference — torchvision's ``resnet18`` with a 3×3 stride-1 stem and no max-pool —
 among them, and the median of the rounds is reported, so slow drifts of the machine hit all alike.
 The in-memory loader's images/s is measured in the same run.
@@ -65,6 +67,7 @@ class Bench:
         self.model = build(name, input_size[0])
         self.params = count_parameters(self.model)
         self.flops = forward_flops(self.model, input_size)
+        self.checkpoint_bytes = checkpoint_bytes(self.model)
         self.memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
         self.model = self.model.to(memory_format=self.memory_format)
         self.x = torch.randn(args.batch_size, *input_size).contiguous(memory_format=self.memory_format)
@@ -101,6 +104,25 @@ class Bench:
             rates.append(steps * len(self.x) / (time.perf_counter() - tic))
 
 
+def matmul_peak(dtype: torch.dtype, size: int = 2048, reps: int = 5) -> float:
+    """Best FLOP/s of a square matmul in ``dtype`` over ``reps`` tries (the run's own peak)."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(reps):
+        tic = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - tic)
+    return 2 * size**3 / best
+
+
+def checkpoint_bytes(model: nn.Module) -> int:
+    """Size of the model's state dict as a safetensors file."""
+    from safetensors.torch import save
+
+    return len(save({k: v.contiguous() for k, v in model.state_dict().items()}))
+
+
 def loader_rate(batch_size: int, input_size: tuple[int, int, int], channels_last: bool) -> float:
     """Images/s of the training loader (index, crop+flip, normalise) on CIFAR-sized uint8 data."""
     from .data import ImageSplit
@@ -125,23 +147,33 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     if args.threads:
         torch.set_num_threads(args.threads)
     benches = [Bench(name, args, input_size) for name in names]
+    peaks: dict[str, list[float]] = {"fp32": [], "bf16": []}
     for _ in range(args.rounds):
+        for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+            peaks[precision].append(matmul_peak(dtype, args.peak_size))
         for bench in benches:
             bench.measure(args.steps, args.warmup)
+    peak = {k: max(v) for k, v in peaks.items()}
     reference = next(b for b in benches if b.name == REFERENCE)
     ref_train, ref_infer = statistics.median(reference.train_rates), statistics.median(reference.infer_rates)
     rows = []
     for b in benches:
         train, infer = statistics.median(b.train_rates), statistics.median(b.infer_rates)
+        # a training step is counted as 3 forward passes (forward + backward w.r.t. inputs and weights)
         rows.append(
             dict(
                 model=b.name,
                 params=b.params,
                 flops=b.flops,
+                checkpoint_bytes=b.checkpoint_bytes,
                 train_img_s=train,
                 infer_img_s=infer,
                 train_vs_reference=train / ref_train,
                 infer_vs_reference=infer / ref_infer,
+                train_pct_peak=100.0 * train * 3 * b.flops / peak[args.precision],
+                infer_pct_peak=100.0 * infer * b.flops / peak[args.precision],
+                peak_fp32_flops=peak["fp32"],
+                peak_bf16_flops=peak["bf16"],
                 batch_size=args.batch_size,
                 precision=args.precision,
                 channels_last=args.channels_last,
@@ -158,16 +190,18 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| model | params | GFLOPs/img | train img/s | infer img/s | train × ref | infer × ref |",
-        "|---|---|---|---|---|---|---|",
+        "| model | params | checkpoint MB | GFLOPs/img | train img/s | infer img/s | train × ref | infer × ref "
+        "| train % peak | infer % peak |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if "loader_img_s" in r:
-            lines.append(f"| {r['model']} | | | {r['loader_img_s']:,.0f} | | | |")
+            lines.append(f"| {r['model']} | | | | {r['loader_img_s']:,.0f} | | | | | |")
             continue
         lines.append(
-            f"| `{r['model']}` | {r['params']:,} | {r['flops'] / 1e9:.3f} | {r['train_img_s']:.1f} | "
-            f"{r['infer_img_s']:.1f} | {r['train_vs_reference']:.2f} | {r['infer_vs_reference']:.2f} |"
+            f"| `{r['model']}` | {r['params']:,} | {r['checkpoint_bytes'] / 1e6:.1f} | {r['flops'] / 1e9:.3f} | "
+            f"{r['train_img_s']:.1f} | {r['infer_img_s']:.1f} | {r['train_vs_reference']:.2f} | "
+            f"{r['infer_vs_reference']:.2f} | {r['train_pct_peak']:.0f} | {r['infer_pct_peak']:.0f} |"
         )
     return "\n".join(lines)
 
@@ -184,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=2, help="round-robin repetitions (the median is reported)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--compile-inference", default=None, help="torch.compile mode for inference, e.g. max-autotune")
+    p.add_argument("--peak-size", type=int, default=2048, help="matmul size for the same-run FLOP/s peak")
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
     return p
 
@@ -194,6 +229,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(
         f"batch {args.batch_size}, {args.precision}, channels_last={args.channels_last}, "
         f"{torch.get_num_threads()} threads, torch {torch.__version__}"
+    )
+    first = rows[0]
+    print(
+        f"same-run matmul peak: fp32 {first['peak_fp32_flops'] / 1e9:.0f} GFLOP/s, "
+        f"bf16 {first['peak_bf16_flops'] / 1e9:.0f} GFLOP/s"
     )
     print(markdown(rows))
     if args.json:
