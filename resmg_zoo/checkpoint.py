@@ -10,7 +10,7 @@ its files intact: at most the current epoch is lost.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,17 +48,7 @@ def save_checkpoint(run_dir: Path, model: nn.Module, state: TrainingState) -> Pa
     with atomic_path(weights) as tmp:
         save_file(tensors, str(tmp))
     with atomic_path(extra) as tmp:
-        torch.save(
-            dict(
-                epoch=state.epoch,
-                step_in_epoch=state.step_in_epoch,
-                global_step=state.global_step,
-                optimizer=state.optimizer,
-                rng=state.rng,
-                partial=state.partial,
-            ),
-            tmp,
-        )
+        torch.save(asdict(state), tmp)
     pointer = dict(
         epoch=state.epoch,
         step_in_epoch=state.step_in_epoch,
@@ -121,11 +111,4 @@ def load_checkpoint(run_dir: Path, model: nn.Module) -> TrainingState:
     load_weights(model, _verified(run_dir, pointer["weights"], pointer["weights_sha256"]))
     extra = _verified(run_dir, pointer["state"], pointer["state_sha256"])
     data = torch.load(extra, map_location="cpu", weights_only=True)
-    return TrainingState(
-        epoch=data["epoch"],
-        step_in_epoch=data["step_in_epoch"],
-        global_step=data["global_step"],
-        optimizer=data["optimizer"],
-        rng=data["rng"],
-        partial=data["partial"],
-    )
+    return TrainingState(**data)

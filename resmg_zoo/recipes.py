@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any, Optional
 
 from .choices import check_choice
@@ -112,7 +112,3 @@ def lr_factor(recipe: Recipe, step: int, steps_per_epoch: int) -> float:
     total = max(1.0, float(recipe.epochs) * steps_per_epoch - warmup_steps)
     progress = min(1.0, (step - warmup_steps) / total)
     return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def recipe_dict(recipe: Recipe) -> dict[str, Any]:
-    return asdict(recipe)

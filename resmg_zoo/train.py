@@ -19,7 +19,7 @@ import signal
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -36,7 +36,7 @@ from .data import ImageDataset, load_dataset, split_train_val
 from .distributed import DistEnv, all_reduce_sum, barrier, broadcast_buffers, init_distributed, shutdown
 from .hardware import describe_hardware
 from .loader import AUGMENTATIONS, EpochPlan, Materializer
-from .recipes import RECIPES, Recipe, lr_factor, recipe_dict, resolve_recipe
+from .recipes import RECIPES, Recipe, lr_factor, resolve_recipe
 from .run_log import plot_curve, read_metrics, write_metrics
 
 EXIT_NONFINITE = 3
@@ -150,7 +150,7 @@ class RunConfig:
     recipe: Recipe
 
     def to_json(self) -> dict[str, Any]:
-        return {**self.settings, "recipe_settings": recipe_dict(self.recipe)}
+        return {**self.settings, "recipe_settings": asdict(self.recipe)}
 
 
 def resolve_config(args: argparse.Namespace, run_dir: Path) -> RunConfig:
