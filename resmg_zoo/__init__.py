@@ -11,11 +11,13 @@ from typing import Any
 import timm
 from torch import nn
 
-from .choices import POOL_BLOCK_CHOICES, SHARE_CHOICES
+from .choices import FORM_CHOICES, POOL_BLOCK_CHOICES, SHARE_CHOICES
+from .fresnet import FResNet, FResNetLevel
 from .pretrained import PretrainedWeightsUnavailable, WeightsIntegrityError
 from .resmg_resnet import ResMgLevel, ResMgResNet
 from .tags import TAGS
-from .zoo import VARIANTS
+from .variants import VARIANTS
+from .zoo import default_cfgs  # noqa: F401  (importing it registers every model with timm)
 
 __version__ = "0.1.0"
 
@@ -36,9 +38,12 @@ def create_model(name: str, pretrained: bool = False, **kwargs: Any) -> nn.Modul
 
 
 __all__ = [
+    "FORM_CHOICES",
     "POOL_BLOCK_CHOICES",
     "SHARE_CHOICES",
     "TAGS",
+    "FResNet",
+    "FResNetLevel",
     "PretrainedWeightsUnavailable",
     "ResMgLevel",
     "ResMgResNet",

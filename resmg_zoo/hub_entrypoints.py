@@ -10,21 +10,8 @@ from torch import nn
 
 from .counting import param_count
 from .manifest import load_manifest, repo_manifest_path
-from .paper import TABLE_DATASETS, paper_result
 from .tags import TAGS, get_tag
-from .zoo import VARIANTS
-
-
-def _paper_accuracy_lines(name: str) -> list[str]:
-    lines = []
-    for table in (2, 3, 4):
-        row = paper_result(name, table)
-        if row is not None:
-            lines.append(
-                f"    {TABLE_DATASETS[table]}: {row['top1']:.2f} % top-1 reported by the paper (Table {table}, "
-                f"{row['params_reported']} parameters)"
-            )
-    return lines or ["    (not in the paper's tables)"]
+from .variants import VARIANTS, FResNetVariant
 
 
 def _measured_lines(name: str) -> list[str]:
@@ -38,6 +25,11 @@ def _measured_lines(name: str) -> list[str]:
     ]
 
 
+def variant_kwargs(variant: object) -> str:
+    """The architecture keywords a family takes beyond timm's usual ones."""
+    return "a_form, b_form, share_b, layers, widths" if isinstance(variant, FResNetVariant) else "share, pool_block"
+
+
 def entrypoint_doc(name: str) -> str:
     """The docstring of a hub entry point: variant, equation, exact parameters, accuracies."""
     variant = VARIANTS[name]
@@ -49,12 +41,14 @@ def entrypoint_doc(name: str) -> str:
             f"Parameters (exact, counted from the built model): {counts}.",
             *_measured_lines(name),
             "The paper's figures, for reference:",
-            *_paper_accuracy_lines(name),
+            *(f"    {line}" for line in variant.paper_accuracies() or ["(not in the paper's tables)"]),
             "",
             "Args:",
             "    pretrained: load the published weights of the `dataset` tag (RESMG_ZOO_HUB_DIR mirror, then the Hub).",
             f"    dataset: pretrained tag, one of {', '.join(TAGS)}; sets num_classes and in_chans.",
-            "    **kwargs: passed to timm.create_model (num_classes, in_chans, drop_rate, share, pool_block, ...).",
+            "    **kwargs: passed to timm.create_model (num_classes, in_chans, drop_rate, "
+            + variant_kwargs(variant)
+            + ", ...).",
         ]
     )
 

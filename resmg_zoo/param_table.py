@@ -6,6 +6,9 @@ Each model is built on the CPU and run on one input of its tag's size (a smoke c
 working network); the counts are those of the built modules, for the default pooling block
 (``conv``, eq. (3.14)) and the ``restrict`` form (eq. (3.17)), with the CIFAR-10, CIFAR-100 and
 MNIST heads. The paper's rounded figures (Tables 2–4) stand beside them.
+
+A second table counts F-ResNet (Algorithm 2) in each of the 16 forms of Table 1 at the default
+``fresnet18`` size, and ``mgnet``; the paper states no parameter counts for Table 1.
 """
 
 from __future__ import annotations
@@ -17,9 +20,9 @@ import timm
 import torch
 
 from .counting import count_parameters
-from .paper import paper_result
+from .paper import paper_result, paper_rows
 from .tags import TAGS
-from .zoo import VARIANTS
+from .variants import FORM_SYMBOLS, VARIANTS, ResNetVariant
 
 
 def built_count(name: str, tag: str, **kwargs: object) -> int:
@@ -41,6 +44,8 @@ def param_rows() -> list[dict[str, object]]:
     """One row per registered model: our exact counts and the paper's reported ones."""
     rows = []
     for name, variant in VARIANTS.items():
+        if not isinstance(variant, ResNetVariant):
+            continue
         rows.append(
             dict(
                 model=name,
@@ -71,10 +76,50 @@ def markdown_table(rows: list[dict[str, object]]) -> str:
     return "\n".join(lines)
 
 
+def fresnet_rows() -> list[dict[str, object]]:
+    """``fresnet18`` in each form of Table 1 (the paper's order), then ``mgnet``."""
+    rows = [
+        dict(
+            model="fresnet18",
+            a_form=r["a_form"],
+            b_form=r["b_form"],
+            cifar10=built_count("fresnet18", "cifar10", a_form=r["a_form"], b_form=r["b_form"]),
+            paper_top1=f"{r['top1']:.2f}",
+        )
+        for r in paper_rows(1)
+    ]
+    mgnet = VARIANTS["mgnet"].model_args()
+    rows.append(
+        dict(
+            model="mgnet",
+            a_form=mgnet["a_form"],
+            b_form=mgnet["b_form"],
+            cifar10=built_count("mgnet", "cifar10"),
+            paper_top1="— (8.3M, 96.00 in MgNet_Code)",
+        )
+    )
+    return rows
+
+
+def fresnet_markdown_table(rows: list[dict[str, object]]) -> str:
+    lines = [
+        "| model | `a_form` | A_ℓ | `b_form` | B_{ℓ,i} | ours CIFAR-10 params | paper Table 1 top-1 |",
+        "|" + "---|" * 7,
+    ]
+    for r in rows:
+        lines.append(
+            f"| `{r['model']}` | `{r['a_form']}` | {FORM_SYMBOLS[str(r['a_form'])]} | `{r['b_form']}` | "
+            f"{FORM_SYMBOLS[str(r['b_form'])]} | {r['cifar10']:,} | {r['paper_top1']} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.parse_args(argv)
     print(markdown_table(param_rows()))
+    print()
+    print(fresnet_markdown_table(fresnet_rows()))
     return 0
 
 

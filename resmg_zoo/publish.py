@@ -30,7 +30,7 @@ from .hashing import file_sha256
 from .manifest import MANIFEST_NAME, add_entry, repo_manifest_path, validate_entry
 from .run_log import read_metrics
 from .tags import DEFAULT_HUB_ORG, LICENSE, PAPER_ID, PAPER_TITLE, TAGS, hub_id
-from .zoo import VARIANTS
+from .variants import VARIANTS
 
 WEIGHTS_NAME = "model.safetensors"
 

@@ -18,7 +18,7 @@ Each shared operator is a convolution owned once by its level (``stages.N.shared
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Optional, Union
+from typing import Optional
 
 import torch
 from timm.layers import BatchNormAct2d, create_classifier
@@ -26,7 +26,8 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from .blocks import PostActBlock, PreActBlock, conv3x3, init_weights
-from .choices import POOL_BLOCK_CHOICES, SHARE_CHOICES, check_choice
+from .choices import POOL_BLOCK_CHOICES, SHARE_CHOICES, check_choice, parse_ints
+from .inputs import check_image_batch
 
 
 class ResMgLevel(nn.Module):
@@ -134,8 +135,8 @@ class ResMgResNet(nn.Module):
         drop_rate: float = 0.0,
     ) -> None:
         super().__init__()
-        widths = _parse_ints("widths", widths)
-        layers = _parse_ints("layers", layers)
+        widths = parse_ints("widths", widths)
+        layers = parse_ints("layers", layers)
         if len(widths) != len(layers):
             raise ValueError(f"widths {widths} and layers {layers} must name the same number of levels")
         if in_chans < 1:
@@ -208,34 +209,7 @@ class ResMgResNet(nn.Module):
 
     def check_input(self, x: Tensor) -> None:
         """Raise ``ValueError`` for an input the model cannot classify (SPEC §6)."""
-        if x.dim() != 4:
-            raise ValueError(
-                "expected a 4-D input (batch, channels, height, width), got a "
-                + str(x.dim())
-                + "-D tensor of shape "
-                + str(list(x.shape))
-            )
-        if x.shape[1] != self.in_chans:
-            raise ValueError(
-                "expected "
-                + str(self.in_chans)
-                + " input channels, got "
-                + str(x.shape[1])
-                + " (input shape "
-                + str(list(x.shape))
-                + ")"
-            )
-        if x.shape[2] < self.min_input_size or x.shape[3] < self.min_input_size:
-            raise ValueError(
-                "expected an image of at least "
-                + str(self.min_input_size)
-                + "x"
-                + str(self.min_input_size)
-                + " pixels (one per level after the poolings), got "
-                + str(x.shape[2])
-                + "x"
-                + str(x.shape[3])
-            )
+        check_image_batch(x, self.in_chans, self.min_input_size)
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Stem and all levels: the last iterate r_{J,ν_J} (normalised for pre-act)."""
@@ -253,16 +227,3 @@ class ResMgResNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))
-
-
-def _parse_ints(name: str, value: Union[str, Sequence[int]]) -> tuple[int, ...]:
-    """Accept ``(64, 128)`` or the command-line spelling ``"64,128"``."""
-    if isinstance(value, str):
-        value = [v for v in value.replace(" ", "").split(",") if v]
-    try:
-        parsed = tuple(int(v) for v in value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a sequence of positive integers, got {value!r}") from None
-    if not parsed or any(v < 1 for v in parsed):
-        raise ValueError(f"{name} must be a sequence of positive integers, got {value!r}")
-    return parsed

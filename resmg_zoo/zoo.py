@@ -1,70 +1,24 @@
-"""The timm registration of the (pre-act) ResNet family: 16 names, each with a cfg per dataset tag.
+"""The timm registration of every model, each with a cfg per dataset tag.
 
-``{resnet18, resnet34, preact_resnet18, preact_resnet34}_{unshared, sharedA, sharedB, sharedAB}``
-(SPEC §2). Importing this module registers them with timm, so ``timm.create_model(name)`` works
-after ``import resmg_zoo``.
+``{resnet18, resnet34, preact_resnet18, preact_resnet34}_{unshared, sharedA, sharedB, sharedAB}``,
+``fresnet18`` and ``mgnet`` (SPEC §2; :mod:`resmg_zoo.variants` says what each name means).
+Importing this module registers them with timm, so ``timm.create_model(name)`` works after
+``import resmg_zoo``.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from timm.models import FeatureListNet, build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models._features import FeatureGetterNet
 from torch import nn
 
 from .pretrained import load_published_state, resolve_tag, resolve_weights
-from .resmg_resnet import ResMgResNet
 from .tags import DEFAULT_HUB_ORG, DEFAULT_TAG, LICENSE, PAPER_ID, TAGS, hub_id, pool_size
-
-DEPTHS: dict[int, tuple[int, ...]] = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
-SHARE_SUFFIX: dict[str, str] = {"none": "unshared", "A": "sharedA", "B": "sharedB", "AB": "sharedAB"}
-PAPER_NAMES: dict[str, str] = {"none": "A_{ℓ,i}-B_{ℓ,i}", "A": "A_ℓ-B_{ℓ,i}", "B": "A_{ℓ,i}-B_ℓ", "AB": "A_ℓ-B_ℓ"}
-SHARE_MEANING: dict[str, str] = {
-    "none": "the classic model: every block has its own A_{ℓ,i} and B_{ℓ,i}",
-    "A": "ONE data-feature map A_ℓ per level, shared by all its blocks (eq. (3.11)/(3.12))",
-    "B": "ONE B_ℓ per level for the non-pooling blocks; the strided B̃_{ℓ,0} keeps its own (eq. (5.1))",
-    "AB": "ONE A_ℓ and ONE B_ℓ per level (eq. (5.2))",
-}
-
-
-@dataclass(frozen=True)
-class ResNetVariant:
-    """One registered model of the family."""
-
-    depth: int
-    preact: bool
-    share: str
-
-    @property
-    def name(self) -> str:
-        return f"{'preact_' if self.preact else ''}resnet{self.depth}_{SHARE_SUFFIX[self.share]}"
-
-    @property
-    def paper_name(self) -> str:
-        return f"{'pre-act ' if self.preact else ''}ResNet{self.depth}-{PAPER_NAMES[self.share]}"
-
-    def model_args(self) -> dict[str, Any]:
-        return dict(layers=DEPTHS[self.depth], preact=self.preact, share=self.share)
-
-    def docstring(self) -> str:
-        block = "r ← r + A ∗ σ(BN(B ∗ σ(BN(r))))" if self.preact else "r ← σ(r + BN(A ∗ σ(BN(B ∗ r))))"
-        return (
-            f"{self.paper_name}: {'pre-act ' if self.preact else ''}ResNet{self.depth} with "
-            f"{SHARE_MEANING[self.share]}.\n\n"
-            f"Block {block}; blocks per level {DEPTHS[self.depth]}, widths 64-128-256-512, 3×3 stride-1 stem "
-            f"without max-pool.\nPaper: He, Chen, Zhang, Xu, {PAPER_ID}. Tags: {', '.join(TAGS)}."
-        )
-
-
-VARIANTS: dict[str, ResNetVariant] = {
-    v.name: v
-    for v in (
-        ResNetVariant(depth, preact, share) for preact in (False, True) for depth in DEPTHS for share in SHARE_SUFFIX
-    )
-}
+from .variants import VARIANTS
 
 
 def _cfg(model: str, tag: str) -> dict[str, Any]:
@@ -92,7 +46,7 @@ _TAG_ORDER = [DEFAULT_TAG] + [t for t in TAGS if t != DEFAULT_TAG]
 default_cfgs = generate_default_cfgs({f"{name}.{tag}": _cfg(name, tag) for name in VARIANTS for tag in _TAG_ORDER})
 
 
-def create_resnet_variant(variant: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:
+def create_variant(variant: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:
     """Build a registered variant through timm's builder (cfg resolution, features_only).
 
     With ``pretrained=True`` the weights are resolved and verified by :mod:`resmg_zoo.pretrained`
@@ -122,14 +76,18 @@ def create_resnet_variant(variant: str, pretrained: bool = False, **kwargs: Any)
     load_published_state(model, resolved)
     model.pretrained_cfg = {**model.pretrained_cfg, "hf_hub_id": resolved.hub_id, "resolved_from": resolved.source}
     if features_only:
-        model = FeatureListNet(
-            model, out_indices=feature_args.get("out_indices", (0, 1, 2, 3, 4)), flatten_sequential=True
-        )
+        out_indices = feature_args.get("out_indices", (0, 1, 2, 3, 4))
+        if spec.feature_cls == "getter":
+            model = FeatureGetterNet(model, out_indices=out_indices)
+        else:
+            model = FeatureListNet(model, out_indices=out_indices, flatten_sequential=True)
     return model
 
 
 def _build(variant: str, args: dict[str, Any]) -> nn.Module:
-    return build_model_with_cfg(ResMgResNet, variant, False, feature_cfg=dict(flatten_sequential=True), **args)
+    spec = VARIANTS[variant]
+    feature_cfg = dict(feature_cls="getter") if spec.feature_cls == "getter" else dict(flatten_sequential=True)
+    return build_model_with_cfg(spec.model_cls, variant, False, feature_cfg=feature_cfg, **args)
 
 
 def _cfg_value(cfg: Any, key: str) -> Any:
@@ -140,7 +98,7 @@ def _cfg_value(cfg: Any, key: str) -> Any:
 
 def _entrypoint(name: str) -> Callable[..., nn.Module]:
     def entrypoint(pretrained: bool = False, **kwargs: Any) -> nn.Module:
-        return create_resnet_variant(name, pretrained=pretrained, **kwargs)
+        return create_variant(name, pretrained=pretrained, **kwargs)
 
     entrypoint.__name__ = entrypoint.__qualname__ = name
     entrypoint.__module__ = __name__

@@ -11,7 +11,7 @@ from conftest import MODEL_NAMES, REPO_ROOT
 
 from resmg_zoo import PretrainedWeightsUnavailable
 from resmg_zoo.counting import param_count
-from resmg_zoo.zoo import VARIANTS
+from resmg_zoo.variants import VARIANTS
 
 
 @pytest.fixture
