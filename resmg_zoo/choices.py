@@ -12,6 +12,9 @@ SHARE_CHOICES: tuple[str, ...] = ("none", "A", "B", "AB")
 FORM_CHOICES: tuple[str, ...] = ("linear", "pre", "post", "both")
 """Forms of A_ℓ and B_{ℓ,i} in F-ResNet (§4.2, Table 1): K∗, K∗σ, σ∘K∗, σ∘K∗σ."""
 
+TRANSFER_NORM_CHOICES: tuple[str, ...] = ("bn", "bn_act", "none")
+"""What follows F-ResNet's Π and R: a BN (default), MgNet's BN-ReLU, or nothing (Algorithm 2 literally)."""
+
 POOL_BLOCK_CHOICES: tuple[str, ...] = ("conv", "restrict")
 """Pooling-block forms of §3.3: eq. (3.14) with a strided B̃ (``conv``) or the restriction
 R∗2 followed by the level's own block, r_{ℓ+1,1} of eq. (3.17) (``restrict``)."""

@@ -27,7 +27,11 @@ def _measured_lines(name: str) -> list[str]:
 
 def variant_kwargs(variant: object) -> str:
     """The architecture keywords a family takes beyond timm's usual ones."""
-    return "a_form, b_form, share_b, layers, widths" if isinstance(variant, FResNetVariant) else "share, pool_block"
+    return (
+        "a_form, b_form, share_b, transfer_norm, layers, widths"
+        if isinstance(variant, FResNetVariant)
+        else "share, pool_block"
+    )
 
 
 def entrypoint_doc(name: str) -> str:

@@ -94,7 +94,9 @@ class FResNetVariant:
             f"{self.paper_name}: {self.summary}\n\n"
             f"u ← u + B_{{ℓ,i}}(f_ℓ − A_ℓ(u)) with A_ℓ = {FORM_SYMBOLS[a]} (a_form={a!r}) and "
             f"B_{{ℓ,i}} = {FORM_SYMBOLS[b]} (b_form={b!r}); σ = ReLU∘BN. Any of the 16 forms: "
-            f"a_form=/b_form= one of {', '.join(FORM_SYMBOLS)}. ν = {args['layers']}, widths {args['widths']}.\n"
+            f"a_form=/b_form= one of {', '.join(FORM_SYMBOLS)}. "
+            f"Π, R followed by transfer_norm={args.get('transfer_norm', 'bn')!r}; ν = {args['layers']}, "
+            f"widths {args['widths']}.\n"
             f"Paper: He, Chen, Zhang, Xu, {PAPER_ID}. Tags: {', '.join(TAGS)}."
         )
 
@@ -119,14 +121,14 @@ FRESNET_VARIANTS: tuple[FResNetVariant, ...] = (
         "mgnet",
         "MgNet[2,2,2,2]-256 (He & Xu 2019)",
         "F-ResNet with 256 channels on every level, ONE B_ℓ per level (share_b) and BN-ReLU after Π and R "
-        "(transfer_act), as in XuTeam/MgNet_Code; that repository reports 8.3M parameters.",
+        "(transfer_norm='bn_act'), as in XuTeam/MgNet_Code; that repository reports 8.3M parameters.",
         (
             ("layers", (2, 2, 2, 2)),
             ("widths", (256, 256, 256, 256)),
             ("a_form", "linear"),
             ("b_form", "both"),
             ("share_b", True),
-            ("transfer_act", True),
+            ("transfer_norm", "bn_act"),
         ),
     ),
 )

@@ -28,7 +28,7 @@ def expected_params(
     in_chans=3,
     classes=10,
     share_b=False,
-    transfer_act=False,
+    transfer_norm="bn",
 ) -> int:
     """Parameters of Algorithm 2 counted by hand from its definition (one A_ℓ per level)."""
     k = 9  # 3×3 kernels
@@ -42,7 +42,7 @@ def expected_params(
         total += a_uses * SIGMAS[a_form] * 2 * c + nu * SIGMAS[b_form] * 2 * c
         if not first:
             total += 2 * widths[level - 1] * c * k  # Π and R
-            total += 2 * 2 * c if transfer_act else 0
+            total += 2 * 2 * c if transfer_norm != "none" else 0  # the BN after Π and after R
     return total + widths[-1] * classes + classes
 
 
@@ -53,7 +53,7 @@ def test_parameter_count_of_every_form(a_form: str, b_form: str) -> None:
 
 def test_mgnet_is_the_reported_size() -> None:
     count = param_count("mgnet")
-    assert count == expected_params("linear", "both", widths=(256,) * 4, share_b=True, transfer_act=True)
+    assert count == expected_params("linear", "both", widths=(256,) * 4, share_b=True, transfer_norm="bn_act")
     assert round(count / 1e6, 1) == 8.3  # XuTeam/MgNet_Code: MgNet[2,2,2,2]-256 has 8.3M parameters
 
 
@@ -118,8 +118,13 @@ def _identity_batchnorms(module: nn.Module, generator: torch.Generator) -> None:
             m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=generator, dtype=m.bias.dtype))
 
 
+def _affine(bn: nn.Module, x: Tensor) -> Tensor:
+    """A BN made affine by ``_identity_batchnorms``: γ x + β."""
+    return x * bn.weight[None, :, None, None] + bn.bias[None, :, None, None]
+
+
 def _sigma(bn: nn.Module, x: Tensor) -> Tensor:
-    return F.relu(x * bn.weight[None, :, None, None] + bn.bias[None, :, None, None])
+    return F.relu(_affine(bn, x))
 
 
 def _form(op: nn.Module, kernel: Tensor, x: Tensor) -> Tensor:
@@ -138,8 +143,9 @@ def algorithm2(model: FResNet, image: Tensor) -> Tensor:
     for level_index, level in enumerate(model.stages):
         a = level.conv_a.weight
         if level_index > 0:
-            u = F.conv2d(u, level.interp.weight, stride=2, padding=1)  # Π ∗2 u_{ℓ-1,ν}
-            f = F.conv2d(residual, level.restrict.weight, stride=2, padding=1) + _form(level.a_in, a, u)  # (4.3)
+            u = _affine(level.interp_norm, F.conv2d(u, level.interp.weight, stride=2, padding=1))  # Π ∗2 u, (4.2)
+            restricted = _affine(level.restrict_norm, F.conv2d(residual, level.restrict.weight, stride=2, padding=1))
+            f = restricted + _form(level.a_in, a, u)  # (4.3)
         for step in level.smoothers:
             b = step.b.conv.weight
             a_of_u = torch.zeros_like(u) if step.a is None else _form(step.a, a, u)  # A_1(u_{1,0}) = A_1(0) = 0
@@ -299,9 +305,9 @@ def _copy_into(model: nn.Module, reference: ReferenceMgNet) -> None:
             state[f"stages.{ell}.interp.weight"] = reference.pi[ell - 1].weight
             state[f"stages.{ell}.restrict.weight"] = reference.r[ell - 1].weight
             for k, v in reference.bn_pi[ell - 1].state_dict().items():
-                state[f"stages.{ell}.interp_act.{k}"] = v
+                state[f"stages.{ell}.interp_norm.{k}"] = v
             for k, v in reference.bn_r[ell - 1].state_dict().items():
-                state[f"stages.{ell}.restrict_act.{k}"] = v
+                state[f"stages.{ell}.restrict_norm.{k}"] = v
         for i in range(reference.nu):
             for k, v in reference.bn_res[ell * reference.nu + i].state_dict().items():
                 state[f"stages.{ell}.smoothers.{i}.b.pre_act.{k}"] = v
@@ -325,9 +331,9 @@ def test_mgnet_equals_an_independent_mgnet_in_training_and_eval() -> None:
 def test_fresnet18_is_algorithm_2_not_mgnet() -> None:
     """The registered defaults: a B_{ℓ,i} per step and plain Π, R (Algorithm 2); MgNet differs in both."""
     fres = timm.create_model("fresnet18")
-    assert (fres.share_b, fres.transfer_act, fres.a_form, fres.b_form) == (False, False, "linear", "both")
+    assert (fres.share_b, fres.transfer_norm, fres.a_form, fres.b_form) == (False, "bn", "linear", "both")
     mgnet = timm.create_model("mgnet")
-    assert (mgnet.share_b, mgnet.transfer_act) == (True, True)
+    assert (mgnet.share_b, mgnet.transfer_norm) == (True, "bn_act")
 
 
 def test_features_only_returns_the_stem_and_every_level_feature() -> None:

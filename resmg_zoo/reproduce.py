@@ -1,0 +1,242 @@
+"""Re-run a table of the paper at a named budget and print ours beside the paper's.
+
+    python scripts/reproduce.py --table 1 --budget cpu-tiny
+    python scripts/reproduce.py --table 2 --budget cpu-short --rows resnet18_sharedA,resnet18_unshared
+    python scripts/reproduce.py --table 1 --budget cpu-tiny --report   # print from the finished runs only
+
+Each row is one training run of ``python -m resmg_zoo.train`` in its own folder
+``<out>/table<N>-<budget>/<row>``, so the table is resumable row by row: a finished row is read
+back, an interrupted one continues with ``--resume``, a missing one starts. The printed Markdown
+names the budget, the hardware, the data archive and the wall time of every row; it is also
+written to ``<out>/table<N>-<budget>/results.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from .counting import param_count
+from .paper import TABLE_DATASETS, TABLE_KEYS, paper_rows
+from .run_log import read_metrics
+from .variants import FORM_SYMBOLS
+
+TABLE_TITLES = {
+    1: "Table 1: F-ResNet (Algorithm 2) with the 16 forms of A_ℓ and B_{ℓ,i}, CIFAR-10",
+    2: "Table 2: MNIST",
+    3: "Table 3: CIFAR-10",
+    4: "Table 4: CIFAR-100",
+}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much training a row gets: a recipe of :mod:`resmg_zoo.recipes` and what changes it."""
+
+    name: str
+    recipe: str
+    epochs: Optional[float]  # None: the recipe's own rule
+    model_kwargs: tuple[tuple[str, str], ...]
+    precision: str
+    channels_last: bool
+    description: str
+
+
+BUDGETS: dict[str, Budget] = {
+    b.name: b
+    for b in (
+        Budget("paper", "paper", None, (), "fp32", False, "the paper's recipe (§5.2) at full width, fp32"),
+        Budget(
+            "cpu-short",
+            "short",
+            None,
+            (),
+            "bf16",
+            True,
+            "full width, the `short` recipe (3 epochs MNIST / 15 CIFAR, cosine), bf16 autocast + channels_last",
+        ),
+        Budget(
+            "cpu-tiny",
+            "short",
+            2,
+            (("widths", "16,32,64,128"),),
+            "bf16",
+            True,
+            "widths 16-32-64-128 (a quarter of the paper's), 2 epochs of the `short` recipe (cosine, 45,000 "
+            "train images), bf16 autocast + channels_last",
+        ),
+        Budget(
+            "smoke",
+            "quick",
+            0.1,
+            (("widths", "8,8,16,16"),),
+            "fp32",
+            False,
+            "a plumbing check: widths 8-8-16-16, a tenth of an epoch (for tests, not a result)",
+        ),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of a paper table: a model with its arguments, and the paper's top-1."""
+
+    row_id: str
+    model: str
+    model_kwargs: tuple[tuple[str, str], ...]
+    paper_top1: float
+    label: str
+
+
+def table_rows(table: int) -> list[Row]:
+    """The rows of the paper's Table ``table``, in the paper's order."""
+    rows = []
+    for r in paper_rows(table):
+        if table == 1:
+            a, b = r["a_form"], r["b_form"]
+            label = f"A_ℓ = {FORM_SYMBOLS[a]}, B_ℓ,i = {FORM_SYMBOLS[b]}"
+            rows.append(Row(f"{a}-{b}", "fresnet18", (("a_form", a), ("b_form", b)), r["top1"], label))
+        else:
+            rows.append(Row(r["model"], r["model"], (), r["top1"], f"`{r['model']}`"))
+    return rows
+
+
+def select_rows(table: int, wanted: Optional[str]) -> list[Row]:
+    """All rows, or those named in the comma-separated ``wanted`` (an unknown name lists the valid ones)."""
+    rows = table_rows(table)
+    if not wanted:
+        return rows
+    by_id = {r.row_id: r for r in rows}
+    names = [w.strip() for w in wanted.split(",") if w.strip()]
+    unknown = [n for n in names if n not in by_id]
+    if unknown:
+        raise ValueError(f"Table {table} has no row {', '.join(map(repr, unknown))}; its rows are {', '.join(by_id)}")
+    return [by_id[n] for n in names]
+
+
+def _epochs(run_dir: Path) -> Optional[float]:
+    config = run_dir / "config.json"
+    if not config.exists():
+        return None
+    return json.loads(config.read_text())["recipe_settings"]["epochs"]
+
+
+def row_result(run_dir: Path) -> Optional[dict[str, Any]]:
+    """The finished run's last metrics row, or ``None`` while it is missing or unfinished."""
+    epochs = _epochs(run_dir)
+    rows = read_metrics(run_dir)
+    if epochs is None or not rows or rows[-1]["epoch"] < math.ceil(epochs) or "test_top1" not in rows[-1]:
+        return None
+    return rows[-1]
+
+
+def train_command(row: Row, budget: Budget, table: int, run_dir: Path, data: Optional[str]) -> list[str]:
+    """The ``resmg_zoo.train`` command of one row (``--resume`` when its folder holds a started run)."""
+    cmd = [sys.executable, "-m", "resmg_zoo.train", "--quiet", "--out", str(run_dir)]
+    if data:
+        cmd += ["--data", data]
+    if (run_dir / "checkpoint.json").exists():
+        return [*cmd, "--resume"]
+    cmd += ["--model", row.model, "--dataset", TABLE_DATASETS[table], "--recipe", budget.recipe, "--seed", "0"]
+    cmd += ["--precision", budget.precision] + (["--channels-last"] if budget.channels_last else [])
+    if budget.epochs is not None:
+        cmd += ["--epochs", f"{budget.epochs:g}"]
+    kwargs = dict(budget.model_kwargs) | dict(row.model_kwargs)
+    if kwargs:
+        cmd += ["--model-kwargs", *(f"{k}={v}" for k, v in kwargs.items())]
+    return cmd
+
+
+def _kwargs(row: Row, budget: Budget) -> dict[str, Any]:
+    from .choices import parse_ints
+
+    kwargs: dict[str, Any] = dict(budget.model_kwargs) | dict(row.model_kwargs)
+    if "widths" in kwargs:
+        kwargs["widths"] = parse_ints("widths", kwargs["widths"])
+    return kwargs
+
+
+def markdown(table: int, budget: Budget, rows: list[Row], table_dir: Path) -> str:
+    """Ours beside the paper's, with budget, hardware, data and wall time."""
+    results = {r.row_id: row_result(table_dir / r.row_id) for r in rows}
+    configs = {
+        r.row_id: json.loads((table_dir / r.row_id / "config.json").read_text())
+        for r in rows
+        if (table_dir / r.row_id / "config.json").exists()
+    }
+    first = next(iter(configs.values()), {})
+    total = sum(res["wall_seconds"] for res in results.values() if res)
+    lines = [
+        f"**{TABLE_TITLES[table]}** — budget `{budget.name}`: {budget.description}. "
+        f"Ours: seed 0, final-epoch test top-1 on {first.get('hardware', 'this machine')}; "
+        f"{total / 60:.1f} min of training in all. Data: `{Path(first.get('dataset_source', '?')).name}` "
+        f"(sha256 `{str(first.get('dataset_sha256', '?'))[:12]}…`). The paper's column is its own recipe "
+        f"(§5.2), not this budget.",
+        "",
+        "| row | ours top-1 (%) | paper top-1 (%) | ours − paper | params (ours) | epochs | wall (min) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        res = results[r.row_id]
+        params = param_count(r.model, **_kwargs(r, budget))
+        if res is None:
+            lines.append(f"| {r.label} | not run | {r.paper_top1:.2f} | — | {params:,} | — | — |")
+            continue
+        lines.append(
+            f"| {r.label} | {res['test_top1']:.2f} | {r.paper_top1:.2f} | {res['test_top1'] - r.paper_top1:+.2f} | "
+            f"{params:,} | {res['epoch']} | {res['wall_seconds'] / 60:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def reproduce(table: int, budget: Budget, rows: list[Row], out: Path, data: Optional[str], report: bool) -> int:
+    """Train every unfinished row (unless ``report``), then print and write the table."""
+    table_dir = out / f"table{table}-{budget.name}"
+    failed = []
+    for row in rows:
+        run_dir = table_dir / row.row_id
+        if report or row_result(run_dir) is not None:
+            continue
+        cmd = train_command(row, budget, table, run_dir, data)
+        print(f"[reproduce] {row.row_id}: {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
+        if subprocess.run(cmd).returncode != 0:
+            failed.append(row.row_id)
+    text = markdown(table, budget, rows, table_dir)
+    table_dir.mkdir(parents=True, exist_ok=True)
+    (table_dir / "results.md").write_text(text + "\n", encoding="utf-8")
+    print(text)
+    if failed:
+        print(f"[reproduce] rows that did not finish: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="scripts/reproduce.py",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="budgets:\n" + "\n".join(f"  {b.name}: {b.description}" for b in BUDGETS.values()),
+    )
+    parser.add_argument("--table", type=int, required=True, choices=sorted(TABLE_KEYS))
+    parser.add_argument("--budget", default="cpu-short", choices=list(BUDGETS))
+    parser.add_argument("--rows", default=None, help="comma-separated row ids (default: every row of the table)")
+    parser.add_argument("--out", default="runs/reproduce", help="folder of the per-row run folders")
+    parser.add_argument("--data", default=None, help="folder holding <dataset>.zip (default $RESMG_ZOO_DATA)")
+    parser.add_argument("--report", action="store_true", help="train nothing; print the table from finished rows")
+    args = parser.parse_args(argv)
+    try:
+        rows = select_rows(args.table, args.rows)
+    except ValueError as err:
+        parser.error(str(err))
+    return reproduce(args.table, BUDGETS[args.budget], rows, Path(args.out), args.data, args.report)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

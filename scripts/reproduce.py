@@ -1,0 +1,8 @@
+"""Entry point: ``python scripts/reproduce.py --table N --budget NAME`` (see resmg_zoo.reproduce)."""
+
+import sys
+
+from resmg_zoo.reproduce import main
+
+if __name__ == "__main__":
+    sys.exit(main())
