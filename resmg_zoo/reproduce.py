@@ -25,6 +25,7 @@ from typing import Any, Optional
 from .counting import param_count
 from .paper import TABLE_DATASETS, TABLE_KEYS, paper_rows
 from .run_log import read_metrics
+from .train import EXIT_NONFINITE
 from .variants import FORM_SYMBOLS
 
 TABLE_TITLES = {
@@ -46,6 +47,7 @@ class Budget:
     precision: str
     channels_last: bool
     description: str
+    train_args: tuple[str, ...] = ()  # any further ``resmg_zoo.train`` options
 
 
 BUDGETS: dict[str, Budget] = {
@@ -78,7 +80,8 @@ BUDGETS: dict[str, Budget] = {
             (("widths", "8,8,16,16"),),
             "fp32",
             False,
-            "a plumbing check: widths 8-8-16-16, a tenth of an epoch (for tests, not a result)",
+            "a plumbing check: widths 8-8-16-16, a tenth of an epoch, no validation split (for tests, not a result)",
+            ("--val-size", "0"),
         ),
     )
 }
@@ -137,6 +140,15 @@ def row_result(run_dir: Path) -> Optional[dict[str, Any]]:
     return rows[-1]
 
 
+STATUS_FILE = "reproduce-status.json"
+
+
+def diverged(run_dir: Path) -> bool:
+    """Whether this row's training stopped on a non-finite loss (recorded, and not retried)."""
+    path = run_dir / STATUS_FILE
+    return path.exists() and json.loads(path.read_text()).get("status") == "diverged"
+
+
 def train_command(row: Row, budget: Budget, table: int, run_dir: Path, data: Optional[str]) -> list[str]:
     """The ``resmg_zoo.train`` command of one row (``--resume`` when its folder holds a started run)."""
     cmd = [sys.executable, "-m", "resmg_zoo.train", "--quiet", "--out", str(run_dir)]
@@ -148,6 +160,7 @@ def train_command(row: Row, budget: Budget, table: int, run_dir: Path, data: Opt
     cmd += ["--precision", budget.precision] + (["--channels-last"] if budget.channels_last else [])
     if budget.epochs is not None:
         cmd += ["--epochs", f"{budget.epochs:g}"]
+    cmd += list(budget.train_args)
     kwargs = dict(budget.model_kwargs) | dict(row.model_kwargs)
     if kwargs:
         cmd += ["--model-kwargs", *(f"{k}={v}" for k, v in kwargs.items())]
@@ -187,7 +200,8 @@ def markdown(table: int, budget: Budget, rows: list[Row], table_dir: Path) -> st
         res = results[r.row_id]
         params = param_count(r.model, **_kwargs(r, budget))
         if res is None:
-            lines.append(f"| {r.label} | not run | {r.paper_top1:.2f} | — | {params:,} | — | — |")
+            ours = "diverged (non-finite loss)" if diverged(table_dir / r.row_id) else "not run"
+            lines.append(f"| {r.label} | {ours} | {r.paper_top1:.2f} | — | {params:,} | — | — |")
             continue
         lines.append(
             f"| {r.label} | {res['test_top1']:.2f} | {r.paper_top1:.2f} | {res['test_top1'] - r.paper_top1:+.2f} | "
@@ -202,11 +216,14 @@ def reproduce(table: int, budget: Budget, rows: list[Row], out: Path, data: Opti
     failed = []
     for row in rows:
         run_dir = table_dir / row.row_id
-        if report or row_result(run_dir) is not None:
+        if report or row_result(run_dir) is not None or diverged(run_dir):
             continue
         cmd = train_command(row, budget, table, run_dir, data)
         print(f"[reproduce] {row.row_id}: {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
-        if subprocess.run(cmd).returncode != 0:
+        returncode = subprocess.run(cmd).returncode
+        if returncode == EXIT_NONFINITE:
+            (run_dir / STATUS_FILE).write_text(json.dumps({"status": "diverged", "command": cmd[1:]}) + "\n")
+        elif returncode != 0:
             failed.append(row.row_id)
     text = markdown(table, budget, rows, table_dir)
     table_dir.mkdir(parents=True, exist_ok=True)

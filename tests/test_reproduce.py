@@ -1,0 +1,71 @@
+"""scripts/reproduce.py: the paper's rows trained at a budget, printed beside the paper's, row by row."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO_ROOT
+from realdata import real_data_dir, subset_zip
+
+from resmg_zoo import reproduce
+from resmg_zoo.paper import paper_rows
+
+
+def test_table1_has_the_16_forms_in_the_papers_order() -> None:
+    rows = reproduce.table_rows(1)
+    assert [r.row_id for r in rows] == [f"{p['a_form']}-{p['b_form']}" for p in paper_rows(1)]
+    assert len({r.row_id for r in rows}) == 16 and all(r.model == "fresnet18" for r in rows)
+
+
+def test_unknown_row_lists_the_rows() -> None:
+    with pytest.raises(ValueError, match="resnet18_sharedA"):
+        reproduce.select_rows(2, "resnet18_sharedA,resnet99")
+
+
+def test_command_of_a_row_carries_the_budget_and_the_forms(tmp_path: Path) -> None:
+    row = reproduce.select_rows(1, "post-pre")[0]
+    cmd = reproduce.train_command(row, reproduce.BUDGETS["cpu-tiny"], 1, tmp_path / "run", None)
+    assert cmd[1:4] == ["-m", "resmg_zoo.train", "--quiet"]
+    text = " ".join(cmd)
+    assert "--dataset cifar10 --recipe short" in text and "--epochs 2" in text and "--channels-last" in text
+    assert cmd[-3:] == ["widths=16,32,64,128", "a_form=post", "b_form=pre"]
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "checkpoint.json").write_text("{}")
+    assert reproduce.train_command(row, reproduce.BUDGETS["cpu-tiny"], 1, tmp_path / "run", None)[-1] == "--resume"
+
+
+@pytest.fixture(scope="module")
+def mnist_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data folder whose ``mnist.zip`` is 600 train / 200 test images of the real MNIST."""
+    folder = tmp_path_factory.mktemp("data")
+    subset_zip(real_data_dir() / "mnist.zip", folder / "mnist.zip", {"train": 60, "test": 20})
+    return folder
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "scripts/reproduce.py", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_table2_rows_train_print_beside_the_paper_and_resume(mnist_dir: Path, tmp_path: Path) -> None:
+    args = ["--table", "2", "--budget", "smoke", "--rows", "resnet18_sharedA,preact_resnet18_sharedA"]
+    args += ["--data", str(mnist_dir), "--out", str(tmp_path)]
+    first = _run(*args)
+    assert first.returncode == 0, first.stderr[-2000:]
+    table = (tmp_path / "table2-smoke" / "results.md").read_text()
+    assert table.strip() == first.stdout.strip()
+    lines = [line for line in table.splitlines() if line.startswith("| `")]
+    assert [line.split("|")[1].strip() for line in lines] == ["`resnet18_sharedA`", "`preact_resnet18_sharedA`"]
+    for line, paper in zip(lines, ("99.58", "99.64")):
+        cells = [c.strip() for c in line.split("|")[1:-1]]
+        ours = float(cells[1])
+        assert 0.0 <= ours <= 100.0 and cells[2] == paper
+    assert "budget `smoke`" in table and "mnist.zip" in table
+    # Finished rows are read back, not retrained: the second call starts no training.
+    second = _run(*args)
+    assert second.returncode == 0 and "[reproduce]" not in second.stderr
+    assert second.stdout == first.stdout
