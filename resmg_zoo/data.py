@@ -10,6 +10,10 @@ Sources, in the order :func:`load_dataset` tries them:
 
 An archive is decoded once into a safetensors cache keyed by its sha256 (``$RESMG_ZOO_CACHE`` or
 ``~/.cache/resmg_zoo``); later loads read the tensors back without decoding a single image.
+
+``image_size`` and ``channels`` convert every image while it is decoded (bilinear resize to a
+square, PIL's ``L``/``RGB`` conversion), so a folder of mixed sizes or colour images can feed a
+1-channel 28×28 model; the cache key then names the format too.
 """
 
 from __future__ import annotations
@@ -106,11 +110,22 @@ def load_dataset(
     data_dir: Optional[str | Path] = None,
     cache_dir: Optional[str | Path] = None,
     download: bool = False,
+    image_size: Optional[int] = None,
+    channels: Optional[int] = None,
 ) -> ImageDataset:
-    """Load a dataset by name or path into memory (see the module docstring for the order)."""
+    """Load a dataset by name or path into memory (see the module docstring for the order).
+
+    ``image_size``: resize every image to ``image_size``×``image_size``; ``channels``: 1 (grayscale)
+    or 3 (RGB). ``None`` keeps the dataset's own format (a custom folder's must then be uniform).
+    """
+    if image_size is not None and image_size < 1:
+        raise DatasetError(f"image_size must be a positive number of pixels, got {image_size}")
+    if channels not in (None, 1, 3):
+        raise DatasetError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}")
+    convert = Conversion(image_size, channels)
     path = Path(name_or_path).expanduser()
     if path.exists():
-        return _load_image_folder(path, _name_of(path), cache_dir)
+        return _load_image_folder(path, _name_of(path), cache_dir, convert)
     if name_or_path not in KNOWN_FORMATS:
         raise DatasetError(
             f"{name_or_path!r} is neither an existing ImageFolder directory/zip nor a known dataset; "
@@ -122,8 +137,53 @@ def load_dataset(
         for candidate in (folder / f"{name_or_path}.zip", folder / name_or_path):
             looked.append(str(candidate))
             if candidate.exists():
-                return _load_image_folder(candidate, name_or_path, cache_dir)
-    return _load_torchvision(name_or_path, folder, download, looked)
+                return _load_image_folder(candidate, name_or_path, cache_dir, convert)
+    return convert.apply(_load_torchvision(name_or_path, folder, download, looked))
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """What every image is converted to on loading: a square size and/or a channel count."""
+
+    image_size: Optional[int] = None
+    channels: Optional[int] = None
+
+    @property
+    def active(self) -> bool:
+        return self.image_size is not None or self.channels is not None
+
+    @property
+    def tag(self) -> str:
+        """Part of a cache file name: ``""`` without conversion, else e.g. ``".L32x32"``."""
+        if not self.active:
+            return ""
+        mode = {None: "", 1: "L", 3: "RGB"}[self.channels]
+        return f".{mode}{self.image_size or ''}"
+
+    def target(self, mode: str, size: Optional[tuple[int, int]]) -> tuple[str, Optional[tuple[int, int]]]:
+        if self.channels is not None:
+            mode = "L" if self.channels == 1 else "RGB"
+        if self.image_size is not None:
+            size = (self.image_size, self.image_size)
+        return mode, size
+
+    def apply(self, dataset: ImageDataset) -> ImageDataset:
+        """Convert decoded uint8 tensors (the torchvision path), as the decoder would."""
+        if not self.active:
+            return dataset
+        splits = {name: ImageSplit(self._images(s.images), s.labels) for name, s in dataset.splits.items()}
+        mean, std = _stats(dataset.name, splits["train"].images)
+        return ImageDataset(dataset.name, dataset.classes, splits, mean, std, dataset.source, dataset.sha256)
+
+    def _images(self, images: Tensor) -> Tensor:
+        x = images.float()
+        if self.channels == 1 and x.shape[1] == 3:
+            x = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)  # PIL's L
+        elif self.channels == 3 and x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        if self.image_size is not None and tuple(x.shape[-2:]) != (self.image_size, self.image_size):
+            x = torch.nn.functional.interpolate(x, size=(self.image_size,) * 2, mode="bilinear", antialias=True)
+        return x.round().clamp(0, 255).to(torch.uint8)
 
 
 def _name_of(path: Path) -> str:
@@ -182,18 +242,23 @@ class _Members:
         return classes
 
 
-def _load_image_folder(root: Path, name: str, cache_dir: Optional[str | Path]) -> ImageDataset:
+def _load_image_folder(
+    root: Path, name: str, cache_dir: Optional[str | Path], convert: Conversion = Conversion()
+) -> ImageDataset:
     members = _Members(root)
     classes = members.check()
     digest = file_sha256(root) if members.is_zip else None
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
-    cached = cache / f"{digest}.v{CACHE_VERSION}.safetensors" if digest else None
+    cached = cache / f"{digest}{convert.tag}.v{CACHE_VERSION}.safetensors" if digest else None
     if cached is not None and cached.exists():
         dataset = _read_cache(cached, name, str(root), digest)
         if dataset is not None and dataset.classes == classes:
             return dataset
-    mode, size = _target_format(name, members)
-    splits = {split: _decode_split(members, split, classes, mode, size) for split in SPLITS if split in members.files}
+    mode, size = convert.target(*_target_format(name, members))
+    resize = convert.image_size is not None
+    splits = {
+        split: _decode_split(members, split, classes, mode, size, resize) for split in SPLITS if split in members.files
+    }
     mean, std = _stats(name, splits["train"].images)
     dataset = ImageDataset(name, classes, splits, mean, std, str(root), digest)
     if cached is not None:
@@ -228,13 +293,13 @@ def _open(members: _Members, member: str, data: Optional[bytes] = None) -> Image
 
 
 def _decode_split(
-    members: _Members, split: str, classes: list[str], mode: str, size: Optional[tuple[int, int]]
+    members: _Members, split: str, classes: list[str], mode: str, size: Optional[tuple[int, int]], resize: bool
 ) -> ImageSplit:
     entries = [(m, label) for label, c in enumerate(classes) for m in members.files[split][c]]
     chunks = [entries[i : i + 2048] for i in range(0, len(entries), 2048)]
     if size is None:  # custom folder: every image must have the first image's size
         size = _open(members, entries[0][0]).size
-    jobs = [(str(members.root), members.is_zip, chunk, mode, size) for chunk in chunks]
+    jobs = [(str(members.root), members.is_zip, chunk, mode, size, resize) for chunk in chunks]
     workers = min(len(jobs), os.cpu_count() or 1)
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
@@ -246,8 +311,8 @@ def _decode_split(
     return ImageSplit(images, labels)
 
 
-def _decode_chunk(job: tuple[str, bool, list[tuple[str, int]], str, tuple[int, int]]) -> np.ndarray:
-    root, is_zip, chunk, mode, (width, height) = job
+def _decode_chunk(job: tuple[str, bool, list[tuple[str, int]], str, tuple[int, int], bool]) -> np.ndarray:
+    root, is_zip, chunk, mode, (width, height), resize = job
     members = _Members.__new__(_Members)
     members.root, members.is_zip = Path(root), is_zip
     channels = 1 if mode == "L" else 3
@@ -257,11 +322,13 @@ def _decode_chunk(job: tuple[str, bool, list[tuple[str, int]], str, tuple[int, i
         for i, (member, _label) in enumerate(chunk):
             data = archive.read(member) if archive else (Path(root) / member).read_bytes()
             image = _open(members, member, data)
+            if resize and image.size != (width, height):
+                image = image.convert(mode).resize((width, height), Image.Resampling.BILINEAR)
             if image.size != (width, height):
                 where = f"{root}:{member}" if is_zip else str(Path(root) / member)
                 raise DatasetError(
                     f"{where}: image is {image.size[0]}x{image.size[1]}, expected {width}x{height} "
-                    "like the rest of the dataset"
+                    "like the rest of the dataset (pass an image size to resize every image)"
                 )
             array = np.asarray(image.convert(mode), dtype=np.uint8)
             out[i] = array[None] if channels == 1 else array.transpose(2, 0, 1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -170,11 +171,16 @@ def _download(hub: str, model: str, tag: str, looked: list[str]) -> tuple[Path, 
 
 
 def load_published_state(
-    model: nn.Module, resolved: ResolvedWeights, first_conv: str = "conv1", classifier: str = "fc"
-) -> dict[str, list[str]]:
+    model: nn.Module,
+    resolved: ResolvedWeights,
+    first_conv: str = "conv1",
+    classifier: str = "fc",
+    skip: Collection[str] = (),
+) -> dict[str, Any]:
     """Load the verified weights into ``model`` as timm fine-tunes: a head of another size is left
-    new, a stem for other input channels is adapted (timm's ``adapt_input_conv``). Any other missing
-    or unexpected key is an error naming the file."""
+    new, a stem for other input channels is adapted (timm's ``adapt_input_conv``); keys in ``skip``
+    keep the model's own initialisation. Any other missing or unexpected key is an error naming the
+    file. Returns ``new_head`` (the head keys left new) and ``stem_adapted``."""
     from timm.models import adapt_input_conv
 
     where = f"{resolved.model}.{resolved.tag} from {resolved.weights}"
@@ -183,19 +189,22 @@ def load_published_state(
     except Exception as err:
         raise WeightsIntegrityError(f"{where} is not a readable safetensors file: {err}") from None
     target = model.state_dict()
+    for key in skip:
+        state.pop(key, None)
     new_head = []
     for key in (f"{classifier}.weight", f"{classifier}.bias"):
         if key in state and (key not in target or state[key].shape != target[key].shape):
             state.pop(key)
             new_head.append(key)
     stem = f"{first_conv}.weight"
-    if stem in state and stem in target and state[stem].shape[1] != target[stem].shape[1]:
+    stem_adapted = stem in state and stem in target and state[stem].shape[1] != target[stem].shape[1]
+    if stem_adapted:
         have, want = state[stem].shape[1], target[stem].shape[1]
         if have == 1:
             state[stem] = state[stem].repeat(1, want, 1, 1) / want
         else:
             state[stem] = adapt_input_conv(want, state[stem])
-    missing = [k for k in target if k not in state and k not in new_head]
+    missing = [k for k in target if k not in state and k not in new_head and k not in skip]
     unexpected = [k for k in state if k not in target]
     wrong = [k for k in state if k in target and state[k].shape != target[k].shape]
     if missing or unexpected or wrong:
@@ -205,4 +214,4 @@ def load_published_state(
         )
     with torch.no_grad():
         model.load_state_dict(state, strict=False)
-    return dict(new_head=new_head)
+    return dict(new_head=new_head, stem_adapted=stem_adapted)

@@ -6,6 +6,12 @@
 
 The run folder gets ``config.json`` (every setting), ``metrics.jsonl``/``metrics.csv`` (one row per
 epoch), ``curve.png`` and a checkpoint after every epoch; ``--resume`` continues it exactly.
+
+Fine-tuning (see :mod:`resmg_zoo.finetune`): start from ``--pretrained`` (the published weights of
+``--init-tag``) or ``--init-from`` a run folder, published folder or safetensors file, on any
+ImageFolder ``--dataset`` (``--image-size``/``--channels`` convert its images), with ``--freeze``,
+``--head-lr-mult``, ``--warmup-epochs`` and ``--label-smoothing``. ``config.json`` records where the
+initial weights came from (hub id or path, and sha256).
 """
 
 from __future__ import annotations
@@ -34,10 +40,12 @@ from .checkpoint import TrainingState, load_checkpoint, save_checkpoint
 from .choices import check_choice
 from .data import ImageDataset, load_dataset, split_train_val
 from .distributed import DistEnv, all_reduce_sum, barrier, broadcast_buffers, init_distributed, shutdown
+from .finetune import FREEZE_HELP, HEAD_CHOICES, apply_init, freeze, hold_frozen_norms, optimizer_groups, resolve_init
 from .hardware import describe_hardware
 from .loader import AUGMENTATIONS, EpochPlan, Materializer
 from .recipes import RECIPES, Recipe, lr_factor, resolve_recipe
 from .run_log import plot_curve, read_metrics, write_metrics
+from .tags import DEFAULT_TAG, TAGS
 
 EXIT_NONFINITE = 3
 # Settings of a run that --resume takes from config.json; given again, they must agree.
@@ -52,6 +60,14 @@ RUN_SETTINGS = (
     "seed",
     "accum_steps",
     "pad_to",
+    "image_size",
+    "channels",
+    "pretrained",
+    "init_tag",
+    "init_from",
+    "head",
+    "freeze",
+    "head_lr_mult",
 )
 # Recipe settings a resumed run may change (e.g. train longer, or lower the lr after a NaN).
 RESUMABLE_OVERRIDES = ("epochs", "lr", "weight_decay", "label_smoothing")
@@ -120,6 +136,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     p.add_argument("--accum-steps", type=int, default=None, help="split each global batch into this many micro-batches")
     p.add_argument("--pad-to", type=int, default=None, help="zero-pad images to this square size (e.g. 32 for MNIST)")
+    ft = p.add_argument_group("fine-tuning and your own data")
+    ft.add_argument(
+        "--pretrained",
+        action="store_true",
+        default=None,
+        help="start from the model's published weights for --init-tag (resolved like pretrained=True)",
+    )
+    ft.add_argument("--init-tag", default=None, help=f"tag of --pretrained: {', '.join(TAGS)} (default {DEFAULT_TAG})")
+    ft.add_argument("--init-from", default=None, help="start from a run folder, a published folder or a .safetensors")
+    ft.add_argument(
+        "--head",
+        default=None,
+        choices=HEAD_CHOICES,
+        help="auto: a new head only if the class count differs (default); new: always; keep: never (must fit)",
+    )
+    ft.add_argument("--freeze", default=None, help=f"parameters that do not train: {FREEZE_HELP}")
+    ft.add_argument("--head-lr-mult", type=float, default=None, help="the head's lr = lr × this (default 1)")
+    ft.add_argument(
+        "--image-size", type=int, default=None, help="resize every image to N×N (bilinear) when loading the dataset"
+    )
+    ft.add_argument(
+        "--channels", type=int, default=None, choices=(1, 3), help="convert every image to 1 (grayscale) or 3 (RGB)"
+    )
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
     p.add_argument("--out", default=None, help="run folder (default runs/<model>-<dataset>-<recipe>)")
@@ -139,6 +178,14 @@ DEFAULTS: dict[str, Any] = dict(
     seed=0,
     accum_steps=1,
     pad_to=0,
+    image_size=None,
+    channels=None,
+    pretrained=False,
+    init_tag=DEFAULT_TAG,
+    init_from=None,
+    head="auto",
+    freeze=None,
+    head_lr_mult=1.0,
 )
 
 
@@ -310,14 +357,24 @@ def _train(args: argparse.Namespace, env: DistEnv, device: torch.device, command
             f"× accum steps {s['accum_steps']}"
         )
 
-    dataset = load_dataset(s["dataset"], data_dir=args.data, download=args.download)
+    init = None if args.resume else resolve_init(s["model"], s["init_from"], s["pretrained"], s["init_tag"])
+    dataset = load_dataset(
+        s["dataset"], data_dir=args.data, download=args.download, image_size=s["image_size"], channels=s["channels"]
+    )
     train_split, val_split = split_train_val(dataset, recipe.val_size, s["seed"])
     torch.manual_seed(s["seed"])
-    raw_model = build_model(config, dataset).to(device)
+    if init is not None:  # the initial weights' architecture (e.g. widths), unless the command line sets it
+        inherited = {k: v for k, v in init.model_args.items() if k not in ("num_classes", "in_chans")}
+        s["model_kwargs"] = inherited | s["model_kwargs"]
+    raw_model = build_model(config, dataset)
+    if init is not None:
+        s["init"] = apply_init(raw_model, s["model"], init, s["head"])
+    s["frozen_tensors"] = len(freeze(raw_model, s["freeze"]))
+    raw_model = raw_model.to(device)
     memory_format = torch.channels_last if s["channels_last"] else torch.contiguous_format
     raw_model = raw_model.to(memory_format=memory_format)
     optimizer = torch.optim.SGD(
-        raw_model.parameters(),
+        optimizer_groups(raw_model, s["head_lr_mult"]),
         lr=recipe.lr,
         momentum=recipe.momentum,
         nesterov=recipe.nesterov,
@@ -387,13 +444,14 @@ def _train(args: argparse.Namespace, env: DistEnv, device: torch.device, command
             )
             elapsed = state.partial.get("seconds", 0.0) if start else 0.0
             model.train()
+            hold_frozen_norms(raw_model)
             bar = _progress(epoch_steps, start, f"epoch {epoch + 1}/{total_epochs}", show_bar)
             tic = time.perf_counter()
             for step, batch in enumerate(plan.batches(epoch, start), start=start):
                 if step >= epoch_steps:
                     break
                 for group in optimizer.param_groups:
-                    group["lr"] = recipe.lr * lr_factor(recipe, state.global_step, steps_per_epoch)
+                    group["lr"] = recipe.lr * group["lr_mult"] * lr_factor(recipe, state.global_step, steps_per_epoch)
                 local = batch.shard(env.rank, env.world_size)
                 step_sums = torch.zeros(3, dtype=torch.float64)
                 for k in range(s["accum_steps"]):

@@ -7,11 +7,19 @@ from pathlib import Path
 
 import pytest
 import torch
+from realdata import real_data_dir, subset_zip
 
 import resmg_zoo
+from resmg_zoo.publish import main as publish
+from resmg_zoo.train import main as train
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_NAMES = resmg_zoo.list_models()
+
+# The tiny real checkpoint that the weights and fine-tuning tests publish and load.
+MODEL, TAG = "preact_resnet18_sharedA", "mnist"
+HUB_ID = f"resmg-zoo/{MODEL}.{TAG}"
+WIDTHS = "8,16,16,32"
 
 
 @pytest.fixture(autouse=True)
@@ -28,3 +36,43 @@ def _dataset_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
 @pytest.fixture
 def repo_root() -> Path:
     return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("digits")
+    # named mnist.zip so the run's dataset (and so the tag) is mnist
+    return subset_zip(real_data_dir() / "mnist.zip", folder / "mnist.zip", {"train": 100, "test": 30})
+
+
+@pytest.fixture(scope="session")
+def run(digits: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    args = [
+        "--model",
+        MODEL,
+        "--model-kwargs",
+        f"widths={WIDTHS}",
+        "--dataset",
+        "mnist",
+        "--data",
+        str(digits.parent),
+        "--recipe",
+        "paper",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "50",
+        "--quiet",
+        "--out",
+        str(out),
+    ]
+    assert train(args) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def mirror(run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("mirror")
+    assert publish(["--run", str(run), "--mirror", str(folder)]) == 0
+    return folder

@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-from conftest import REPO_ROOT
+from conftest import HUB_ID, MODEL, REPO_ROOT, TAG, WIDTHS
 from hub_standin import serve
-from realdata import real_data_dir, subset_zip
 from safetensors.torch import load_file, save_file
 
 import resmg_zoo.publish as publish_module
@@ -24,51 +23,6 @@ from resmg_zoo.hashing import file_sha256
 from resmg_zoo.manifest import MANIFEST_NAME, ManifestError, load_manifest, validate_entry
 from resmg_zoo.pretrained import PretrainedWeightsUnavailable, WeightsIntegrityError
 from resmg_zoo.publish import main as publish
-from resmg_zoo.train import main as train
-
-MODEL, TAG = "preact_resnet18_sharedA", "mnist"
-HUB_ID = f"resmg-zoo/{MODEL}.{TAG}"
-WIDTHS = "8,16,16,32"
-
-
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("digits")
-    # named mnist.zip so the run's dataset (and so the tag) is mnist
-    return subset_zip(real_data_dir() / "mnist.zip", folder / "mnist.zip", {"train": 100, "test": 30})
-
-
-@pytest.fixture(scope="module")
-def run(digits: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("runs") / "tiny"
-    args = [
-        "--model",
-        MODEL,
-        "--model-kwargs",
-        f"widths={WIDTHS}",
-        "--dataset",
-        "mnist",
-        "--data",
-        str(digits.parent),
-        "--recipe",
-        "paper",
-        "--epochs",
-        "2",
-        "--batch-size",
-        "50",
-        "--quiet",
-        "--out",
-        str(out),
-    ]
-    assert train(args) == 0
-    return out
-
-
-@pytest.fixture(scope="module")
-def mirror(run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("mirror")
-    assert publish(["--run", str(run), "--mirror", str(folder)]) == 0
-    return folder
 
 
 @pytest.fixture
