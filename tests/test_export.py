@@ -1,0 +1,92 @@
+"""Export to TorchScript and ONNX: every registered model round-trips, shared operators stay shared (issue 7)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from conftest import MODEL_NAMES
+from realdata import real_data_dir
+
+from resmg_zoo.export import export, main, real_inputs
+from resmg_zoo.variants import VARIANTS, FResNetVariant
+
+SMALL = {"widths": (8, 8, 16, 16)}
+
+
+def _small(name: str) -> torch.nn.Module:
+    return timm.create_model(f"{name}.mnist", **SMALL).eval()
+
+
+def _shares(name: str) -> bool:
+    variant = VARIANTS[name]
+    return isinstance(variant, FResNetVariant) or variant.share != "none"
+
+
+@pytest.fixture(scope="module")
+def real_digits() -> torch.Tensor:
+    real_data_dir()  # raises under CI when the real data are missing
+    model = _small(MODEL_NAMES[0])
+    images, where = real_inputs(model, str(real_data_dir() / "mnist.zip"), count=6)
+    assert images is not None, where
+    return images
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_every_model_round_trips_on_random_and_real_images(
+    name: str, fmt: str, real_digits: torch.Tensor, tmp_path: Path
+) -> None:
+    model = _small(name)
+    report = export(model, name, fmt, tmp_path / f"{name}.{fmt}", real_digits)
+    # export() itself raises unless the file matches eager within rtol = atol = 1e-4
+    assert report.max_abs_diff_random < 1e-3 and report.max_abs_diff_real is not None
+    assert report.real_images == len(real_digits)
+    if fmt == "onnx":
+        # A shared A_ℓ (or B_ℓ) is ONE initializer read by several Conv nodes.
+        assert (report.conv_weights < report.conv_nodes) == _shares(name), (report.conv_weights, report.conv_nodes)
+
+
+def test_shared_export_is_smaller_than_unshared(tmp_path: Path) -> None:
+    sizes = {}
+    for name in ("preact_resnet18_unshared", "preact_resnet18_sharedA"):
+        model = timm.create_model(f"{name}.mnist", widths=(16, 32, 64, 64)).eval()
+        sizes[name] = export(model, name, "onnx", tmp_path / f"{name}.onnx", None).bytes
+    saved = sizes["preact_resnet18_unshared"] - sizes["preact_resnet18_sharedA"]
+    # one 3×3 C×C kernel saved per level beyond the first block: 9·(16² + 32² + 64² + 64²) floats
+    assert saved >= 4 * 9 * (16**2 + 32**2 + 64**2 + 64**2)
+
+
+def test_cli_exports_a_trained_run(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "tiny.onnx"
+    assert (
+        main(
+            [
+                "--model",
+                "preact_resnet18_sharedA.mnist",
+                "--checkpoint",
+                str(run),
+                "--format",
+                "onnx",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert out.exists() and '"real_images": 8' in printed
+
+
+def test_cli_errors(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        main(
+            ["--model", "resnet18_sharedA", "--checkpoint", str(run), "--format", "onnx", "--out", str(tmp_path / "x")]
+        )
+        == 2
+    )
+    assert "trained 'preact_resnet18_sharedA'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--model", "resnet18_sharedA", "--format", "tflite"])
