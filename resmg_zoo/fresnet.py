@@ -35,14 +35,14 @@ from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
-from timm.layers import BatchNormAct2d, create_classifier
+from timm.layers import BatchNormAct2d
 from timm.models._features import feature_take_indices
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from .blocks import conv3x3, init_weights
-from .choices import FORM_CHOICES, TRANSFER_NORM_CHOICES, check_choice, parse_ints
-from .inputs import check_image_batch
+from .choices import FORM_CHOICES, TRANSFER_NORM_CHOICES, check_choice
+from .classifier import LevelClassifier
 
 
 def _norm_act(chs: int, on: bool) -> nn.Module:
@@ -174,7 +174,7 @@ class FResNetLevel(nn.Module):
         return u, f
 
 
-class FResNet(nn.Module):
+class FResNet(LevelClassifier):
     """F-ResNet of Algorithm 2 with J levels; the head reads u_J (average pool, linear).
 
     The stem is ``fin(f) = σ(BN(θ0 ∗ f))`` (3×3 stride 1, no max-pool) and u_{1,0} = 0 has the
@@ -208,21 +208,11 @@ class FResNet(nn.Module):
         drop_rate: float = 0.0,
     ) -> None:
         super().__init__()
-        widths = parse_ints("widths", widths)
-        layers = parse_ints("layers", layers)
-        if len(widths) != len(layers):
-            raise ValueError(f"widths {widths} and layers {layers} must name the same number of levels")
-        if in_chans < 1:
-            raise ValueError(f"in_chans must be at least 1, got {in_chans}")
+        widths, layers = self.init_common(widths, layers, in_chans, num_classes, drop_rate)
         self.a_form = check_choice("a_form", a_form, FORM_CHOICES)
         self.b_form = check_choice("b_form", b_form, FORM_CHOICES)
         self.share_b = bool(share_b)
         self.transfer_norm = check_choice("transfer_norm", transfer_norm, TRANSFER_NORM_CHOICES)
-        self.in_chans = in_chans
-        self.num_classes = num_classes
-        self.drop_rate = drop_rate
-        self.grad_checkpointing = False
-        self.min_input_size = 2 ** (len(widths) - 1)
 
         self.conv1 = conv3x3(in_chans, widths[0])
         self.bn1 = nn.BatchNorm2d(widths[0])
@@ -247,7 +237,7 @@ class FResNet(nn.Module):
             self.feature_info.append(dict(num_chs=chs, reduction=reduction, module=f"stages.{i}"))
         self.stages = nn.ModuleList(levels)
         self.num_features = self.head_hidden_size = widths[-1]
-        self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=global_pool)
+        self.init_head(num_classes, global_pool)
         init_weights(self)
 
     @torch.jit.ignore
@@ -264,27 +254,6 @@ class FResNet(nn.Module):
                 (r"^stages\.(\d+)\.(?:conv_[ab]|interp|restrict|a_in|a_out)", (0,)),
             ]
         return dict(stem=r"^conv1|^bn1", blocks=blocks)
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-        for level in self.stages:
-            level.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        """A new head for ``num_classes`` (0: none); ``global_pool=''`` keeps the feature map."""
-        self.num_classes = num_classes
-        if global_pool is None:
-            global_pool = self.global_pool.pool_type
-        self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=global_pool)
-
-    def check_input(self, x: Tensor) -> None:
-        """Raise ``ValueError`` for an input the model cannot classify (SPEC §6)."""
-        check_image_batch(x, self.in_chans, self.min_input_size)
 
     def stem(self, x: Tensor) -> Tensor:
         """``f_1 = fin(f)``."""
@@ -343,12 +312,3 @@ class FResNet(nn.Module):
         if prune_head:
             self.reset_classifier(0, "")
         return take_indices
-
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        x = self.global_pool(x)
-        if self.drop_rate:
-            x = F.dropout(x, p=float(self.drop_rate), training=self.training)
-        return x if pre_logits else self.fc(x)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))

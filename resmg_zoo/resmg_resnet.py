@@ -21,13 +21,13 @@ from collections.abc import Sequence
 from typing import Optional
 
 import torch
-from timm.layers import BatchNormAct2d, create_classifier
+from timm.layers import BatchNormAct2d
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from .blocks import PostActBlock, PreActBlock, conv3x3, init_weights
-from .choices import POOL_BLOCK_CHOICES, SHARE_CHOICES, check_choice, parse_ints
-from .inputs import check_image_batch
+from .choices import POOL_BLOCK_CHOICES, SHARE_CHOICES, check_choice
+from .classifier import LevelClassifier
 
 
 class ResMgLevel(nn.Module):
@@ -102,7 +102,7 @@ class ResMgLevel(nn.Module):
         return x
 
 
-class ResMgResNet(nn.Module):
+class ResMgResNet(LevelClassifier):
     """(Pre-act) ResNet of Algorithm 1 with operator sharing per level (§3.2, §5.3).
 
     Post-act (``preact=False``): stem ``fin(f) = σ(BN(θ0 ∗ f))``, blocks eq. (2.3)/(3.12).
@@ -135,20 +135,10 @@ class ResMgResNet(nn.Module):
         drop_rate: float = 0.0,
     ) -> None:
         super().__init__()
-        widths = parse_ints("widths", widths)
-        layers = parse_ints("layers", layers)
-        if len(widths) != len(layers):
-            raise ValueError(f"widths {widths} and layers {layers} must name the same number of levels")
-        if in_chans < 1:
-            raise ValueError(f"in_chans must be at least 1, got {in_chans}")
+        widths, layers = self.init_common(widths, layers, in_chans, num_classes, drop_rate)
         self.share = check_choice("share", share, SHARE_CHOICES)
         self.pool_block = check_choice("pool_block", pool_block, POOL_BLOCK_CHOICES)
         self.preact = preact
-        self.in_chans = in_chans
-        self.num_classes = num_classes
-        self.drop_rate = drop_rate
-        self.grad_checkpointing = False
-        self.min_input_size = 2 ** (len(widths) - 1)
 
         self.conv1 = conv3x3(in_chans, widths[0])
         self.bn1 = nn.Identity() if preact else nn.BatchNorm2d(widths[0])
@@ -170,7 +160,7 @@ class ResMgResNet(nn.Module):
             self.feature_info[-1]["module"] = "norm"
         else:
             self.norm = nn.Identity()
-        self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=global_pool)
+        self.init_head(num_classes, global_pool)
         init_weights(self)
 
     @torch.jit.ignore
@@ -190,27 +180,6 @@ class ResMgResNet(nn.Module):
             ]
         return dict(stem=r"^conv1|^bn1", blocks=blocks)
 
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-        for level in self.stages:
-            level.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        """A new head for ``num_classes`` (0: none); ``global_pool=''`` keeps the feature map."""
-        self.num_classes = num_classes
-        if global_pool is None:
-            global_pool = self.global_pool.pool_type
-        self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=global_pool)
-
-    def check_input(self, x: Tensor) -> None:
-        """Raise ``ValueError`` for an input the model cannot classify (SPEC §6)."""
-        check_image_batch(x, self.in_chans, self.min_input_size)
-
     def forward_features(self, x: Tensor) -> Tensor:
         """Stem and all levels: the last iterate r_{J,ν_J} (normalised for pre-act)."""
         if not torch.jit.is_tracing():
@@ -218,12 +187,3 @@ class ResMgResNet(nn.Module):
         x = self.act1(self.bn1(self.conv1(x)))
         x = self.stages(x)
         return self.norm(x)
-
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        x = self.global_pool(x)
-        if self.drop_rate:
-            x = nn.functional.dropout(x, p=float(self.drop_rate), training=self.training)
-        return x if pre_logits else self.fc(x)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
