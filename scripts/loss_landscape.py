@@ -1,0 +1,8 @@
+"""Entry point: ``python scripts/loss_landscape.py --run DIR --out PREFIX`` (see resmg_zoo.landscape)."""
+
+import sys
+
+from resmg_zoo.landscape import main
+
+if __name__ == "__main__":
+    sys.exit(main())
