@@ -2,12 +2,12 @@
 
     f_1 = fin(f),  u_{1,0} = 0
     for ℓ = 1..J:
-        u_{ℓ,i} = u_{ℓ,i-1} + B_{ℓ,i}(f_ℓ − A_ℓ(u_{ℓ,i-1})),   i = 1..ν_ℓ          (eq. (4.1))
-        u_{ℓ+1,0} = Π ∗2 u_{ℓ,ν_ℓ}                                                  (eq. (4.2))
-        f_{ℓ+1}   = R ∗2 (f_ℓ − A_ℓ(u_{ℓ,ν_ℓ})) + A_{ℓ+1}(u_{ℓ+1,0})               (eq. (4.3))
+        u_{ℓ,i} = u_{ℓ,i-1} + B_{ℓ,i}(f_ℓ − A_ℓ(u_{ℓ,i-1})),   i = 1..ν_ℓ          (Algorithm 2, line 4: smoothing)
+        u_{ℓ+1,0} = Π ∗2 u_{ℓ,ν_ℓ}                                                  (line 6: interpolation)
+        f_{ℓ+1}   = R ∗2 (f_ℓ − A_ℓ(u_{ℓ,ν_ℓ})) + A_{ℓ+1}(u_{ℓ+1,0})               (line 6: restriction)
 
 ``A_ℓ`` is ONE operator per level and ``B_{ℓ,i}`` one per iteration. Each takes one of the four forms
-of §4.2 (eq. (4.8)) — ``linear`` K∗, ``pre`` K∗σ, ``post`` σ∘K∗, ``both`` σ∘K∗σ — 16 combinations,
+listed in §4.2 — ``linear`` K∗, ``pre`` K∗σ, ``post`` σ∘K∗, ``both`` σ∘K∗σ — 16 combinations,
 the rows of Table 1.
 
 Where BatchNorm goes (the paper's §4 writes none; its §5.2 trains every model with BN):
@@ -58,7 +58,7 @@ def _transfer_norm(chs: int, kind: str) -> nn.Module:
 
 
 class FormOperator(nn.Module):
-    """One application of an operator in one of the forms of eq. (4.8).
+    """One application of an operator in one of the four forms listed in §4.2.
 
     ``linear``: K ∗ x; ``pre``: K ∗ σ(x); ``post``: σ(K ∗ x); ``both``: σ(K ∗ σ(x)); σ = ReLU∘BN.
     The kernel K is this module's own convolution (``own_kernel``) or the level's shared one, passed
@@ -84,7 +84,7 @@ class FormOperator(nn.Module):
 
 
 class FeatureSmoother(nn.Module):
-    """One smoothing step of Algorithm 2, eq. (4.1): ``u ← u + B_{ℓ,i}(f_ℓ − A_ℓ(u))``.
+    """One smoothing step of Algorithm 2 (line 4): ``u ← u + B_{ℓ,i}(f_ℓ − A_ℓ(u))``.
 
     ``from_zero``: the very first step, from u_{1,0} = 0. There A_1(0) = 0 for every form and for
     the whole of training: K∗0 = 0, and a σ's BN maps the all-zero input to its shift β, which is
@@ -105,7 +105,7 @@ class FeatureSmoother(nn.Module):
 
 
 class FResNetLevel(nn.Module):
-    """Level ℓ of Algorithm 2: the transfer into it (eq. (4.2)–(4.3)), ν_ℓ smoothing steps, and the
+    """Level ℓ of Algorithm 2: the transfer into it (line 6), ν_ℓ smoothing steps, and the
     residual ``f_ℓ − A_ℓ(u_{ℓ,ν_ℓ})`` that the next level restricts.
 
     ``conv_a`` is the level's single kernel of A_ℓ, used by every application of A_ℓ: in each

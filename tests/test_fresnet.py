@@ -128,7 +128,7 @@ def _sigma(bn: nn.Module, x: Tensor) -> Tensor:
 
 
 def _form(op: nn.Module, kernel: Tensor, x: Tensor) -> Tensor:
-    """Eq. (4.8): K∗x, K∗σ(x), σ(K∗x) or σ(K∗σ(x)), σ with its (here affine) BN."""
+    """The forms of §4.2: K∗x, K∗σ(x), σ(K∗x) or σ(K∗σ(x)), σ with its (here affine) BN."""
     if op.form in ("pre", "both"):
         x = _sigma(op.pre_act, x)
     x = F.conv2d(x, kernel, padding=1)
@@ -143,13 +143,13 @@ def algorithm2(model: FResNet, image: Tensor) -> Tensor:
     for level_index, level in enumerate(model.stages):
         a = level.conv_a.weight
         if level_index > 0:
-            u = _affine(level.interp_norm, F.conv2d(u, level.interp.weight, stride=2, padding=1))  # Π ∗2 u, (4.2)
+            u = _affine(level.interp_norm, F.conv2d(u, level.interp.weight, stride=2, padding=1))  # Π ∗2 u, line 6
             restricted = _affine(level.restrict_norm, F.conv2d(residual, level.restrict.weight, stride=2, padding=1))
-            f = restricted + _form(level.a_in, a, u)  # (4.3)
+            f = restricted + _form(level.a_in, a, u)  # line 6
         for step in level.smoothers:
             b = step.b.conv.weight
             a_of_u = torch.zeros_like(u) if step.a is None else _form(step.a, a, u)  # A_1(u_{1,0}) = A_1(0) = 0
-            u = u + _form(step.b, b, f - a_of_u)  # (4.1)
+            u = u + _form(step.b, b, f - a_of_u)  # line 4
         if level.a_out is not None:
             residual = f - _form(level.a_out, a, u)
     return u
@@ -209,7 +209,7 @@ def test_theorem1_feature_iteration_of_fresnet_equals_the_modified_preact_level(
     a_inv = torch.linalg.inv(_dense(a, c, h))
     with torch.no_grad():
         for step, block in zip(fres.smoothers, preact.blocks):
-            u = step(u, f, fres.conv_a.weight)  # the network's own feature step, eq. (4.1)
+            u = step(u, f, fres.conv_a.weight)  # the network's own feature step, Algorithm 2 line 4
             r = block(r, preact.shared_a.weight)  # the modified pre-act block, eq. (3.11)
             torch.testing.assert_close(r, f - F.conv2d(u, a, padding=1), rtol=1e-10, atol=1e-10)
             recovered = (a_inv @ (f - r).reshape(len(f), -1).T).T.reshape(u.shape)  # A invertible: r determines u
