@@ -152,3 +152,11 @@ def test_bad_initial_weights_are_clear_errors(
     assert train([*args, *extra]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "bad" / "checkpoint.json").exists()
+
+
+def test_relabel_names_what_is_wrong(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = str(real_data_dir() / "mnist.zip")
+    assert relabel([source, str(tmp_path / "x.zip"), "--map", "even=0,2,ten"]) == 2
+    assert "no class ten" in capsys.readouterr().err and not (tmp_path / "x.zip").exists()
+    assert relabel([source, str(tmp_path / "x.zip"), "--map", "a=1,2", "b=2,3"]) == 2
+    assert "mapped twice" in capsys.readouterr().err
