@@ -383,7 +383,7 @@ def _train(args: argparse.Namespace, env: DistEnv, device: torch.device, command
     plan = EpochPlan(len(train_split), recipe.batch_size, s["seed"])
     steps_per_epoch = len(plan)
     total_epochs = math.ceil(recipe.epochs)
-    total_steps = round(recipe.epochs * steps_per_epoch)
+    total_steps = max(1, round(recipe.epochs * steps_per_epoch))  # a fraction of an epoch is at least one step
 
     state = TrainingState(0, 0, 0, {}, {}, {})
     pending_config: Optional[dict[str, Any]] = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -69,3 +70,38 @@ def test_table2_rows_train_print_beside_the_paper_and_resume(mnist_dir: Path, tm
     second = _run(*args)
     assert second.returncode == 0 and "[reproduce]" not in second.stderr
     assert second.stdout == first.stdout
+
+
+def test_table4_runs_unchanged_on_a_100_class_archive(tmp_path: Path) -> None:
+    """No CIFAR-100 here: a 100-class ``cifar100.zip`` of real CIFAR-10 images (each class split in
+    ten by image index) exercises Table 4's whole path as it will run where torchvision can fetch it."""
+    import zipfile
+
+    data = tmp_path / "data"
+    data.mkdir()
+    per_class: dict[str, int] = {}
+    with zipfile.ZipFile(real_data_dir() / "cifar10.zip") as src, zipfile.ZipFile(data / "cifar100.zip", "w") as dst:
+        for name in src.namelist():
+            split, cls, file = name.split("/")
+            n = per_class.get(f"{split}/{cls}", 0)
+            if n >= (50 if split == "train" else 20):
+                continue
+            per_class[f"{split}/{cls}"] = n + 1
+            dst.writestr(f"{split}/{cls}_{n % 10}/{file}", src.read(name))
+    result = _run(
+        "--table",
+        "4",
+        "--budget",
+        "smoke",
+        "--rows",
+        "preact_resnet18_sharedA",
+        "--data",
+        str(data),
+        "--out",
+        str(tmp_path),
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    config = json.loads((tmp_path / "table4-smoke" / "preact_resnet18_sharedA" / "config.json").read_text())
+    assert config["num_classes"] == 100 and config["dataset"] == "cifar100"
+    row = next(line for line in result.stdout.splitlines() if line.startswith("| `preact_resnet18_sharedA` |"))
+    assert "| 74.51 |" in row  # the paper's Table 4 figure beside ours
