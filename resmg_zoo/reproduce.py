@@ -198,7 +198,8 @@ def markdown(table: int, budget: Budget, rows: list[Row], table_dir: Path) -> st
     ]
     for r in rows:
         res = results[r.row_id]
-        params = param_count(r.model, **_kwargs(r, budget))
+        # counted with the dataset tag's head and input channels
+        params = param_count(f"{r.model}.{TABLE_DATASETS[table]}", **_kwargs(r, budget))
         if res is None:
             ours = "diverged (non-finite loss)" if diverged(table_dir / r.row_id) else "not run"
             lines.append(f"| {r.label} | {ours} | {r.paper_top1:.2f} | — | {params:,} | — | — |")
