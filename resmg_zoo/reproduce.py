@@ -221,7 +221,7 @@ def reproduce(table: int, budget: Budget, rows: list[Row], out: Path, data: Opti
             continue
         cmd = train_command(row, budget, table, run_dir, data)
         print(f"[reproduce] {row.row_id}: {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
-        returncode = subprocess.run(cmd).returncode
+        returncode = subprocess.run(cmd, stdout=sys.stderr).returncode  # stdout carries only the table
         if returncode == EXIT_NONFINITE:
             (run_dir / STATUS_FILE).write_text(json.dumps({"status": "diverged", "command": cmd[1:]}) + "\n")
         elif returncode != 0:
