@@ -23,8 +23,8 @@ keep a BN per block and MgNet a BN per iteration for its shared B.
 ``Π`` and ``R`` are 3×3 stride-2 convolutions (§4.1), each followed by a BN (``transfer_norm='bn'``,
 the default): Algorithm 2's transfers stay linear maps (affine at inference), but the (u, f) pair is
 rescaled at every level, as MgNet's restriction rescales it. Without it (``'none'``, Algorithm 2 with
-no BN at all in the transfer) the default fresnet18 diverged within 5 SGD steps at lr 0.1 on CIFAR-10
-(loss 4e30 at step 5, measured): u_J and f_ℓ are never normalised otherwise. ``'bn_act'`` is MgNet's
+no BN at all in the transfer) u_J and f_ℓ are never normalised: the default fresnet18 reaches a NaN
+loss at step 5 of SGD at lr 0.1 without warmup on CIFAR-10 (``scripts/fresnet_stability.py``). ``'bn_act'`` is MgNet's
 BN-ReLU; with ``share_b=True`` too, the model is MgNet (registered as ``mgnet``).
 """
 
