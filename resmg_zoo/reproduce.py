@@ -201,7 +201,9 @@ def markdown(table: int, budget: Budget, rows: list[Row], table_dir: Path) -> st
         # counted with the dataset tag's head and input channels
         params = param_count(f"{r.model}.{TABLE_DATASETS[table]}", **_kwargs(r, budget))
         if res is None:
-            ours = "diverged (non-finite loss)" if diverged(table_dir / r.row_id) else "not run"
+            run_dir = table_dir / r.row_id
+            started = (run_dir / "config.json").exists()
+            ours = "diverged (non-finite loss)" if diverged(run_dir) else "unfinished" if started else "not run"
             lines.append(f"| {r.label} | {ours} | {r.paper_top1:.2f} | — | {params:,} | — | — |")
             continue
         lines.append(
