@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
+import statistics
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -124,6 +126,17 @@ def select_rows(table: int, wanted: Optional[str]) -> list[Row]:
     return [by_id[n] for n in names]
 
 
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """``"0,1"`` → ``(0, 1)``; anything but distinct non-negative integers is a ValueError naming the input."""
+    try:
+        seeds = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"--seeds must be comma-separated non-negative integers, got {text!r}") from None
+    if any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds must be distinct non-negative integers, got {text!r}")
+    return seeds
+
+
 def _epochs(run_dir: Path) -> Optional[float]:
     config = run_dir / "config.json"
     if not config.exists():
@@ -149,14 +162,33 @@ def diverged(run_dir: Path) -> bool:
     return path.exists() and json.loads(path.read_text()).get("status") == "diverged"
 
 
-def train_command(row: Row, budget: Budget, table: int, run_dir: Path, data: Optional[str]) -> list[str]:
+def run_dir_of(table_dir: Path, row: Row, seed: int) -> Path:
+    """The run folder of one row and seed: ``<row>`` for seed 0, ``<row>-seed<N>`` for the others."""
+    return table_dir / (row.row_id if seed == 0 else f"{row.row_id}-seed{seed}")
+
+
+SEED_FOLDER = re.compile(r"-seed(\d+)$")
+
+
+def seeds_on_disk(table_dir: Path, row: Row) -> set[int]:
+    """The seeds of ``row`` that have a finished run in ``table_dir``."""
+    found = set()
+    for path in table_dir.glob(f"{row.row_id}*"):
+        rest = path.name[len(row.row_id) :]
+        match = SEED_FOLDER.fullmatch(rest)
+        if (rest == "" or match) and row_result(path) is not None:
+            found.add(int(match.group(1)) if match else 0)
+    return found
+
+
+def train_command(row: Row, budget: Budget, table: int, run_dir: Path, data: Optional[str], seed: int = 0) -> list[str]:
     """The ``resmg_zoo.train`` command of one row (``--resume`` when its folder holds a started run)."""
     cmd = [sys.executable, "-m", "resmg_zoo.train", "--quiet", "--out", str(run_dir)]
     if data:
         cmd += ["--data", data]
     if (run_dir / "checkpoint.json").exists():
         return [*cmd, "--resume"]
-    cmd += ["--model", row.model, "--dataset", TABLE_DATASETS[table], "--recipe", budget.recipe, "--seed", "0"]
+    cmd += ["--model", row.model, "--dataset", TABLE_DATASETS[table], "--recipe", budget.recipe, "--seed", str(seed)]
     cmd += ["--precision", budget.precision] + (["--channels-last"] if budget.channels_last else [])
     if budget.epochs is not None:
         cmd += ["--epochs", f"{budget.epochs:g}"]
@@ -176,19 +208,42 @@ def _kwargs(row: Row, budget: Budget) -> dict[str, Any]:
     return kwargs
 
 
-def markdown(table: int, budget: Budget, rows: list[Row], table_dir: Path) -> str:
-    """Ours beside the paper's, with budget, hardware, data and wall time."""
-    results = {r.row_id: row_result(table_dir / r.row_id) for r in rows}
-    configs = {
-        r.row_id: json.loads((table_dir / r.row_id / "config.json").read_text())
+def _cell(table_dir: Path, row: Row, seeds: list[int]) -> tuple[str, Optional[float], list[dict[str, Any]]]:
+    """Ours for one row: the text of the cell, the mean top-1 over its finished seeds, their metrics."""
+    wanted = sorted(set(seeds) | seeds_on_disk(table_dir, row))
+    finished = {s: row_result(run_dir_of(table_dir, row, s)) for s in wanted}
+    done = {s: res for s, res in finished.items() if res is not None}
+    if not done:
+        run_dir = run_dir_of(table_dir, row, wanted[0])
+        started = (run_dir / "config.json").exists()
+        return ("diverged (non-finite loss)" if diverged(run_dir) else "unfinished" if started else "not run"), None, []
+    mean = statistics.fmean(res["test_top1"] for res in done.values())
+    text = f"{mean:.2f}"
+    if len(done) > 1:
+        text += " (" + ", ".join(f"s{s}: {res['test_top1']:.2f}" for s, res in done.items()) + ")"
+    missing = [s for s in wanted if s not in done]
+    if missing:
+        text += "; unfinished: " + ", ".join(f"s{s}" for s in missing)
+    return text, mean, list(done.values())
+
+
+def markdown(table: int, budget: Budget, rows: list[Row], table_dir: Path, seeds: tuple[int, ...] = (0,)) -> str:
+    """Ours beside the paper's (the mean over the finished seeds), with budget, hardware, data and wall time."""
+    cells = {r.row_id: _cell(table_dir, r, list(seeds)) for r in rows}
+    configs = [
+        json.loads((table_dir / r.row_id / "config.json").read_text())
         for r in rows
         if (table_dir / r.row_id / "config.json").exists()
-    }
-    first = next(iter(configs.values()), {})
-    total = sum(res["wall_seconds"] for res in results.values() if res)
+    ]
+    first = configs[0] if configs else {}
+    total = sum(res["wall_seconds"] for _, _, done in cells.values() for res in done)
+    all_seeds = sorted({int(m.group(1)) for p in table_dir.glob("*") if (m := SEED_FOLDER.search(p.name))} | {0})
+    seed_text = "seed 0"
+    if all_seeds != [0]:
+        seed_text = f"mean over seeds {', '.join(map(str, all_seeds))} where run (sN: seed N)"
     lines = [
         f"**{TABLE_TITLES[table]}** — budget `{budget.name}`: {budget.description}. "
-        f"Ours: seed 0, final-epoch test top-1 on {first.get('hardware', 'this machine')}; "
+        f"Ours: {seed_text}, final-epoch test top-1 on {first.get('hardware', 'this machine')}; "
         f"{total / 60:.1f} min of training in all. Data: `{Path(first.get('dataset_source', '?')).name}` "
         f"(sha256 `{str(first.get('dataset_sha256', '?'))[:12]}…`). The paper's column is its own recipe "
         f"(§5.2), not this budget.",
@@ -197,38 +252,44 @@ def markdown(table: int, budget: Budget, rows: list[Row], table_dir: Path) -> st
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        res = results[r.row_id]
+        text, mean, done = cells[r.row_id]
         # counted with the dataset tag's head and input channels
         params = param_count(f"{r.model}.{TABLE_DATASETS[table]}", **_kwargs(r, budget))
-        if res is None:
-            run_dir = table_dir / r.row_id
-            started = (run_dir / "config.json").exists()
-            ours = "diverged (non-finite loss)" if diverged(run_dir) else "unfinished" if started else "not run"
-            lines.append(f"| {r.label} | {ours} | {r.paper_top1:.2f} | — | {params:,} | — | — |")
+        if mean is None:
+            lines.append(f"| {r.label} | {text} | {r.paper_top1:.2f} | — | {params:,} | — | — |")
             continue
+        wall = sum(res["wall_seconds"] for res in done) / 60
         lines.append(
-            f"| {r.label} | {res['test_top1']:.2f} | {r.paper_top1:.2f} | {res['test_top1'] - r.paper_top1:+.2f} | "
-            f"{params:,} | {res['epoch']} | {res['wall_seconds'] / 60:.1f} |"
+            f"| {r.label} | {text} | {r.paper_top1:.2f} | {mean - r.paper_top1:+.2f} | "
+            f"{params:,} | {done[0]['epoch']} | {wall:.1f} |"
         )
     return "\n".join(lines)
 
 
-def reproduce(table: int, budget: Budget, rows: list[Row], out: Path, data: Optional[str], report: bool) -> int:
-    """Train every unfinished row (unless ``report``), then print and write the table."""
+def reproduce(
+    table: int,
+    budget: Budget,
+    rows: list[Row],
+    out: Path,
+    data: Optional[str],
+    report: bool,
+    seeds: tuple[int, ...] = (0,),
+) -> int:
+    """Train every unfinished row and seed (unless ``report``), then print and write the table."""
     table_dir = out / f"table{table}-{budget.name}"
     failed = []
-    for row in rows:
-        run_dir = table_dir / row.row_id
+    for row, seed in ((row, seed) for row in rows for seed in seeds):
+        run_dir = run_dir_of(table_dir, row, seed)
         if report or row_result(run_dir) is not None or diverged(run_dir):
             continue
-        cmd = train_command(row, budget, table, run_dir, data)
-        print(f"[reproduce] {row.row_id}: {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
+        cmd = train_command(row, budget, table, run_dir, data, seed)
+        print(f"[reproduce] {run_dir.name}: {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
         returncode = subprocess.run(cmd, stdout=sys.stderr).returncode  # stdout carries only the table
         if returncode == EXIT_NONFINITE:
             (run_dir / STATUS_FILE).write_text(json.dumps({"status": "diverged", "command": cmd[1:]}) + "\n")
         elif returncode != 0:
-            failed.append(row.row_id)
-    text = markdown(table, budget, rows, table_dir)
+            failed.append(run_dir.name)
+    text = markdown(table, budget, rows, table_dir, seeds)
     table_dir.mkdir(parents=True, exist_ok=True)
     (table_dir / "results.md").write_text(text + "\n", encoding="utf-8")
     print(text)
@@ -249,13 +310,20 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--rows", default=None, help="comma-separated row ids (default: every row of the table)")
     parser.add_argument("--out", default="runs/reproduce", help="folder of the per-row run folders")
     parser.add_argument("--data", default=None, help="folder holding <dataset>.zip (default $RESMG_ZOO_DATA)")
+    parser.add_argument(
+        "--seeds",
+        default="0",
+        help="comma-separated seeds to train per row (default 0); seed N>0 runs in <row>-seedN; "
+        "the table shows the mean over every finished seed",
+    )
     parser.add_argument("--report", action="store_true", help="train nothing; print the table from finished rows")
     args = parser.parse_args(argv)
     try:
         rows = select_rows(args.table, args.rows)
+        seeds = parse_seeds(args.seeds)
     except ValueError as err:
         parser.error(str(err))
-    return reproduce(args.table, BUDGETS[args.budget], rows, Path(args.out), args.data, args.report)
+    return reproduce(args.table, BUDGETS[args.budget], rows, Path(args.out), args.data, args.report, seeds)
 
 
 if __name__ == "__main__":

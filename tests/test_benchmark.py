@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from resmg_zoo.benchmark import REFERENCE, main, reference_resnet18
+import pytest
+
+from resmg_zoo.benchmark import REFERENCE, check_targets, main, reference_resnet18, twin_of
 from resmg_zoo.counting import param_count
 
 
-def test_benchmark_writes_rows_with_the_reference(tmp_path: Path) -> None:
+def test_benchmark_writes_rows_with_the_reference(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "bench.json"
     args = [
         "--models",
@@ -22,8 +24,8 @@ def test_benchmark_writes_rows_with_the_reference(tmp_path: Path) -> None:
         "0",
         "--rounds",
         "1",
-        "--peak-size",
-        "256",
+        "--peak-sizes",
+        "128,256",
     ]
     assert main([*args, "--precision", "bf16", "--channels-last", "--json", str(out)]) == 0
     rows = json.loads(out.read_text())
@@ -36,6 +38,23 @@ def test_benchmark_writes_rows_with_the_reference(tmp_path: Path) -> None:
     assert ours["train_img_s"] > 0 and by_model["loader (crop+flip)"]["loader_img_s"] > 0
     assert 4 * ours["params"] <= ours["checkpoint_bytes"] < 4 * ours["params"] + 200_000  # fp32 + header, BN buffers
     assert 0 < ours["train_pct_peak"] and 0 < ours["infer_pct_peak"] and ours["peak_bf16_flops"] > 0
+    # training FLOPs are counted (forward + backward), about 3 forward passes
+    assert 2.9 * ours["flops"] < ours["train_flops"] < 3.0 * ours["flops"]
+    assert ours["twin"] is None and ours["train_vs_twin"] is None  # resnet18_unshared was not measured
+    printed = capsys.readouterr().out
+    assert "resnet18_sharedA train_vs_twin: its twin was not measured" in printed
+    assert "resnet18_sharedA train_pct_peak = " in printed
+
+
+def test_twins_and_targets() -> None:
+    assert twin_of("preact_resnet34_sharedAB") == "preact_resnet34_unshared"
+    assert twin_of("resnet18_unshared") is None and twin_of(REFERENCE) is None
+    row = dict(model="resnet18_sharedA", params=1, precision="fp32", train_vs_twin=0.97, infer_vs_twin=1.0)
+    row |= dict(train_vs_reference=1.01, infer_vs_reference=0.99, train_pct_peak=10.0, infer_pct_peak=10.0)
+    lines = check_targets([row])
+    assert len(lines) == 4  # the %-of-peak targets are for bf16 runs
+    assert "train_vs_twin = 0.97 (target ≥ 0.98): MISSED" in lines[0] and lines[1].endswith(": met")
+    assert lines[3].endswith("MISSED")
 
 
 def test_reference_is_resnet18_unshared_in_size() -> None:

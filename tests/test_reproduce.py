@@ -72,6 +72,33 @@ def test_table2_rows_train_print_beside_the_paper_and_resume(mnist_dir: Path, tm
     assert second.stdout == first.stdout
 
 
+def test_seeds_train_in_their_own_folders_and_the_table_shows_their_mean(mnist_dir: Path, tmp_path: Path) -> None:
+    args = ["--table", "2", "--budget", "smoke", "--rows", "preact_resnet18_sharedA", "--seeds", "0,3"]
+    result = _run(*args, "--data", str(mnist_dir), "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-2000:]
+    table_dir = tmp_path / "table2-smoke"
+    runs = [table_dir / "preact_resnet18_sharedA", table_dir / "preact_resnet18_sharedA-seed3"]
+    configs = [json.loads((run / "config.json").read_text()) for run in runs]
+    assert [c["seed"] for c in configs] == [0, 3]
+    top1 = [reproduce.row_result(run)["test_top1"] for run in runs]
+    row = next(line for line in result.stdout.splitlines() if line.startswith("| `preact_resnet18_sharedA` |"))
+    cells = [c.strip() for c in row.split("|")[1:-1]]
+    assert cells[1] == f"{sum(top1) / 2:.2f} (s0: {top1[0]:.2f}, s3: {top1[1]:.2f})"
+    assert "mean over seeds 0, 3" in result.stdout
+    # A report without --seeds still finds the finished seed-3 run.
+    report = _run(
+        "--table", "2", "--budget", "smoke", "--rows", "preact_resnet18_sharedA", "--out", str(tmp_path), "--report"
+    )
+    assert report.stdout == result.stdout
+
+
+def test_bad_seeds_are_refused_with_the_input_named() -> None:
+    result = _run("--table", "2", "--seeds", "0,x", "--report")
+    assert result.returncode == 2 and "'0,x'" in result.stderr
+    with pytest.raises(ValueError, match="distinct"):
+        reproduce.parse_seeds("1,1")
+
+
 def test_table4_runs_unchanged_on_a_100_class_archive(tmp_path: Path) -> None:
     """No CIFAR-100 here: a 100-class ``cifar100.zip`` of real CIFAR-10 images (each class split in
     ten by image index) exercises Table 4's whole path as it will run where torchvision can fetch it."""
