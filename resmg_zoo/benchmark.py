@@ -176,6 +176,10 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     if args.threads:
         torch.set_num_threads(args.threads)
     peak_sizes = tuple(int(v) for v in args.peak_sizes.split(","))
+    if args.inductor_freezing:
+        import torch._inductor.config as inductor_config
+
+        inductor_config.freezing = True
     benches = [Bench(name, args, input_size) for name in names]
     peaks: dict[str, list[float]] = {"fp32": [], "bf16": []}
     for _ in range(args.rounds):
@@ -215,6 +219,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 channels_last=args.channels_last,
                 compile_inference=args.compile_inference,
                 compile_train=args.compile_train,
+                inductor_freezing=args.inductor_freezing,
                 rounds=args.rounds,
                 steps=args.steps,
                 input_size=list(input_size),
@@ -288,6 +293,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=2, help="round-robin repetitions (the median is reported)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--compile-inference", default=None, help="torch.compile mode for inference, e.g. max-autotune")
+    p.add_argument(
+        "--inductor-freezing",
+        action="store_true",
+        help="with --compile-inference: let inductor treat weights as constants (folds BN into convs, prepacks)",
+    )
     p.add_argument("--compile-train", action="store_true", help="torch.compile the training forward (default mode)")
     p.add_argument("--peak-sizes", default="1024,2048", help="square matmul sizes of the same-run FLOP/s peak")
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")

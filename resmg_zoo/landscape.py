@@ -81,6 +81,12 @@ def surface(
     return losses
 
 
+def mean_within(coords: Tensor, losses: Tensor, radius: float) -> float:
+    """Mean loss over the grid points with α² + β² ≤ radius²: one number for how flat the basin is."""
+    a, b = torch.meshgrid(coords, coords, indexing="ij")
+    return losses[a**2 + b**2 <= radius**2 + 1e-12].mean().item()
+
+
 def plot(coords: Tensor, losses: Tensor, title: str, out: Path) -> list[Path]:
     """The contour plot and the 3-D surface, as PNGs beside ``out``."""
     import matplotlib
@@ -161,6 +167,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         coords=coords.tolist(),
         losses=losses.tolist(),
         loss_at_weights=losses[args.grid // 2, args.grid // 2].item() if args.grid % 2 else None,
+        mean_loss_within_half_span=mean_within(coords, losses, args.span / 2),
     )
     out.with_name(out.name + ".json").write_text(json.dumps(record) + "\n", encoding="utf-8")
     paths = plot(coords, losses, title, out)
@@ -171,6 +178,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 pngs=[str(p) for p in paths],
                 min_loss=losses.min().item(),
                 max_loss=losses.max().item(),
+                mean_loss_within_half_span=record["mean_loss_within_half_span"],
             )
         )
     )

@@ -76,6 +76,16 @@ BUDGETS: dict[str, Budget] = {
             "train images), bf16 autocast + channels_last",
         ),
         Budget(
+            "cpu-small",
+            "short",
+            10,
+            (("widths", "16,32,64,128"),),
+            "bf16",
+            True,
+            "widths 16-32-64-128 (a quarter of the paper's), 10 epochs of the `short` recipe (cosine, 45,000 "
+            "train images), bf16 autocast + channels_last",
+        ),
+        Budget(
             "smoke",
             "quick",
             0.1,
