@@ -33,6 +33,7 @@ import torchvision
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .choices import parse_ints
 from .counting import count_parameters
 from .hardware import describe_hardware
 from .train import autocast_context
@@ -175,7 +176,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         names.append(REFERENCE)
     if args.threads:
         torch.set_num_threads(args.threads)
-    peak_sizes = tuple(int(v) for v in args.peak_sizes.split(","))
+    peak_sizes = parse_ints("--peak-sizes", args.peak_sizes)
     if args.inductor_freezing:
         import torch._inductor.config as inductor_config
 
@@ -305,7 +306,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        parse_ints("--peak-sizes", args.peak_sizes)
+    except ValueError as err:
+        parser.error(str(err))
     rows = run(args)
     print(
         f"batch {args.batch_size}, {args.precision}, channels_last={args.channels_last}, "

@@ -59,3 +59,10 @@ def test_twins_and_targets() -> None:
 
 def test_reference_is_resnet18_unshared_in_size() -> None:
     assert sum(p.numel() for p in reference_resnet18().parameters()) == param_count("resnet18_unshared")
+
+
+def test_bad_peak_sizes_are_refused_before_anything_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--peak-sizes", "1024,big"])
+    assert exit_info.value.code == 2
+    assert "--peak-sizes must be a sequence of positive integers" in capsys.readouterr().err
