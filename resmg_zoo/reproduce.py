@@ -218,15 +218,15 @@ def _kwargs(row: Row, budget: Budget) -> dict[str, Any]:
     return kwargs
 
 
-def _cell(table_dir: Path, row: Row, seeds: list[int]) -> tuple[str, Optional[float], list[dict[str, Any]]]:
-    """Ours for one row: the text of the cell, the mean top-1 over its finished seeds, their metrics."""
+def _cell(table_dir: Path, row: Row, seeds: list[int]) -> tuple[str, Optional[float], dict[int, dict[str, Any]]]:
+    """Ours for one row: the text of the cell, the mean top-1 over its finished seeds, their metrics by seed."""
     wanted = sorted(set(seeds) | seeds_on_disk(table_dir, row))
     finished = {s: row_result(run_dir_of(table_dir, row, s)) for s in wanted}
     done = {s: res for s, res in finished.items() if res is not None}
     if not done:
         run_dir = run_dir_of(table_dir, row, wanted[0])
         started = (run_dir / "config.json").exists()
-        return ("diverged (non-finite loss)" if diverged(run_dir) else "unfinished" if started else "not run"), None, []
+        return ("diverged (non-finite loss)" if diverged(run_dir) else "unfinished" if started else "not run"), None, {}
     mean = statistics.fmean(res["test_top1"] for res in done.values())
     text = f"{mean:.2f}"
     if len(done) > 1:
@@ -234,7 +234,7 @@ def _cell(table_dir: Path, row: Row, seeds: list[int]) -> tuple[str, Optional[fl
     missing = [s for s in wanted if s not in done]
     if missing:
         text += "; unfinished: " + ", ".join(f"s{s}" for s in missing)
-    return text, mean, list(done.values())
+    return text, mean, done
 
 
 def markdown(table: int, budget: Budget, rows: list[Row], table_dir: Path, seeds: tuple[int, ...] = (0,)) -> str:
@@ -246,8 +246,8 @@ def markdown(table: int, budget: Budget, rows: list[Row], table_dir: Path, seeds
         if (table_dir / r.row_id / "config.json").exists()
     ]
     first = configs[0] if configs else {}
-    total = sum(res["wall_seconds"] for _, _, done in cells.values() for res in done)
-    all_seeds = sorted({int(m.group(1)) for p in table_dir.glob("*") if (m := SEED_FOLDER.search(p.name))} | {0})
+    total = sum(res["wall_seconds"] for _, _, done in cells.values() for res in done.values())
+    all_seeds = sorted({seed for _, _, done in cells.values() for seed in done} | {0})
     seed_text = "seed 0"
     if all_seeds != [0]:
         seed_text = f"mean over seeds {', '.join(map(str, all_seeds))} where run (sN: seed N)"
@@ -268,10 +268,10 @@ def markdown(table: int, budget: Budget, rows: list[Row], table_dir: Path, seeds
         if mean is None:
             lines.append(f"| {r.label} | {text} | {r.paper_top1:.2f} | — | {params:,} | — | — |")
             continue
-        wall = sum(res["wall_seconds"] for res in done) / 60
+        wall = sum(res["wall_seconds"] for res in done.values()) / 60
         lines.append(
             f"| {r.label} | {text} | {r.paper_top1:.2f} | {mean - r.paper_top1:+.2f} | "
-            f"{params:,} | {done[0]['epoch']} | {wall:.1f} |"
+            f"{params:,} | {next(iter(done.values()))['epoch']} | {wall:.1f} |"
         )
     return "\n".join(lines)
 
