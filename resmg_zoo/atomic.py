@@ -1,4 +1,9 @@
-"""Atomic file replacement: a reader sees the old file or the complete new one, never a partial write."""
+"""Atomic file replacement: a reader sees the old file or the complete new one, never a partial write.
+
+Files and folders made here get the permissions an ordinary writer gives them under the process
+umask (``0644``/``0755`` under the usual ``022``), not the private ``0600``/``0700`` of
+:mod:`tempfile`, so a run folder or a published mirror can be shared by a team.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,20 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+
+def current_umask() -> int:
+    """The process umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def make_shareable(path: str | Path) -> None:
+    """Give a file made by :mod:`tempfile` the mode of an ordinary new file (``0666 & ~umask``),
+    or a folder that of an ordinary new folder (``0777 & ~umask``)."""
+    base = 0o777 if Path(path).is_dir() else 0o666
+    os.chmod(path, base & ~current_umask())
 
 
 @contextmanager
@@ -22,6 +41,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = Path(name)
     try:
         yield tmp
+        make_shareable(tmp)  # after the write: a writer may have replaced the file (safetensors does)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

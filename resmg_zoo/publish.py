@@ -23,7 +23,7 @@ from typing import Any, Optional
 import timm
 from timm.models._hub import save_config_for_hf
 
-from .atomic import write_text_atomic
+from .atomic import make_shareable, write_text_atomic
 from .checkpoint import checkpoint_weights_path, load_weights
 from .counting import count_parameters
 from .hashing import file_sha256
@@ -202,6 +202,7 @@ def publish(argv: Optional[list[str]] = None) -> dict[str, Any]:
     if args.mirror:
         mirror = Path(args.mirror)
         staging = Path(tempfile.mkdtemp(prefix=".publish-", dir=mirror if mirror.exists() else None))
+        make_shareable(staging)  # the published folder, once renamed: 0755 under umask 022, not 0700
         try:
             entry = write_folder(run_dir, staging, args.tag, args.org)
             target = mirror / entry["hub_id"]
