@@ -13,7 +13,8 @@ from torch import nn
 
 from .choices import FORM_CHOICES, POOL_BLOCK_CHOICES, SHARE_CHOICES
 from .fresnet import FResNet, FResNetLevel
-from .pretrained import PretrainedWeightsUnavailable, WeightsIntegrityError
+from .loading import WeightsIntegrityError
+from .pretrained import PretrainedWeightsUnavailable
 from .resmg_resnet import ResMgLevel, ResMgResNet
 from .tags import TAGS
 from .variants import VARIANTS

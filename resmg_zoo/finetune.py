@@ -26,13 +26,8 @@ from torch import nn
 
 from .checkpoint import CheckpointError, checkpoint_weights_path
 from .hashing import file_sha256
-from .pretrained import (
-    PretrainedWeightsUnavailable,
-    ResolvedWeights,
-    WeightsIntegrityError,
-    load_published_state,
-    resolve_weights,
-)
+from .loading import WeightsIntegrityError, load_weights_file
+from .pretrained import PretrainedWeightsUnavailable, resolve_weights
 
 HEAD_CHOICES = ("auto", "new", "keep")
 FREEZE_HELP = "'body' (all but the head), 'stem', or 'stages.K' (the stem and levels 0..K)"
@@ -49,7 +44,7 @@ class InitSource:
     weights: Path
     model_args: dict[str, Any]
     record: dict[str, Any] = field(default_factory=dict)  # what the run folder records
-    resolved: Optional[ResolvedWeights] = None
+    where: str = ""  # how errors name it
 
 
 def resolve_init(model: str, init_from: Optional[str], pretrained: bool, init_tag: str) -> Optional[InitSource]:
@@ -61,9 +56,10 @@ def resolve_init(model: str, init_from: Optional[str], pretrained: bool, init_ta
             resolved = resolve_weights(model, init_tag)
         except (PretrainedWeightsUnavailable, WeightsIntegrityError) as err:
             raise InitError(f"--pretrained: {err}") from None
-        sha = (resolved.entry or {}).get("sha256") or file_sha256(resolved.weights)
-        record = dict(kind="pretrained", hub_id=resolved.hub_id, source=resolved.source, sha256=sha)
-        return InitSource(resolved.weights, resolved.model_args, record, resolved)
+        record = dict(
+            kind="pretrained", hub_id=resolved.hub_id, source=resolved.source, sha256=resolved.published.entry["sha256"]
+        )
+        return InitSource(resolved.path, dict(resolved.published.entry["model_args"]), record, resolved.describe())
     if not init_from:
         return None
     path = Path(init_from).expanduser()
@@ -99,30 +95,24 @@ def resolve_init(model: str, init_from: Optional[str], pretrained: bool, init_ta
         raise InitError(f"--init-from {path}: expected a run folder, a published folder or a .safetensors file")
     args = {k: v for k, v in args.items() if v is not None}
     record = dict(kind=kind, path=str(path.resolve()), weights=str(weights.resolve()), sha256=file_sha256(weights))
-    return InitSource(weights, args, record)
+    return InitSource(weights, args, record, f"--init-from {path}")
 
 
 def apply_init(model: nn.Module, model_name: str, init: InitSource, head: str) -> dict[str, Any]:
     """Load ``init`` into ``model`` (new head / adapted stem as ``head`` allows); returns the record."""
-    resolved = init.resolved or ResolvedWeights(model_name, "-", "-", init.weights, str(init.weights))
     classes_before = init.model_args.get("num_classes")
     if head == "keep" and classes_before is not None and classes_before != getattr(model, "num_classes", None):
         raise InitError(
             f"--head keep: the initial weights have a {classes_before}-class head but the dataset has "
             f"{model.num_classes} classes; use --head auto (or new) to train a new head"
         )
-    if head == "new":
-        model_state = model.state_dict()
-        reset = {k for k in model_state if k.startswith(model.pretrained_cfg.get("classifier", "fc") + ".")}
-    else:
-        reset = set()
     try:
-        report = load_published_state(model, resolved, skip=reset)
-    except (WeightsIntegrityError, CheckpointError) as err:
+        report = load_weights_file(model, init.weights, init.where or str(init.weights), drop_head=head == "new")
+    except WeightsIntegrityError as err:
         raise InitError(f"the initial weights do not fit {model_name}: {err}") from None
     if head == "keep" and report["new_head"]:
         raise InitError(f"--head keep, but the initial weights' head does not fit: {report['new_head']}")
-    return dict(init.record, new_head=sorted(set(report["new_head"]) | reset), stem_adapted=report["stem_adapted"])
+    return dict(init.record, new_head=sorted(report["new_head"]), stem_adapted=report["stem_adapted"])
 
 
 def frozen_names(model: nn.Module, spec: str) -> list[str]:

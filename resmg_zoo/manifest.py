@@ -6,7 +6,8 @@ Schema (version 1)::
      "entries": [{"model", "tag", "hub_id", "file", "sha256", "bytes", "params", "dataset", "top1", "top5",
                   "model_args", "dtype", "recipe", "hardware", "wall_seconds", "date", "command"}, ...]}
 
-An entry is written only by ``scripts/push_to_hub.py`` from a real training run.
+An entry is written only by ``scripts/push_to_hub.py`` from a real training run, or imported from a
+mirror that it wrote (:mod:`resmg_zoo.mirror`, which verifies every folder first).
 """
 
 from __future__ import annotations
@@ -56,15 +57,16 @@ def empty_manifest() -> dict[str, Any]:
     return {"schema_version": SCHEMA_VERSION, "entries": []}
 
 
-def load_manifest(path: Path) -> dict[str, Any]:
-    """Read and validate a manifest; a missing file is an empty manifest."""
+def load_manifest(path: Path, check_params: bool = False) -> dict[str, Any]:
+    """Read and validate a manifest (``check_params``: rebuild every model and compare its parameter
+    count too); a missing file is an empty manifest."""
     if not path.exists():
         return empty_manifest()
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise ManifestError(f"{path} is not valid JSON: {err}") from None
-    problems = validate_manifest(data)
+    problems = validate_manifest(data, check_params)
     if problems:
         raise ManifestError(f"{path} is not a valid weights manifest: " + "; ".join(problems))
     return data
@@ -100,12 +102,12 @@ def validate_entry(entry: dict[str, Any], check_params: bool = True) -> list[str
     return problems
 
 
-def validate_manifest(data: Any) -> list[str]:
+def validate_manifest(data: Any, check_params: bool = True) -> list[str]:
     if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
         return [f"expected an object with schema_version {SCHEMA_VERSION}"]
     if not isinstance(data.get("entries"), list):
         return ["'entries' must be a list"]
-    problems = [p for entry in data["entries"] for p in validate_entry(entry)]
+    problems = [p for entry in data["entries"] for p in validate_entry(entry, check_params)]
     keys = [(e.get("model"), e.get("tag"), e.get("hub_id")) for e in data["entries"]]
     if len(keys) != len(set(keys)):
         problems.append("two entries for the same model, tag and hub id")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from .choices import check_choice
 
@@ -39,6 +40,17 @@ DEFAULT_TAG = "cifar10"
 def get_tag(name: str) -> DatasetTag:
     """The tag called ``name``; an unknown name raises ``ValueError`` listing the valid ones."""
     return TAGS[check_choice("pretrained tag", name, TAGS)]
+
+
+def resolve_tag(pretrained_cfg: Any) -> str:
+    """The tag a ``pretrained_cfg`` argument names: timm passes the ``.tag`` of a name as a string,
+    an ``hf-hub:``/``local-dir:`` config as a dict; nothing means the default tag."""
+    if pretrained_cfg is None or pretrained_cfg == "":
+        return DEFAULT_TAG
+    if isinstance(pretrained_cfg, str):
+        return get_tag(pretrained_cfg).name
+    tag = pretrained_cfg.get("tag") if isinstance(pretrained_cfg, dict) else getattr(pretrained_cfg, "tag", None)
+    return get_tag(tag).name if tag else DEFAULT_TAG
 
 
 def hub_id(model: str, tag: str, org: str = DEFAULT_HUB_ORG) -> str:

@@ -9,22 +9,28 @@ Importing this module registers them with timm, so ``timm.create_model(name)`` w
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Callable
-from typing import Any
+from functools import partial
+from typing import Any, Optional
 
-from timm.models import FeatureListNet, build_model_with_cfg, generate_default_cfgs, register_model
-from timm.models._features import FeatureGetterNet
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import nn
 
-from .pretrained import load_published_state, resolve_tag, resolve_weights
-from .tags import DEFAULT_HUB_ORG, DEFAULT_TAG, LICENSE, PAPER_ID, TAGS, hub_id, pool_size
+from .loading import fit_state_dict
+from .manifest import load_manifest, repo_manifest_path
+from .pretrained import ResolvedWeights, find_published, resolve_weights
+from .tags import DEFAULT_TAG, LICENSE, PAPER_ID, TAGS, pool_size, resolve_tag
 from .variants import VARIANTS
 
 
 def _cfg(model: str, tag: str) -> dict[str, Any]:
     info = TAGS[tag]
+    entry = _REPO_ENTRIES.get((model, tag))
     return {
-        "hf_hub_id": hub_id(model, tag, DEFAULT_HUB_ORG),
+        # Only a tag whose weights the repository's manifest lists carries a hub id, so that
+        # timm.list_pretrained() lists real weights only; every other tag stays creatable.
+        "hf_hub_id": entry["hub_id"] if entry else None,
         "num_classes": info.num_classes,
         "input_size": info.input_size,
         "pool_size": pool_size(info.input_size),
@@ -41,53 +47,77 @@ def _cfg(model: str, tag: str) -> dict[str, Any]:
     }
 
 
-# The default tag comes first: it is what ``create_model(name)`` without a tag resolves to.
-_TAG_ORDER = [DEFAULT_TAG] + [t for t in TAGS if t != DEFAULT_TAG]
-default_cfgs = generate_default_cfgs({f"{name}.{tag}": _cfg(name, tag) for name in VARIANTS for tag in _TAG_ORDER})
+_REPO_ENTRIES = {(e["model"], e["tag"]): e for e in reversed(load_manifest(repo_manifest_path())["entries"])}
+default_cfgs = generate_default_cfgs({f"{name}.{tag}": _cfg(name, tag) for name in VARIANTS for tag in TAGS})
+for _default in default_cfgs.values():
+    # ``create_model(name)`` without a tag builds the CIFAR-10 model even where only another tag has
+    # weights (timm makes the first tag with weights the default, and a '*' tag without any loses to it).
+    _default.tags.remove(DEFAULT_TAG)
+    _default.tags.appendleft(DEFAULT_TAG)
 
 
 def create_variant(variant: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:
-    """Build a registered variant through timm's builder (cfg resolution, features_only).
+    """Build a registered variant through timm's builder, published weights included.
 
-    With ``pretrained=True`` the weights are resolved and verified by :mod:`resmg_zoo.pretrained`
-    (explicit file → ``RESMG_ZOO_HUB_DIR`` mirror → the Hub), the architecture is rebuilt from the
-    published ``model_args`` (caller's kwargs win: another ``num_classes`` gets a new head, another
-    ``in_chans`` an adapted stem), and only then is a feature wrapper put around it.
+    With ``pretrained=True`` and no weight source of the caller's (``pretrained_cfg_overlay=dict(file=...)``,
+    ``local-dir:``), the published weights of the tag (or of the ``hf-hub:`` id) are resolved and
+    sha256-checked by :mod:`resmg_zoo.pretrained`, the architecture takes the published ``model_args``
+    (the caller's kwargs win), and timm's own ``load_pretrained`` loads the verified file: a
+    ``num_classes`` unlike the file's gets a new head, an ``in_chans`` unlike it an adapted stem,
+    and ``features_only``/``out_indices``/``feature_cls``/``global_pool`` work as without weights.
+    An ``hf-hub:`` id that no manifest lists is loaded as timm loads it, with a warning.
     """
     spec = VARIANTS[variant]
-    pretrained_cfg = kwargs.get("pretrained_cfg")
-    tag = resolve_tag(pretrained_cfg)  # an unknown tag fails here, naming the valid ones
-    if not pretrained:
-        return _build(variant, {**spec.model_args(), **kwargs})
+    pretrained_cfg = kwargs.pop("pretrained_cfg", None)
     overlay = dict(kwargs.pop("pretrained_cfg_overlay", None) or {})
-    explicit, hub = overlay.pop("file", None), None
+    tag = resolve_tag(pretrained_cfg)  # an unknown tag fails here, naming the valid ones
+    args = spec.model_args()
+    where = f"the weights of {variant}.{tag}"
+    if pretrained:
+        resolved = _published_weights(variant, tag, pretrained_cfg, overlay)
+        if resolved is not None:
+            overlay |= resolved.cfg_overlay()
+            args |= resolved.architecture_args
+            where = resolved.describe()
+        elif overlay.get("file"):
+            where = f"{variant}.{tag} from {overlay['file']}"
+    return build_model_with_cfg(
+        spec.model_cls,
+        variant,
+        pretrained,
+        pretrained_cfg=pretrained_cfg,
+        pretrained_cfg_overlay=overlay or None,
+        feature_cfg=dict(feature_cls="getter") if spec.feature_cls == "getter" else dict(flatten_sequential=True),
+        pretrained_filter_fn=partial(_check_fit, where=where),
+        **{**args, **kwargs},
+    )
+
+
+def _published_weights(
+    variant: str, tag: str, pretrained_cfg: Any, overlay: dict[str, Any]
+) -> Optional[ResolvedWeights]:
+    """The verified published file, or ``None`` where the caller names the weights' source."""
     source = _cfg_value(pretrained_cfg, "source")
-    if source == "local-dir":
-        explicit = explicit or _cfg_value(pretrained_cfg, "file")
-    elif source == "hf-hub":
+    if overlay.get("file") or overlay.get("state_dict") or source == "local-dir":
+        return None
+    if overlay.get("hf_hub_id"):  # the caller names the Hub repo
+        return resolve_weights(variant, tag, overlay["hf_hub_id"])
+    if source == "hf-hub":
         hub = _cfg_value(pretrained_cfg, "hf_hub_id")
-    resolved = resolve_weights(variant, tag, hub=hub, explicit=explicit)
-    features_only = kwargs.pop("features_only", False)
-    feature_args = {k: kwargs.pop(k) for k in ("out_indices", "feature_cls") if k in kwargs}
-    args = {**spec.model_args(), **resolved.model_args, **kwargs}
-    if overlay:
-        args["pretrained_cfg_overlay"] = overlay
-    model = _build(variant, args)
-    load_published_state(model, resolved)
-    model.pretrained_cfg = {**model.pretrained_cfg, "hf_hub_id": resolved.hub_id, "resolved_from": resolved.source}
-    if features_only:
-        out_indices = feature_args.get("out_indices", (0, 1, 2, 3, 4))
-        if spec.feature_cls == "getter":
-            model = FeatureGetterNet(model, out_indices=out_indices)
-        else:
-            model = FeatureListNet(model, out_indices=out_indices, flatten_sequential=True)
-    return model
+        if find_published(variant, tag, hub) is None:
+            warnings.warn(
+                f"hf-hub:{hub} is not in any resmg_zoo weights manifest: loading it as timm does, with no sha256 check",
+                stacklevel=3,
+            )
+            return None
+        return resolve_weights(variant, tag, hub)
+    return resolve_weights(variant, tag)
 
 
-def _build(variant: str, args: dict[str, Any]) -> nn.Module:
-    spec = VARIANTS[variant]
-    feature_cfg = dict(feature_cls="getter") if spec.feature_cls == "getter" else dict(flatten_sequential=True)
-    return build_model_with_cfg(spec.model_cls, variant, False, feature_cfg=feature_cfg, **args)
+def _check_fit(state: dict[str, Any], model: nn.Module, where: str) -> dict[str, Any]:
+    """timm's ``pretrained_filter_fn``: a clear error for a file that does not fit (see ``fit_state_dict``)."""
+    fit_state_dict(state, model, where)
+    return state
 
 
 def _cfg_value(cfg: Any, key: str) -> Any:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from realdata import real_data_dir, subset_zip
+from realdata import real_data_dir, shared_hub_dir, subset_zip
 
 import resmg_zoo
 from resmg_zoo.publish import main as publish
@@ -16,9 +16,10 @@ from resmg_zoo.train import main as train
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_NAMES = resmg_zoo.list_models()
 
-# The tiny real checkpoint that the weights and fine-tuning tests publish and load.
-MODEL, TAG = "preact_resnet18_sharedA", "mnist"
-HUB_ID = f"resmg-zoo/{MODEL}.{TAG}"
+# The tiny real checkpoint that the weights and fine-tuning tests publish and load, under an org of
+# its own so that it never shares a hub id with the project's published weights.
+MODEL, TAG, ORG = "preact_resnet18_sharedA", "mnist", "resmg-test"
+HUB_ID = f"{ORG}/{MODEL}.{TAG}"
 WIDTHS = "8,16,16,32"
 
 
@@ -74,5 +75,11 @@ def run(digits: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def mirror(run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("mirror")
-    assert publish(["--run", str(run), "--mirror", str(folder)]) == 0
+    assert publish(["--run", str(run), "--mirror", str(folder), "--org", ORG]) == 0
     return folder
+
+
+@pytest.fixture(scope="session")
+def shared_hub() -> Path:
+    """The project's published weights mirror (``../shared/hub``); read-only."""
+    return shared_hub_dir()

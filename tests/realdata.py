@@ -1,4 +1,5 @@
-"""Small archives cut from the real datasets of ``RESMG_ZOO_DATA`` (never synthetic images)."""
+"""The real datasets of ``RESMG_ZOO_DATA`` and small archives cut from them (never synthetic images), and the
+project's published weights mirror."""
 
 from __future__ import annotations
 
@@ -11,14 +12,24 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def real_data_dir() -> Path:
-    """``$RESMG_ZOO_DATA`` (set by .ci/run), else ``../shared/data``; the real-data tests need it."""
-    folder = Path(os.environ.get("RESMG_ZOO_DATA") or REPO_ROOT.parent / "shared" / "data")
-    if not (folder / "mnist.zip").exists():
+def _shared(variable: str, name: str, marker: str, what: str) -> Path:
+    """``$variable`` (set by .ci/run), else ``../shared/<name>``; in CI a missing one is an error, not a skip."""
+    folder = Path(os.environ.get(variable) or REPO_ROOT.parent / "shared" / name)
+    if not (folder / marker).exists():
         if os.environ.get("CI"):
-            raise RuntimeError(f"CI must have the real datasets: no mnist.zip in {folder}")
-        pytest.skip(f"no real datasets in {folder} (set RESMG_ZOO_DATA)")
-    return folder
+            raise RuntimeError(f"CI must have {what}: no {marker} in {folder}")
+        pytest.skip(f"no {what} in {folder} (set {variable})")
+    return folder.resolve()
+
+
+def real_data_dir() -> Path:
+    """The real datasets (``RESMG_ZOO_DATA``, else ``../shared/data``)."""
+    return _shared("RESMG_ZOO_DATA", "data", "mnist.zip", "the real datasets")
+
+
+def shared_hub_dir() -> Path:
+    """The project's published weights mirror (``RESMG_ZOO_HUB_DIR``, else ``../shared/hub``)."""
+    return _shared("RESMG_ZOO_HUB_DIR", "hub", "weights_manifest.json", "the published weights mirror")
 
 
 def subset_zip(source: Path, target: Path, per_class: dict[str, int], rename: dict[str, str] | None = None) -> Path:

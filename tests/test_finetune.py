@@ -1,4 +1,4 @@
-"""Fine-tuning from published weights on a user's own ImageFolder zip (issue 7)."""
+"""Fine-tuning from published weights on a user's own ImageFolder zip."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import MODEL, WIDTHS
+from conftest import HUB_ID, MODEL, WIDTHS
 from realdata import real_data_dir
 from safetensors.torch import load_file
 
@@ -84,8 +84,8 @@ def test_fine_tuning_from_published_weights_beats_scratch_at_the_same_budget(scr
 def test_run_folder_records_where_the_weights_came_from(pretrained: Path, mirror: Path) -> None:
     config = json.loads((pretrained / "config.json").read_text())
     init = config["init"]
-    published = mirror / "resmg-zoo" / f"{MODEL}.mnist" / "model.safetensors"
-    assert init["kind"] == "pretrained" and init["hub_id"] == f"resmg-zoo/{MODEL}.mnist"
+    published = mirror / HUB_ID / "model.safetensors"
+    assert init["kind"] == "pretrained" and init["hub_id"] == HUB_ID  # the tag's weights that the mirror hosts
     assert init["sha256"] == file_sha256(published) and init["source"].startswith("mirror:")
     assert init["new_head"] == ["fc.bias", "fc.weight"] and not init["stem_adapted"]
     assert config["model_kwargs"]["widths"] == WIDTHS  # the architecture came with the weights

@@ -1,4 +1,4 @@
-"""Published weights end to end on a real trained checkpoint: publish, manifest, resolution (issue 4)."""
+"""Published weights end to end on a real trained checkpoint: publish, manifest, resolution, the Hub client."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-from conftest import HUB_ID, MODEL, REPO_ROOT, TAG, WIDTHS
+from conftest import HUB_ID, MODEL, ORG, REPO_ROOT, TAG, WIDTHS
 from hub_standin import serve
 from safetensors.torch import load_file, save_file
 
@@ -82,7 +82,8 @@ def test_torch_hub_and_timm_load_the_trained_model(use_mirror: Path, run: Path, 
     for model in (via_hub, via_timm, via_dir):
         torch.testing.assert_close(model(x), expected, rtol=0, atol=0)
     assert _test_accuracy(via_hub, digits) == pytest.approx(_last_metrics(run)["test_top1"], abs=1e-6)
-    assert via_timm.pretrained_cfg["resolved_from"] == f"mirror:{use_mirror / HUB_ID}"
+    assert via_timm.pretrained_cfg["file"] == str(use_mirror / HUB_ID / "model.safetensors")
+    assert via_timm.pretrained_cfg["hf_hub_id"] == HUB_ID
 
 
 def test_no_pickle_is_loaded(use_mirror: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -134,7 +135,9 @@ def test_a_truncated_file_is_a_clear_error(mirror: Path, tmp_path: Path, monkeyp
     size = weights.stat().st_size
     weights.write_bytes(weights.read_bytes()[: size // 2])
     monkeypatch.setenv("RESMG_ZOO_HUB_DIR", str(copy))
-    with pytest.raises(WeightsIntegrityError, match=rf"\({size // 2:,} bytes\) but the manifest .* \({size:,} bytes\)"):
+    with pytest.raises(
+        WeightsIntegrityError, match=rf"\({size // 2:,} bytes\) but .*weights_manifest.json lists .* \({size:,} bytes\)"
+    ):
         torch.hub.load(str(REPO_ROOT), MODEL, source="local", pretrained=True, dataset=TAG)
 
 
@@ -152,11 +155,13 @@ def test_missing_key_is_named(mirror: Path, tmp_path: Path, monkeypatch) -> None
         timm.create_model(f"{MODEL}.{TAG}", pretrained=True)
 
 
-def test_unpublished_tag_lists_where_it_looked(use_mirror: Path) -> None:
+def test_unpublished_tag_names_the_published_ones(use_mirror: Path) -> None:
     with pytest.raises(
-        PretrainedWeightsUnavailable, match=r"no pretrained weights are published for .*cifar10.*mirror"
+        PretrainedWeightsUnavailable,
+        match=rf"no pretrained weights are published for {MODEL}\.cifar100 .*"
+        rf"Published tags of {MODEL}: mnist",
     ):
-        timm.create_model(f"{MODEL}.cifar10", pretrained=True)
+        timm.create_model(f"{MODEL}.cifar100", pretrained=True)
 
 
 def test_manifest_validator_catches_bad_entries(mirror: Path) -> None:
@@ -174,13 +179,16 @@ def test_repository_manifest_is_valid() -> None:
 
 
 HUB_SCRIPT = """
-import json, sys, timm, torch, resmg_zoo
+import json, sys, warnings, timm, torch, resmg_zoo
 torch.manual_seed(0)
 x = torch.randn(3, 1, 28, 28)
 out = {}
 for name in sys.argv[1:]:
     try:
-        out[name] = timm.create_model(name, pretrained=True).eval()(x).tolist()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model = timm.create_model(name, pretrained=True).eval()
+        out[name] = dict(logits=model(x).tolist(), warnings=[str(w.message) for w in caught])
     except Exception as err:
         out[name] = f"{type(err).__name__}: {err}"
 print(json.dumps(out))
@@ -195,24 +203,55 @@ def _hub_subprocess(names: list[str], env: dict[str, str]) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def test_the_hub_path_through_huggingface_hub_against_a_local_standin(mirror: Path, run: Path, tmp_path) -> None:
-    manifest_only = tmp_path / "manifest-only"  # RESMG_ZOO_HUB_DIR with the manifest but no weights
-    manifest_only.mkdir()
+def _hub_env(endpoint: str, mirror: Path, tmp_path: Path) -> dict[str, str]:
+    """The environment of a process that reaches the Hub at ``endpoint`` with its own cache, and whose
+    RESMG_ZOO_HUB_DIR holds the mirror's manifest but none of its weights."""
+    manifest_only = tmp_path / "manifest-only"
+    manifest_only.mkdir(exist_ok=True)
     (manifest_only / MANIFEST_NAME).write_bytes((mirror / MANIFEST_NAME).read_bytes())
-    reference = _reference(run)
+    env = dict(os.environ, HF_ENDPOINT=endpoint, HF_HOME=str(tmp_path / "hf"), RESMG_ZOO_HUB_DIR=str(manifest_only))
+    env.pop("HF_HUB_OFFLINE", None)
+    return env
+
+
+def _expected(model: torch.nn.Module) -> list:
     torch.manual_seed(0)
-    expected = reference(torch.randn(3, 1, 28, 28)).tolist()
-    names = [f"{MODEL}.{TAG}", f"hf-hub:{HUB_ID}"]
-    with serve(mirror) as (endpoint, log):
-        env = dict(os.environ, HF_ENDPOINT=endpoint, HF_HOME=str(tmp_path / "hf"), RESMG_ZOO_HUB_DIR=str(manifest_only))
-        env.pop("HF_HUB_OFFLINE", None)
+    return model.eval()(torch.randn(3, 1, 28, 28)).tolist()
+
+
+def test_the_hub_path_through_huggingface_hub_against_a_local_standin(
+    mirror: Path, run: Path, shared_hub: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real huggingface_hub client downloads, caches and works offline; sha256 checked each time.
+
+    The stand-in serves the tiny test checkpoint and the project's real published weights, so that
+    ``<model>.<tag>`` (the repository's own entry, resolved on the Hub) and ``hf-hub:<id>`` both run."""
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / HUB_ID.split("/")[0]).symlink_to(mirror / HUB_ID.split("/")[0])
+    (served / "resmg-zoo").symlink_to(shared_hub / "resmg-zoo")
+    monkeypatch.setenv("RESMG_ZOO_HUB_DIR", str(shared_hub))
+    expected = {f"{MODEL}.{TAG}": _expected(timm.create_model(f"{MODEL}.{TAG}", pretrained=True))}
+    expected[f"hf-hub:{HUB_ID}"] = _expected(_reference(run))
+    names = list(expected)
+    with serve(served) as (endpoint, log):
+        env = _hub_env(endpoint, mirror, tmp_path)
         online = _hub_subprocess(names, env)
-        assert any("/resolve/main/model.safetensors" in line for line in log)
+        assert any(f"/resmg-zoo/{MODEL}.{TAG}/resolve/main/model.safetensors" in line for line in log)
+        assert any(f"/{HUB_ID}/resolve/main/model.safetensors" in line for line in log)
+        unlisted = _hub_subprocess([f"hf-hub:{HUB_ID}"], dict(env, RESMG_ZOO_HUB_DIR=str(tmp_path / "no-mirror")))
     for name in names:
-        assert isinstance(online[name], list), online[name]
-        torch.testing.assert_close(torch.tensor(online[name]), torch.tensor(expected), rtol=0, atol=1e-6)
+        assert isinstance(online[name], dict), online[name]
+        torch.testing.assert_close(
+            torch.tensor(online[name]["logits"]), torch.tensor(expected[name]), rtol=0, atol=1e-6
+        )
+        assert online[name]["warnings"] == []  # listed in a manifest: sha256 checked, no warning
     cached = _hub_subprocess(names, dict(env, HF_HUB_OFFLINE="1"))  # the stand-in is gone: from the cache
     assert cached == online
+    # an id no manifest lists loads as timm loads it, with one warning that nothing was checked
+    (warning,) = unlisted[f"hf-hub:{HUB_ID}"]["warnings"]
+    assert "not in any resmg_zoo weights manifest" in warning and "no sha256 check" in warning
+    assert unlisted[f"hf-hub:{HUB_ID}"]["logits"] == online[f"hf-hub:{HUB_ID}"]["logits"]
     empty = _hub_subprocess([f"{MODEL}.{TAG}"], dict(env, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "empty")))
     message = empty[f"{MODEL}.{TAG}"]
     assert message.startswith("PretrainedWeightsUnavailable") and "not in the local Hugging Face cache" in message
@@ -225,13 +264,9 @@ def test_a_tampered_file_on_the_hub_is_a_sha256_error(mirror: Path, tmp_path: Pa
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0xFF
     weights.write_bytes(bytes(data))
-    manifest_only = tmp_path / "manifest-only"
-    manifest_only.mkdir()
-    (manifest_only / MANIFEST_NAME).write_bytes((mirror / MANIFEST_NAME).read_bytes())
     with serve(served) as (endpoint, _log):
-        env = dict(os.environ, HF_ENDPOINT=endpoint, HF_HOME=str(tmp_path / "hf"), RESMG_ZOO_HUB_DIR=str(manifest_only))
-        result = _hub_subprocess([f"{MODEL}.{TAG}"], env)
-    assert result[f"{MODEL}.{TAG}"].startswith("WeightsIntegrityError: sha256 mismatch")
+        result = _hub_subprocess([f"hf-hub:{HUB_ID}"], _hub_env(endpoint, mirror, tmp_path))
+    assert result[f"hf-hub:{HUB_ID}"].startswith("WeightsIntegrityError: sha256 mismatch")
 
 
 def test_upload_path_at_the_hfapi_boundary(run: Path, tmp_path: Path, monkeypatch) -> None:
@@ -262,6 +297,6 @@ def test_upload_path_at_the_hfapi_boundary(run: Path, tmp_path: Path, monkeypatc
 
 
 def test_dry_run_lists_the_files(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert publish(["--run", str(run), "--dry-run"]) == 0
+    assert publish(["--run", str(run), "--dry-run", "--org", ORG]) == 0
     out = capsys.readouterr().out
     assert f"would upload to {HUB_ID}" in out and "model.safetensors" in out and '"sha256"' in out
