@@ -12,7 +12,7 @@ each file checked against the sha256 of ``weights_manifest.json``.
 dependencies = ["torch", "torchvision", "timm", "safetensors", "huggingface_hub"]
 
 import resmg_zoo as _resmg_zoo  # noqa: E402  (torch.hub reads `dependencies` first)
-from resmg_zoo.hub_entrypoints import make_entrypoint as _make_entrypoint  # noqa: E402
+from resmg_zoo.models.hub import make_entrypoint as _make_entrypoint  # noqa: E402
 
 for _name in _resmg_zoo.list_models():
     globals()[_name] = _make_entrypoint(_name)

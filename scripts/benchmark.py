@@ -2,7 +2,7 @@
 
 import sys
 
-from resmg_zoo.benchmark import main
+from resmg_zoo.tools.benchmark import main
 
 if __name__ == "__main__":
     sys.exit(main())

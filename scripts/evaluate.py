@@ -2,7 +2,7 @@
 
 import sys
 
-from resmg_zoo.evaluate import main
+from resmg_zoo.tools.evaluate import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 
 import resmg_zoo  # noqa: F401  (registers the models)
-from resmg_zoo.choices import TRANSFER_NORM_CHOICES
-from resmg_zoo.data import load_dataset
-from resmg_zoo.loader import EpochPlan, Materializer
+from resmg_zoo.data.datasets import load_dataset
+from resmg_zoo.data.loader import EpochPlan, Materializer
+from resmg_zoo.models.fresnet import TRANSFER_NORM_CHOICES
 
 
 def main() -> None:

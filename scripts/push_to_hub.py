@@ -2,7 +2,7 @@
 
 import sys
 
-from resmg_zoo.publish import main
+from resmg_zoo.tools.push_to_hub import main
 
 if __name__ == "__main__":
     sys.exit(main())

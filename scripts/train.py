@@ -2,7 +2,7 @@
 
 import sys
 
-from resmg_zoo.train import main
+from resmg_zoo.train.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -10,8 +10,8 @@ import torch
 from realdata import real_data_dir, shared_hub_dir, subset_zip
 
 import resmg_zoo
-from resmg_zoo.publish import main as publish
-from resmg_zoo.train import main as train
+from resmg_zoo.tools.push_to_hub import main as publish
+from resmg_zoo.train.cli import main as train
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_NAMES = resmg_zoo.list_models()

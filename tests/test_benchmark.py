@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from resmg_zoo.benchmark import REFERENCE, check_targets, main, reference_resnet18, twin_of
-from resmg_zoo.counting import param_count
+from resmg_zoo.core.counting import param_count
+from resmg_zoo.tools.benchmark import REFERENCE, check_targets, main, reference_resnet18, twin_of
 
 
 def test_benchmark_writes_rows_with_the_reference(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

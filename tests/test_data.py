@@ -11,9 +11,9 @@ import pytest
 import torch
 from realdata import real_data_dir, subset_zip
 
-from resmg_zoo import data as data_module
-from resmg_zoo.data import DatasetError, load_dataset, split_train_val
-from resmg_zoo.loader import EpochPlan, Materializer
+from resmg_zoo.data import datasets as data_module
+from resmg_zoo.data.datasets import DatasetError, load_dataset, split_train_val
+from resmg_zoo.data.loader import EpochPlan, Materializer
 
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]  # shared/data/README.md
 

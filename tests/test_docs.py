@@ -10,12 +10,12 @@ import pytest
 from conftest import REPO_ROOT
 
 from resmg_zoo import list_models
-from resmg_zoo.paper import paper_tables
-from resmg_zoo.param_table import main
+from resmg_zoo.core.paper import paper_tables
+from resmg_zoo.tools.param_table import main
 
 
 def test_readme_parameter_table_is_the_main_commands_output(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main([]) == 0  # python -m resmg_zoo.param_table
+    assert main([]) == 0  # python -m resmg_zoo.tools.param_table
     printed = capsys.readouterr().out.strip()
     readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
     start, end = "<!-- param-table:start -->\n", "\n<!-- param-table:end -->"
@@ -32,7 +32,7 @@ def test_packaged_paper_tables_equal_the_shared_transcription() -> None:
 
 
 def test_readme_weights_table_is_generated_from_the_manifest(capsys: pytest.CaptureFixture[str]) -> None:
-    from resmg_zoo import weights_table
+    from resmg_zoo.tools import weights_table
 
     assert weights_table.main([]) == 0
     printed = capsys.readouterr().out.strip()

@@ -1,4 +1,4 @@
-"""Export to TorchScript and ONNX: every registered model round-trips, shared operators stay shared (issue 7)."""
+"""Export to TorchScript and ONNX: every registered model round-trips, shared operators stay shared."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import torch
 from conftest import MODEL_NAMES
 from realdata import real_data_dir
 
-from resmg_zoo.export import export, main, real_inputs
-from resmg_zoo.variants import VARIANTS, FResNetVariant
+from resmg_zoo.models.variants import VARIANTS, FResNetVariant
+from resmg_zoo.tools.export import export, main, real_inputs
 
 SMALL = {"widths": (8, 8, 16, 16)}
 

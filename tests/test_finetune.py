@@ -11,11 +11,11 @@ from conftest import HUB_ID, MODEL, WIDTHS
 from realdata import real_data_dir
 from safetensors.torch import load_file
 
-from resmg_zoo.checkpoint import checkpoint_weights_path
-from resmg_zoo.data import load_dataset
-from resmg_zoo.hashing import file_sha256
-from resmg_zoo.relabel import main as relabel
-from resmg_zoo.train import main as train
+from resmg_zoo.core.hashing import file_sha256
+from resmg_zoo.data.datasets import load_dataset
+from resmg_zoo.data.relabel import main as relabel
+from resmg_zoo.train.checkpoint import checkpoint_weights_path
+from resmg_zoo.train.cli import main as train
 
 # The tiny published checkpoint (conftest) saw the first 100 train / 30 test images of each digit;
 # the parity task uses the next ones: 20 per digit to train, 50 per digit to test.

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from resmg_zoo.counting import param_count
-from resmg_zoo.fresnet import FeatureSmoother, FormOperator, FResNet, FResNetLevel
-from resmg_zoo.resmg_resnet import ResMgLevel
+from resmg_zoo.core.counting import param_count
+from resmg_zoo.models.fresnet import FeatureSmoother, FormOperator, FResNet, FResNetLevel
+from resmg_zoo.models.resnet import ResMgLevel
 
 FORMS = ("linear", "pre", "post", "both")
 ALL_FORMS = list(itertools.product(FORMS, FORMS))

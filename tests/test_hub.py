@@ -10,8 +10,8 @@ import torch.hub
 from conftest import MODEL_NAMES, REPO_ROOT
 
 from resmg_zoo import PretrainedWeightsUnavailable
-from resmg_zoo.counting import param_count
-from resmg_zoo.variants import VARIANTS
+from resmg_zoo.core.counting import param_count
+from resmg_zoo.models.variants import VARIANTS
 
 
 @pytest.fixture

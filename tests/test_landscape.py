@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 from conftest import MODEL, WIDTHS
 
-from resmg_zoo.checkpoint import checkpoint_weights_path
-from resmg_zoo.landscape import filter_normalised_direction, main, mean_within
+from resmg_zoo.tools.landscape import filter_normalised_direction, main, mean_within
+from resmg_zoo.train.checkpoint import checkpoint_weights_path
 
 
 def test_directions_are_filter_normalised_and_skip_biases_and_norms() -> None:

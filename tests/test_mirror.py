@@ -1,4 +1,4 @@
-"""``python -m resmg_zoo.mirror import``: a mirror's folders verified, its entries merged, nothing
+"""``python -m resmg_zoo.weights.mirror import``: a mirror's folders verified, its entries merged, nothing
 changed by a mirror that does not verify; and files a team can share (the usual modes)."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from conftest import HUB_ID, MODEL, TAG
 
-from resmg_zoo.atomic import current_umask
-from resmg_zoo.hashing import file_sha256
-from resmg_zoo.manifest import MANIFEST_NAME, load_manifest
-from resmg_zoo.mirror import main as mirror_main
+from resmg_zoo.core.atomic import current_umask
+from resmg_zoo.core.hashing import file_sha256
+from resmg_zoo.weights.manifest import MANIFEST_NAME, load_manifest
+from resmg_zoo.weights.mirror import main as mirror_main
 
 
 @pytest.fixture

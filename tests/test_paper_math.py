@@ -1,4 +1,4 @@
-"""The paper's mathematics, checked numerically (issue 2, item 5)."""
+"""The paper's mathematics, checked numerically."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 
-from resmg_zoo.resmg_resnet import ResMgLevel
+from resmg_zoo.models.resnet import ResMgLevel
 
 C, H = 3, 6  # small enough to write A as a dense 108×108 matrix
 
@@ -40,15 +40,6 @@ def feature_iteration(f: Tensor, u: Tensor, a: Tensor, bs: list[Tensor]) -> list
     return us
 
 
-def residual_iteration(r: Tensor, a_per_step: list[Tensor], bs: list[Tensor]) -> list[Tensor]:
-    """Eq. (3.10) with A_i per step: r_i = r_{i-1} − A_i ∗ σ(B_i ∗ σ(r_{i-1}))."""
-    rs = [r]
-    for a, b in zip(a_per_step, bs):
-        r = r - conv(a, F.relu(conv(b, F.relu(r))))
-        rs.append(r)
-    return rs
-
-
 @pytest.fixture
 def problem() -> dict[str, object]:
     g = torch.Generator().manual_seed(1)
@@ -63,28 +54,6 @@ def problem() -> dict[str, object]:
     )
 
 
-def test_theorem1_feature_and_residual_iterations_agree(problem: dict) -> None:
-    a, bs, f, u0 = problem["a"], problem["bs"], problem["f"], problem["u0"]
-    us = feature_iteration(f, u0, a, bs)
-    rs = residual_iteration(f - conv(a, u0), [a] * len(bs), bs)
-    a_inv = torch.linalg.inv(dense(a))
-    for u, r in zip(us, rs):
-        torch.testing.assert_close(r, f - conv(a, u), rtol=1e-10, atol=1e-10)
-        # and back: A invertible, so the residual iterates determine the features
-        torch.testing.assert_close((a_inv @ (f - r).reshape(-1)).reshape(u.shape), u, rtol=1e-9, atol=1e-9)
-    assert (us[-1] - us[0]).abs().max() > 1e-2, "the iteration must actually move"
-
-
-def test_theorem1_fails_when_a_differs_per_step(problem: dict) -> None:
-    a, bs, f, u0, g = problem["a"], problem["bs"], problem["f"], problem["u0"], problem["g"]
-    a_per_step = [a] + [invertible_conv_weight(g) for _ in bs[1:]]
-    us = feature_iteration(f, u0, a, bs)
-    rs = residual_iteration(f - conv(a, u0), a_per_step, bs)
-    gaps = [(r - (f - conv(a, u))).abs().max().item() for u, r in zip(us, rs)]
-    assert gaps[1] < 1e-10  # the first step uses the same A
-    assert min(gaps[2:]) > 1e-3, f"A_i ≠ A should break the equivalence, gaps {gaps}"
-
-
 def _identity_batchnorms(module: nn.Module) -> None:
     for m in module.modules():
         if isinstance(m, nn.BatchNorm2d):
@@ -95,18 +64,52 @@ def _identity_batchnorms(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def test_theorem1_inside_a_shared_a_preact_level(problem: dict) -> None:
-    """The real level: r_i = r_{i-1} + A ∗ σ(B_i ∗ σ(r_{i-1})) is eq. (3.10) with A ↦ −A."""
-    a, bs, f, u0 = problem["a"], problem["bs"], problem["f"], problem["u0"]
-    level = ResMgLevel(C, C, depth=len(bs), stride=1, preact=True, share="A").double()
+def _preact_level(share: str, a_per_block: list[Tensor], bs: list[Tensor]) -> ResMgLevel:
+    """The package's pre-act level with the given operators and identity BNs (σ = ReLU exactly)."""
+    level = ResMgLevel(C, C, depth=len(bs), stride=1, preact=True, share=share).double()
     _identity_batchnorms(level)
     with torch.no_grad():
-        level.shared_a.weight.copy_(-a)  # the paper's sign change, §3.2
-        for block, b in zip(level.blocks, bs):
+        if level.shared_a is not None:
+            level.shared_a.weight.copy_(-a_per_block[0])  # the paper's sign change, §3.2
+        for block, a, b in zip(level.blocks, a_per_block, bs):
             block.conv_b.weight.copy_(b)
-        r_out = level(f - conv(a, u0))
-    u_out = feature_iteration(f, u0, a, bs)[-1]
-    torch.testing.assert_close(r_out, f - conv(a, u_out), rtol=1e-10, atol=1e-10)
+            if block.conv_a is not None:
+                block.conv_a.weight.copy_(-a)
+    return level
+
+
+def test_theorem1_inside_a_shared_a_preact_level(problem: dict) -> None:
+    """Theorem 1 in the package's own level: every iterate of the shared-A pre-act level,
+    r_i = r_{i-1} + (−A) ∗ σ(B_i ∗ σ(r_{i-1})) (eq. (3.11)), is the residual f − A ∗ u_i of the
+    feature iteration (3.9), and — A invertible — determines u_i."""
+    a, bs, f, u0 = problem["a"], problem["bs"], problem["f"], problem["u0"]
+    level = _preact_level("A", [a] * len(bs), bs)
+    us = feature_iteration(f, u0, a, bs)
+    a_inv = torch.linalg.inv(dense(a))
+    r = f - conv(a, u0)
+    with torch.no_grad():
+        for block, u in zip(level.blocks, us[1:]):
+            r = block(r, level.shared_a.weight)  # the level's own block with its one A_ℓ
+            torch.testing.assert_close(r, f - conv(a, u), rtol=1e-10, atol=1e-10)
+            torch.testing.assert_close((a_inv @ (f - r).reshape(-1)).reshape(u.shape), u, rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(level(f - conv(a, u0)), r, rtol=1e-12, atol=1e-12)  # the whole level
+    assert (us[-1] - us[0]).abs().max() > 1e-2, "the iteration must actually move"
+
+
+def test_theorem1_fails_in_an_unshared_level(problem: dict) -> None:
+    """The same comparison with the package's unshared level (an A_i per block, the classic ResNet):
+    after the first block the iterates are no longer residuals of one feature iteration."""
+    a, bs, f, u0, g = problem["a"], problem["bs"], problem["f"], problem["u0"], problem["g"]
+    a_per_block = [a] + [invertible_conv_weight(g) for _ in bs[1:]]
+    level = _preact_level("none", a_per_block, bs)
+    us = feature_iteration(f, u0, a, bs)
+    r, gaps = f - conv(a, u0), []
+    with torch.no_grad():
+        for block, u in zip(level.blocks, us[1:]):
+            r = block(r)
+            gaps.append((r - (f - conv(a, u))).abs().max().item())
+    assert gaps[0] < 1e-10  # the first block has the same A
+    assert min(gaps[1:]) > 1e-3, f"A_i ≠ A should break the equivalence, gaps {gaps}"
 
 
 @pytest.mark.parametrize("name", ["resnet18_sharedA", "preact_resnet18_sharedAB", "resnet34_sharedA"])

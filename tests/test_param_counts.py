@@ -9,7 +9,7 @@ import timm
 import torch
 from safetensors.torch import load_file, save_file
 
-from resmg_zoo.counting import count_parameters, param_count
+from resmg_zoo.core.counting import count_parameters, param_count
 
 # The contract's table (SPEC §1): CIFAR-10 head, 3 input channels, default pool_block="conv".
 SPEC_COUNTS = {

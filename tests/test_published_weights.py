@@ -19,14 +19,14 @@ import torch
 from conftest import REPO_ROOT
 
 import resmg_zoo
-from resmg_zoo.counting import count_parameters
-from resmg_zoo.data import load_dataset
-from resmg_zoo.distributed import DistEnv
-from resmg_zoo.hardware import native_bf16
-from resmg_zoo.hashing import file_sha256
-from resmg_zoo.loader import Materializer
-from resmg_zoo.manifest import load_manifest, repo_manifest_path
-from resmg_zoo.train import evaluate
+from resmg_zoo.core.counting import count_parameters
+from resmg_zoo.core.hardware import native_bf16
+from resmg_zoo.core.hashing import file_sha256
+from resmg_zoo.data.datasets import load_dataset
+from resmg_zoo.data.loader import Materializer
+from resmg_zoo.train.distributed import DistEnv
+from resmg_zoo.train.evaluation import evaluate_split as evaluate
+from resmg_zoo.weights.manifest import load_manifest, repo_manifest_path
 
 ENTRIES = load_manifest(repo_manifest_path())["entries"]
 # The test split has 10,000 images: 0.05 points are 5 images.

@@ -11,8 +11,8 @@ import pytest
 from conftest import REPO_ROOT
 from realdata import real_data_dir, subset_zip
 
-from resmg_zoo import reproduce
-from resmg_zoo.paper import paper_rows
+from resmg_zoo.core.paper import paper_rows
+from resmg_zoo.tools import reproduce
 
 
 def test_table1_has_the_16_forms_in_the_papers_order() -> None:

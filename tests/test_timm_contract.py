@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import inspect
+from pathlib import Path
+
 import pytest
 import timm
 import torch
 from conftest import MODEL_NAMES
 
-from resmg_zoo.manifest import load_manifest, repo_manifest_path
-from resmg_zoo.tags import TAGS
+from resmg_zoo.core.tags import TAGS
+from resmg_zoo.models.variants import DEPTHS, VARIANTS, ResNetVariant
+from resmg_zoo.weights.manifest import load_manifest, repo_manifest_path
 
 REPO_ENTRIES = load_manifest(repo_manifest_path())["entries"]
 
@@ -114,3 +118,24 @@ def test_group_matcher_covers_every_parameter(name: str) -> None:
     assert sorted(grouped) == sorted(n for n, _ in model.named_parameters())
     assert groups[0] == [n for n, _ in model.named_parameters() if n.startswith(("conv1", "bn1"))]
     assert groups[max(groups)] == ["fc.weight", "fc.bias"]
+
+
+def test_the_registered_function_builds_what_the_catalogue_says(name: str) -> None:
+    """Each name is one explicit ``@register_model`` function (timm's style) whose docstring is its
+    catalogue entry's, and whose model_args build the architecture the catalogue describes."""
+    fn = timm.models.model_entrypoint(name)
+    source = Path(inspect.getsourcefile(fn)).read_text(encoding="utf-8")
+    assert f"@register_model\n@documented\ndef {name}(" in source
+    assert fn.__doc__ == VARIANTS[name].docstring()
+    with torch.device("meta"):
+        model = timm.create_model(name)
+    variant = VARIANTS[name]
+    if isinstance(variant, ResNetVariant):
+        assert (model.preact, model.share) == (variant.preact, variant.share)
+        assert tuple(len(level.blocks) for level in model.stages) == DEPTHS[variant.depth]
+    else:
+        args = variant.model_args()
+        assert tuple(len(level.smoothers) for level in model.stages) == args["layers"]
+        assert tuple(level.conv_a.out_channels for level in model.stages) == args["widths"]
+        for key in ("a_form", "b_form", "share_b", "transfer_norm"):
+            assert getattr(model, key) == args.get(key, inspect.signature(type(model)).parameters[key].default)

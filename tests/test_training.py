@@ -1,4 +1,4 @@
-"""Training on real data: exact resume, stop signals, NaN guard, DDP, evaluation (issue 3)."""
+"""Training on real data: exact resume, stop signals, NaN guard, DDP, evaluation."""
 
 from __future__ import annotations
 
@@ -16,10 +16,11 @@ from conftest import REPO_ROOT
 from realdata import real_data_dir, subset_zip
 from safetensors.torch import load_file
 
-from resmg_zoo.checkpoint import checkpoint_weights_path
-from resmg_zoo.evaluate import run_evaluation
-from resmg_zoo.hardware import native_bf16
-from resmg_zoo.train import EXIT_NONFINITE, main
+from resmg_zoo.core.cli import EXIT_NONFINITE
+from resmg_zoo.core.hardware import native_bf16
+from resmg_zoo.tools.evaluate import run_evaluation
+from resmg_zoo.train.checkpoint import checkpoint_weights_path
+from resmg_zoo.train.cli import main
 
 TINY = ["--model", "preact_resnet18_sharedA", "--model-kwargs", "widths=8,16,16,32", "--quiet"]
 

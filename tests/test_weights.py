@@ -15,14 +15,14 @@ from conftest import HUB_ID, MODEL, ORG, REPO_ROOT, TAG, WIDTHS
 from hub_standin import serve
 from safetensors.torch import load_file, save_file
 
-import resmg_zoo.publish as publish_module
-from resmg_zoo.checkpoint import checkpoint_weights_path
-from resmg_zoo.counting import param_count
-from resmg_zoo.data import load_dataset
-from resmg_zoo.hashing import file_sha256
-from resmg_zoo.manifest import MANIFEST_NAME, ManifestError, load_manifest, validate_entry
-from resmg_zoo.pretrained import PretrainedWeightsUnavailable, WeightsIntegrityError
-from resmg_zoo.publish import main as publish
+import resmg_zoo.weights.publish as publish_module
+from resmg_zoo import PretrainedWeightsUnavailable, WeightsIntegrityError
+from resmg_zoo.core.counting import param_count
+from resmg_zoo.core.hashing import file_sha256
+from resmg_zoo.data.datasets import load_dataset
+from resmg_zoo.tools.push_to_hub import main as publish
+from resmg_zoo.train.checkpoint import checkpoint_weights_path
+from resmg_zoo.weights.manifest import MANIFEST_NAME, ManifestError, load_manifest, validate_entry
 
 
 @pytest.fixture

@@ -1,0 +1,129 @@
+"""What the model families share around timm's builder: a pretrained cfg per dataset tag, and the
+build itself with the published weights (SPEC §2–§3).
+
+Every registered name gets a cfg per tag of :data:`resmg_zoo.core.tags.TAGS` (``.cifar10`` the
+default). Only a tag that the repository's ``weights_manifest.json`` lists carries a hub id, so
+``timm.list_pretrained()`` lists real weights only; every tag stays creatable.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable
+from functools import partial
+from typing import Any, Optional, TypeVar
+
+from timm.models import build_model_with_cfg, generate_default_cfgs
+from torch import nn
+
+from ..core.tags import DEFAULT_TAG, LICENSE, PAPER_ID, PAPER_TITLE, TAGS, pool_size, resolve_tag
+from ..weights.loading import fit_state_dict
+from ..weights.manifest import load_manifest, repo_manifest_path
+from ..weights.resolve import ResolvedWeights, find_published, resolve_weights
+
+ModelT = TypeVar("ModelT", bound=nn.Module)
+
+
+def _cfg(model: str, tag: str, entries: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
+    info = TAGS[tag]
+    entry = entries.get((model, tag))
+    return {
+        "hf_hub_id": entry["hub_id"] if entry else None,
+        "num_classes": info.num_classes,
+        "input_size": info.input_size,
+        "pool_size": pool_size(info.input_size),
+        "crop_pct": 1.0,
+        "interpolation": "bilinear",
+        "mean": info.mean,
+        "std": info.std,
+        "first_conv": "conv1",
+        "classifier": "fc",
+        "license": LICENSE,
+        "paper_ids": PAPER_ID,
+        "paper_name": PAPER_TITLE,
+        "origin_url": "https://arxiv.org/abs/1911.10428",
+    }
+
+
+def tagged_cfgs(names: Iterable[str]) -> dict[str, Any]:
+    """timm's ``default_cfgs`` for ``names``: one cfg per tag, ``.cifar10`` first (the default)."""
+    published = load_manifest(repo_manifest_path())["entries"]
+    entries = {(e["model"], e["tag"]): e for e in reversed(published)}  # the first listed wins
+    cfgs = generate_default_cfgs({f"{name}.{tag}": _cfg(name, tag, entries) for name in names for tag in TAGS})
+    for default in cfgs.values():
+        # ``create_model(name)`` without a tag builds the CIFAR-10 model even where only another tag has
+        # weights (timm makes the first tag with weights the default, and a '*' tag without any loses to it).
+        default.tags.remove(DEFAULT_TAG)
+        default.tags.appendleft(DEFAULT_TAG)
+    return cfgs
+
+
+def build_zoo_model(
+    model_cls: type[ModelT], variant: str, pretrained: bool, feature_cfg: dict[str, Any], **kwargs: Any
+) -> ModelT:
+    """Build ``variant`` through timm's ``build_model_with_cfg``, published weights included.
+
+    With ``pretrained=True`` and no weight source of the caller's (``pretrained_cfg_overlay=dict(file=...)``,
+    ``local-dir:``), the published weights of the tag (or of the hub id that an overlay or an
+    ``hf-hub:`` name gives) are resolved and sha256-checked by :mod:`resmg_zoo.weights.resolve`, the
+    architecture takes the published ``model_args`` (the caller's kwargs win), and timm's own
+    ``load_pretrained`` loads the verified file: a ``num_classes`` unlike the file's gets a new head,
+    an ``in_chans`` unlike it an adapted stem, and ``features_only``/``out_indices``/``feature_cls``/
+    ``global_pool`` work as without weights. An ``hf-hub:`` id that no manifest lists is loaded as
+    timm loads it, with a warning. A file that does not fit is an error naming it (``fit_state_dict``).
+    """
+    pretrained_cfg = kwargs.pop("pretrained_cfg", None)
+    overlay = dict(kwargs.pop("pretrained_cfg_overlay", None) or {})
+    tag = resolve_tag(pretrained_cfg)  # an unknown tag fails here, naming the valid ones
+    where = f"the weights of {variant}.{tag}"
+    if pretrained:
+        resolved = _published_weights(variant, tag, pretrained_cfg, overlay)
+        if resolved is not None:
+            overlay |= resolved.cfg_overlay()
+            kwargs = {**resolved.architecture_args, **kwargs}
+            where = resolved.describe()
+        elif overlay.get("file"):
+            where = f"{variant}.{tag} from {overlay['file']}"
+    return build_model_with_cfg(
+        model_cls,
+        variant,
+        pretrained,
+        pretrained_cfg=pretrained_cfg,
+        pretrained_cfg_overlay=overlay or None,
+        feature_cfg=feature_cfg,
+        pretrained_filter_fn=partial(_check_fit, where=where),
+        **kwargs,
+    )
+
+
+def _published_weights(
+    variant: str, tag: str, pretrained_cfg: Any, overlay: dict[str, Any]
+) -> Optional[ResolvedWeights]:
+    """The verified published file, or ``None`` where the caller names the weights' source."""
+    source = _cfg_value(pretrained_cfg, "source")
+    if overlay.get("file") or overlay.get("state_dict") or source == "local-dir":
+        return None
+    if overlay.get("hf_hub_id"):  # the caller names the Hub repo
+        return resolve_weights(variant, tag, overlay["hf_hub_id"])
+    if source == "hf-hub":
+        hub = _cfg_value(pretrained_cfg, "hf_hub_id")
+        if find_published(variant, tag, hub) is None:
+            warnings.warn(
+                f"hf-hub:{hub} is not in any resmg_zoo weights manifest: loading it as timm does, with no sha256 check",
+                stacklevel=4,
+            )
+            return None
+        return resolve_weights(variant, tag, hub)
+    return resolve_weights(variant, tag)
+
+
+def _check_fit(state: dict[str, Any], model: nn.Module, where: str) -> dict[str, Any]:
+    """timm's ``pretrained_filter_fn``: a clear error for a file that does not fit."""
+    fit_state_dict(state, model, where)
+    return state
+
+
+def _cfg_value(cfg: Any, key: str) -> Any:
+    if isinstance(cfg, dict):
+        return cfg.get(key)
+    return getattr(cfg, key, None)

@@ -1,0 +1,333 @@
+"""Speed of the models in one process, interleaved with a reference, as a Markdown table or JSON.
+
+    python -m resmg_zoo.tools.benchmark --models resnet18_unshared,resnet18_sharedA --precision bf16 --channels-last
+
+For each model: parameters, checkpoint bytes, forward and training FLOPs per image (both counted by
+``torch.utils.flop_counter``, the training ones over forward + backward; a multiply-add is 2 FLOPs),
+training (forward + backward + SGD step) and inference images/s, and the FLOP/s they reach as a
+percentage of the **peak**: the best FLOP/s of a square ``torch.mm`` in the same precision over the
+``--peak-sizes`` and the rounds, measured in the same run. Models are measured round-robin,
+``--rounds`` times, with the reference — torchvision's ``resnet18`` with a 3×3 stride-1 stem and no
+max-pool — among them, and the median of the rounds is reported, so slow drifts of the machine hit
+all alike. The in-memory loader's images/s is measured in the same run.
+
+The project's speed targets are checked on the measured rows and printed after the table
+(:data:`TARGETS`); they are benchmarks, never timed tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Optional
+
+import timm
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from ..core.choices import parse_ints
+from ..core.cli import autocast_context
+from ..core.counting import count_parameters
+from ..core.hardware import describe_hardware
+from ..data.datasets import ImageSplit
+from ..data.loader import EpochPlan, Materializer
+
+REFERENCE = "tv_resnet18_cifar"
+
+
+def reference_resnet18(num_classes: int = 10, in_chans: int = 3) -> nn.Module:
+    """torchvision's resnet18 with a 3×3 stride-1 stem and no max-pool (= resnet18_unshared)."""
+    model = torchvision.models.resnet18(num_classes=num_classes)
+    model.conv1 = nn.Conv2d(in_chans, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    model.maxpool = nn.Identity()
+    return model
+
+
+def build(name: str, in_chans: int, num_classes: int = 10) -> nn.Module:
+    if name == REFERENCE:
+        return reference_resnet18(num_classes, in_chans)
+    return timm.create_model(name, in_chans=in_chans, num_classes=num_classes)
+
+
+def forward_flops(model: nn.Module, input_size: tuple[int, int, int]) -> int:
+    """Forward FLOPs for one image (a multiply-add counts as 2)."""
+    model.eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.zeros(1, *input_size))
+    return int(counter.get_total_flops())
+
+
+def training_flops(model: nn.Module, input_size: tuple[int, int, int]) -> int:
+    """FLOPs of forward + backward for one image in train mode (the gradients a training step needs)."""
+    model.train()
+    x = torch.zeros(2, *input_size)  # batch 2: BN in train mode needs more than one value per channel
+    with FlopCounterMode(display=False) as counter:
+        F.cross_entropy(model(x), torch.zeros(2, dtype=torch.long)).backward()
+    model.zero_grad(set_to_none=True)
+    return int(counter.get_total_flops()) // 2
+
+
+def twin_of(name: str) -> Optional[str]:
+    """The unshared model a sharing variant is measured against (``resnet18_sharedA`` → ``resnet18_unshared``)."""
+    base, sep, sharing = name.rpartition("_")
+    return f"{base}_unshared" if sep and sharing.startswith("shared") else None
+
+
+class Bench:
+    """One model's timed steps, ready to run again in each round."""
+
+    def __init__(self, name: str, args: argparse.Namespace, input_size: tuple[int, int, int]):
+        self.name = name
+        torch.manual_seed(0)
+        self.model = build(name, input_size[0])
+        self.params = count_parameters(self.model)
+        self.flops = forward_flops(self.model, input_size)
+        self.train_flops = training_flops(self.model, input_size)
+        self.checkpoint_bytes = checkpoint_bytes(self.model)
+        self.memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+        self.model = self.model.to(memory_format=self.memory_format)
+        self.x = torch.randn(args.batch_size, *input_size).contiguous(memory_format=self.memory_format)
+        self.y = torch.randint(0, 10, (args.batch_size,))
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9)
+        self.precision = args.precision
+        self.infer_model: Callable[[torch.Tensor], torch.Tensor] = self.model
+        self.train_model: Callable[[torch.Tensor], torch.Tensor] = self.model
+        if args.compile_inference:
+            self.infer_model = torch.compile(self.model, mode=args.compile_inference)
+        if args.compile_train:
+            self.train_model = torch.compile(self.model)
+        self.train_rates: list[float] = []
+        self.infer_rates: list[float] = []
+
+    def train_step(self) -> None:
+        self.model.train()
+        with autocast_context(self.precision, torch.device("cpu")):
+            loss = F.cross_entropy(self.train_model(self.x).float(), self.y)
+        loss.backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    @torch.no_grad()
+    def infer_step(self) -> None:
+        self.model.eval()
+        with autocast_context(self.precision, torch.device("cpu")):
+            self.infer_model(self.x)
+
+    def measure(self, steps: int, warmup: int) -> None:
+        for fn, rates in ((self.train_step, self.train_rates), (self.infer_step, self.infer_rates)):
+            for _ in range(warmup):
+                fn()
+            tic = time.perf_counter()
+            for _ in range(steps):
+                fn()
+            rates.append(steps * len(self.x) / (time.perf_counter() - tic))
+
+
+def matmul_peak(dtype: torch.dtype, sizes: tuple[int, ...] = (1024, 2048), flops_per_size: float = 2e10) -> float:
+    """Best FLOP/s of a square ``torch.mm`` in ``dtype`` over ``sizes`` (the run's own peak).
+
+    Each size is timed call by call for about ``flops_per_size`` FLOPs (at least 3 calls); the best
+    call counts, as the peak is what the hardware and BLAS reach, not an average.
+    """
+    best_rate = 0.0
+    for size in sizes:
+        a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+        torch.mm(a, b)
+        for _ in range(max(3, int(flops_per_size / (2 * size**3)))):
+            tic = time.perf_counter()
+            torch.mm(a, b)
+            best_rate = max(best_rate, 2 * size**3 / (time.perf_counter() - tic))
+    return best_rate
+
+
+def checkpoint_bytes(model: nn.Module) -> int:
+    """Size of the model's state dict as a safetensors file."""
+    from safetensors.torch import save
+
+    return len(save({k: v.contiguous() for k, v in model.state_dict().items()}))
+
+
+def loader_rate(batch_size: int, input_size: tuple[int, int, int], channels_last: bool) -> float:
+    """Images/s of the training loader (index, crop+flip, normalise) on CIFAR-sized uint8 data."""
+    n = 20 * batch_size
+    split = ImageSplit(torch.randint(0, 256, (n, *input_size), dtype=torch.uint8), torch.zeros(n, dtype=torch.long))
+    channels = input_size[0]
+    data = Materializer(split, (0.5,) * channels, (0.25,) * channels, "crop_flip", channels_last=channels_last)
+    plan = EpochPlan(n, batch_size, seed=0)
+    tic = time.perf_counter()
+    for batch in plan.batches(0):
+        data(batch)
+    return n / (time.perf_counter() - tic)
+
+
+def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    input_size = tuple(int(v) for v in args.input_size.split(","))
+    names = [n for n in args.models.split(",") if n]
+    if REFERENCE not in names:
+        names.append(REFERENCE)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    peak_sizes = parse_ints("--peak-sizes", args.peak_sizes)
+    if args.inductor_freezing:
+        import torch._inductor.config as inductor_config
+
+        inductor_config.freezing = True
+    benches = [Bench(name, args, input_size) for name in names]
+    peaks: dict[str, list[float]] = {"fp32": [], "bf16": []}
+    for _ in range(args.rounds):
+        for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+            peaks[precision].append(matmul_peak(dtype, peak_sizes))
+        for bench in benches:
+            bench.measure(args.steps, args.warmup)
+    peak = {k: max(v) for k, v in peaks.items()}
+    reference = next(b for b in benches if b.name == REFERENCE)
+    ref_train, ref_infer = statistics.median(reference.train_rates), statistics.median(reference.infer_rates)
+    rates = {b.name: (statistics.median(b.train_rates), statistics.median(b.infer_rates)) for b in benches}
+    rows = []
+    for b in benches:
+        train, infer = rates[b.name]
+        twin = twin_of(b.name)
+        twin_rates = rates.get(twin) if twin else None
+        rows.append(
+            dict(
+                model=b.name,
+                params=b.params,
+                flops=b.flops,
+                train_flops=b.train_flops,
+                checkpoint_bytes=b.checkpoint_bytes,
+                train_img_s=train,
+                infer_img_s=infer,
+                train_vs_reference=train / ref_train,
+                infer_vs_reference=infer / ref_infer,
+                twin=twin if twin_rates else None,
+                train_vs_twin=train / twin_rates[0] if twin_rates else None,
+                infer_vs_twin=infer / twin_rates[1] if twin_rates else None,
+                train_pct_peak=100.0 * train * b.train_flops / peak[args.precision],
+                infer_pct_peak=100.0 * infer * b.flops / peak[args.precision],
+                peak_fp32_flops=peak["fp32"],
+                peak_bf16_flops=peak["bf16"],
+                batch_size=args.batch_size,
+                precision=args.precision,
+                channels_last=args.channels_last,
+                compile_inference=args.compile_inference,
+                compile_train=args.compile_train,
+                inductor_freezing=args.inductor_freezing,
+                rounds=args.rounds,
+                steps=args.steps,
+                input_size=list(input_size),
+                threads=torch.get_num_threads(),
+                hardware=describe_hardware(),
+            )
+        )
+    rows.append(
+        dict(model="loader (crop+flip)", loader_img_s=loader_rate(args.batch_size, input_size, args.channels_last))
+    )
+    return rows
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| model | params | checkpoint MB | GFLOPs/img | train img/s | infer img/s | train × ref | infer × ref "
+        "| train % peak | infer % peak |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if "loader_img_s" in r:
+            lines.append(f"| {r['model']} | | | | {r['loader_img_s']:,.0f} | | | | | |")
+            continue
+        lines.append(
+            f"| `{r['model']}` | {r['params']:,} | {r['checkpoint_bytes'] / 1e6:.1f} | {r['flops'] / 1e9:.3f} | "
+            f"{r['train_img_s']:.1f} | {r['infer_img_s']:.1f} | {r['train_vs_reference']:.2f} | "
+            f"{r['infer_vs_reference']:.2f} | {r['train_pct_peak']:.0f} | {r['infer_pct_peak']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+# The speed targets: (row key, bound, which rows, precision it applies to or None for any).
+TARGETS: tuple[tuple[str, float, str, Optional[str]], ...] = (
+    ("train_vs_twin", 0.98, "sharing variants", None),
+    ("infer_vs_twin", 0.98, "sharing variants", None),
+    ("train_vs_reference", 1.0, "sharing variants", None),
+    ("infer_vs_reference", 1.0, "sharing variants", None),
+    ("train_pct_peak", 55.0, "every model", "bf16"),
+    ("infer_pct_peak", 70.0, "every model", "bf16"),
+)
+
+
+def check_targets(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per target and model: the measured value, the bound, met or missed."""
+    lines = []
+    models = [r for r in rows if "params" in r]
+    for key, bound, which, precision in TARGETS:
+        for r in models:
+            if precision and r["precision"] != precision:
+                continue
+            if which == "sharing variants" and twin_of(r["model"]) is None:
+                continue
+            value = r.get(key)
+            if value is None:
+                lines.append(f"- {r['model']} {key}: its twin was not measured (add it to --models)")
+                continue
+            verdict = "met" if value >= bound else "MISSED"
+            lines.append(f"- {r['model']} {key} = {value:.3g} (target ≥ {bound:g}): {verdict}")
+    return lines
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m resmg_zoo.tools.benchmark", description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", default="resnet18_unshared,resnet18_sharedA", help="comma-separated model names")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--input-size", default="3,32,32", help="C,H,W")
+    p.add_argument("--steps", type=int, default=3, help="timed steps per round")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps before each timed run")
+    p.add_argument("--rounds", type=int, default=2, help="round-robin repetitions (the median is reported)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--compile-inference", default=None, help="torch.compile mode for inference, e.g. max-autotune")
+    p.add_argument(
+        "--inductor-freezing",
+        action="store_true",
+        help="with --compile-inference: let inductor treat weights as constants (folds BN into convs, prepacks)",
+    )
+    p.add_argument("--compile-train", action="store_true", help="torch.compile the training forward (default mode)")
+    p.add_argument("--peak-sizes", default="1024,2048", help="square matmul sizes of the same-run FLOP/s peak")
+    p.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    return p
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        parse_ints("--peak-sizes", args.peak_sizes)
+    except ValueError as err:
+        parser.error(str(err))
+    rows = run(args)
+    print(
+        f"batch {args.batch_size}, {args.precision}, channels_last={args.channels_last}, "
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}"
+    )
+    first = rows[0]
+    print(
+        f"same-run matmul peak: fp32 {first['peak_fp32_flops'] / 1e9:.0f} GFLOP/s, "
+        f"bf16 {first['peak_bf16_flops'] / 1e9:.0f} GFLOP/s"
+    )
+    print(markdown(rows))
+    print("\nTargets (one run, so a ratio within the round-to-round noise of a few % is no verdict):")
+    print("\n".join(check_targets(rows)))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""Top-1/top-5 of a trained model on a dataset split, printed as one JSON object.
+
+    python -m resmg_zoo.tools.evaluate --run runs/mnist-quick --split test
+    python -m resmg_zoo.tools.evaluate --weights model.safetensors --model preact_resnet18_sharedA \\
+        --model-kwargs widths=16,32,64,128 --dataset mnist --split test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import timm
+import torch
+
+from ..core.cli import EXIT_USAGE, parse_model_kwargs, pick_device
+from ..data.datasets import DatasetError, load_dataset, split_train_val
+from ..data.loader import Materializer
+from ..train.checkpoint import CheckpointError
+from ..train.distributed import DistEnv
+from ..train.evaluation import evaluate_split
+from ..train.run import Run
+from ..weights.loading import WeightsIntegrityError, load_weights
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m resmg_zoo.tools.evaluate", description=__doc__.split("\n\n")[0])
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", help="a training run folder (its config and last checkpoint)")
+    source.add_argument("--weights", help="a safetensors state dict (needs --model)")
+    p.add_argument("--model", help="model name for --weights")
+    p.add_argument("--model-kwargs", nargs="*", default=None, metavar="KEY=VALUE")
+    p.add_argument("--dataset", help="dataset name or ImageFolder dir/zip (default: the run's)")
+    p.add_argument("--data", default=None, help="folder with <dataset>.zip (default $RESMG_ZOO_DATA)")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--precision", default=None, choices=("fp32", "bf16"), help="default: the run's, else fp32")
+    p.add_argument("--device", default="auto")
+    return p
+
+
+def run_evaluation(argv: Optional[list[str]] = None) -> dict[str, Any]:
+    args = build_parser().parse_args(argv)
+    run = Run.open(args.run) if args.run else None
+    config: dict[str, Any] = run.config if run else {}
+    if run is None and not args.model:
+        raise ValueError("--weights needs --model")
+    if run is not None and args.model and args.model != run.model_name:
+        raise ValueError(f"--model {args.model!r}: the run in {run.path} trained {run.model_name!r}")
+    dataset_name = args.dataset or config.get("dataset")
+    if not dataset_name:
+        raise ValueError("--dataset is required with --weights")
+    dataset = load_dataset(
+        dataset_name, data_dir=args.data, image_size=config.get("image_size"), channels=config.get("channels")
+    )
+    if args.split == "val":
+        recipe = config.get("recipe_settings", {})
+        _, split = split_train_val(dataset, recipe.get("val_size", 5000), config.get("seed", 0))
+        if split is None:
+            raise DatasetError("the run has no validation split (val_size=0); choose --split test or train")
+    else:
+        split = dataset.split(args.split)
+    overrides = parse_model_kwargs(args.model_kwargs) if args.model_kwargs is not None else {}
+    if run is not None:
+        model_name, weights = run.model_name, run.weights_path()
+        model = run.build_model(**overrides)
+    else:
+        model_name, weights = args.model, Path(args.weights)
+        if not weights.exists():
+            raise CheckpointError(f"weights file {weights} does not exist")
+        kwargs = dict(overrides)
+        kwargs.setdefault("num_classes", dataset.num_classes)
+        kwargs.setdefault("in_chans", dataset.input_size[0])
+        model = timm.create_model(model_name, **kwargs)
+        load_weights(model, weights, f"--weights {weights} ({model_name}, {kwargs})")
+    device = pick_device(args.device)
+    precision = args.precision or config.get("precision", "fp32")
+    model.to(device)
+    if config.get("channels_last"):
+        model.to(memory_format=torch.channels_last)
+    data = Materializer(
+        split,
+        dataset.mean,
+        dataset.std,
+        device=device,
+        channels_last=bool(config.get("channels_last")),
+        pad_to=config.get("pad_to", 0),
+    )
+    result = evaluate_split(model, data, args.batch_size, precision, DistEnv())
+    return dict(
+        model=model_name,
+        weights=str(weights),
+        dataset=dataset.name,
+        split=args.split,
+        count=result["count"],
+        top1=result["top1"],
+        top5=result["top5"],
+        loss=result["loss"],
+        precision=precision,
+    )
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    try:
+        result = run_evaluation(argv)
+    except (ValueError, CheckpointError, WeightsIntegrityError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

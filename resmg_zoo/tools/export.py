@@ -1,0 +1,218 @@
+"""Export a model to TorchScript or ONNX and check the file against eager PyTorch.
+
+    python scripts/export.py --model preact_resnet18_sharedA.mnist --pretrained --format onnx
+    python scripts/export.py --model fresnet18 --checkpoint runs/reproduce/table1-cpu-tiny/linear-both \\
+        --format torchscript
+
+The exported file takes a dynamic batch. It is checked on random inputs at two batch sizes and on
+real test images of the model's dataset (the tag's ``<name>.zip`` in ``$RESMG_ZOO_DATA``, or the
+run's archive); a difference beyond the tolerance is an error (exit 1). The shared operators stay
+shared: a level's one ``A_ℓ`` is one tensor in the file, read by every convolution that applies it
+(the report counts convolutions and distinct convolution weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+import zipfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import timm
+import torch
+from PIL import Image
+from torch import Tensor, nn
+
+from ..core.cli import EXIT_USAGE, parse_model_kwargs
+from ..core.counting import count_parameters
+from ..data.datasets import default_data_dir
+from ..train.finetune import InitError, resolve_init
+from ..train.run import Run
+from ..weights.loading import WeightsIntegrityError, load_weights
+
+FORMATS = ("torchscript", "onnx")
+
+
+@dataclass
+class ExportReport:
+    """What was written and how closely it reproduces eager PyTorch."""
+
+    model: str
+    format: str
+    file: str
+    bytes: int
+    params: int
+    max_abs_diff_random: float
+    max_abs_diff_real: Optional[float]
+    real_images: int
+    conv_nodes: Optional[int] = None
+    conv_weights: Optional[int] = None
+
+
+def build(
+    name: str, pretrained: bool, checkpoint: Optional[str], model_kwargs: dict[str, Any]
+) -> tuple[nn.Module, Optional[str]]:
+    """The eval-mode model, and the archive its real check images come from (``None``: the tag's).
+
+    ``checkpoint``: a run folder (its model rebuilt from its config, its last checkpoint), a
+    published folder (its ``config.json``'s ``model_args``) or a safetensors file (``--model-kwargs``).
+    """
+    if pretrained and checkpoint:
+        raise ValueError("give --pretrained or --checkpoint, not both")
+    if not checkpoint:
+        return timm.create_model(name, pretrained=pretrained, **model_kwargs).eval(), None
+    arch = name.split(".", 1)[0]
+    init = resolve_init(arch, checkpoint, False, "")
+    if init.record["kind"] == "run":
+        run = Run.open(checkpoint)
+        return run.build_model(**model_kwargs), run.config.get("dataset_source")
+    args = {k: v for k, v in (init.model_args | model_kwargs).items() if v is not None}
+    model = timm.create_model(name, **args)
+    load_weights(model, init.weights, f"--checkpoint {checkpoint} ({name}, {args})")
+    return model.eval(), None
+
+
+def real_inputs(model: nn.Module, archive: Optional[str], count: int = 8) -> tuple[Optional[Tensor], str]:
+    """Up to ``count`` real test images, normalised as the model expects, or ``None`` and why not."""
+    cfg = model.pretrained_cfg
+    if archive is None:
+        folder = default_data_dir()
+        tag = cfg.get("tag") or "cifar10"
+        archive = str(folder / f"{tag}.zip") if folder else None
+    if archive is None or not Path(archive).is_file():
+        return None, f"no archive of real images found ({archive or 'set RESMG_ZOO_DATA'})"
+    in_chans, size = model.conv1.in_channels, tuple(cfg["input_size"][1:])
+    with zipfile.ZipFile(archive) as zf:
+        names = [n for n in zf.namelist() if n.startswith("test/") and not n.endswith("/")]
+        picked = names[:: max(1, len(names) // count)][:count]
+        arrays = []
+        for n in picked:
+            image = Image.open(io.BytesIO(zf.read(n))).convert("L" if in_chans == 1 else "RGB")
+            if image.size != size[::-1]:
+                image = image.resize(size[::-1], Image.Resampling.BILINEAR)
+            array = np.asarray(image, dtype=np.float32) / 255.0
+            arrays.append(array[None] if in_chans == 1 else array.transpose(2, 0, 1))
+    x = torch.from_numpy(np.stack(arrays))
+    mean, std = (_per_channel(cfg[k], in_chans) for k in ("mean", "std"))
+    return (x - mean) / std, archive
+
+
+def _per_channel(values: Any, in_chans: int) -> Tensor:
+    """The cfg's mean/std for ``in_chans`` channels (their average when the counts differ)."""
+    values = [float(v) for v in values]
+    if len(values) != in_chans:
+        values = [sum(values) / len(values)] * in_chans
+    return torch.tensor(values).view(1, -1, 1, 1)
+
+
+def export_torchscript(model: nn.Module, example: Tensor, path: Path) -> Callable[[Tensor], Tensor]:
+    """``torch.jit.script`` (input checks included) → ``path``; returns the reloaded module."""
+    torch.jit.save(torch.jit.script(model), str(path))
+    loaded = torch.jit.load(str(path))
+    return lambda x: loaded(x)
+
+
+def export_onnx(model: nn.Module, example: Tensor, path: Path) -> Callable[[Tensor], Tensor]:
+    """``torch.onnx.export`` (dynamo) with a dynamic batch → ``path``; returns an onnxruntime runner."""
+    import onnxruntime as ort
+
+    batch = torch.export.Dim("batch", min=1)
+    torch.onnx.export(
+        model,
+        (example,),
+        str(path),
+        dynamo=True,
+        input_names=["image"],
+        output_names=["logits"],
+        dynamic_shapes=({0: batch},),
+        external_data=False,
+    )
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return lambda x: torch.from_numpy(session.run(None, {"image": x.numpy()})[0])
+
+
+def onnx_conv_sharing(path: Path) -> tuple[int, int]:
+    """Convolution nodes and distinct convolution weights in an ONNX file."""
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    return len(convs), len({n.input[1] for n in convs})
+
+
+def export(
+    model: nn.Module, name: str, fmt: str, path: Path, real: Optional[Tensor], rtol: float = 1e-4, atol: float = 1e-4
+) -> ExportReport:
+    """Write ``model`` as ``fmt`` to ``path`` and check it against eager PyTorch (raises on a mismatch)."""
+    input_size = tuple(model.pretrained_cfg["input_size"])
+    input_size = (model.conv1.in_channels, *input_size[1:])
+    generator = torch.Generator().manual_seed(0)
+    example = torch.randn(2, *input_size, generator=generator)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        run = (export_onnx if fmt == "onnx" else export_torchscript)(model, example, path)
+        diffs = []
+        for batch in (1, 5):  # not the example's batch size: the batch dimension is dynamic
+            x = torch.randn(batch, *input_size, generator=generator)
+            expected, got = model(x), run(x)
+            torch.testing.assert_close(got, expected, rtol=rtol, atol=atol)
+            diffs.append((got - expected).abs().max().item())
+        real_diff = None
+        if real is not None:
+            expected, got = model(real), run(real)
+            torch.testing.assert_close(got, expected, rtol=rtol, atol=atol)
+            if not torch.equal(got.argmax(1), expected.argmax(1)):
+                raise AssertionError("the exported model predicts other classes than eager PyTorch on real images")
+            real_diff = (got - expected).abs().max().item()
+    report = ExportReport(
+        name,
+        fmt,
+        str(path),
+        path.stat().st_size,
+        count_parameters(model),
+        max(diffs),
+        real_diff,
+        0 if real is None else len(real),
+    )
+    if fmt == "onnx":
+        report.conv_nodes, report.conv_weights = onnx_conv_sharing(path)
+    return report
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/export.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, help="registered name, optionally with a tag: NAME[.TAG]")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--pretrained", action="store_true", help="the published weights of the tag")
+    source.add_argument("--checkpoint", help="a run folder, a published folder or a .safetensors file")
+    parser.add_argument("--format", required=True, choices=FORMATS)
+    parser.add_argument("--out", help="file to write (default exports/<model>.<pt|onnx>)")
+    parser.add_argument("--model-kwargs", nargs="*", default=None, metavar="KEY=VALUE")
+    parser.add_argument("--real-images", type=int, default=8, help="real test images in the check (0: none)")
+    args = parser.parse_args(argv)
+    suffix = "pt" if args.format == "torchscript" else "onnx"
+    out = Path(args.out or f"exports/{args.model}.{suffix}")
+    try:
+        model, archive = build(args.model, args.pretrained, args.checkpoint, parse_model_kwargs(args.model_kwargs))
+        real, where = real_inputs(model, archive, args.real_images) if args.real_images else (None, "not asked")
+        if real is None:
+            print(f"warning: real-image check skipped: {where}", file=sys.stderr)
+        report = export(model, args.model, args.format, out, real)
+    except (ValueError, InitError, WeightsIntegrityError, RuntimeError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except AssertionError as err:
+        print(f"error: the exported file does not match eager PyTorch: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps(asdict(report)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,349 @@
+"""The training loop of ``python -m resmg_zoo.train``, in the parts a reader can hold:
+
+* :meth:`Trainer.__init__` — set-up: the run's settings, its data, the model (initial weights,
+  frozen parameters), the optimiser, and the run folder (a new ``config.json``, or the state of
+  the checkpoint a ``--resume`` continues from);
+* :meth:`Trainer.train_epoch` — one epoch of optimiser steps (or the rest of it, on resume), with
+  the NaN/inf guard and a clean stop on SIGINT/SIGTERM;
+* :meth:`Trainer.end_epoch` — the epoch's metrics row, the evaluation of every split, the checkpoint;
+* :meth:`Trainer.save` — an atomic checkpoint (see :mod:`.checkpoint`);
+* :meth:`Trainer.fit` — the epochs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import signal
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Optional
+
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import __version__
+from ..core.atomic import write_text_atomic
+from ..core.cli import autocast_context
+from ..core.hardware import describe_hardware
+from ..data.datasets import ImageDataset, load_dataset, split_train_val
+from ..data.loader import EpochPlan, Materializer
+from .checkpoint import TrainingState, load_checkpoint, save_checkpoint
+from .config import RunConfig, default_out, resolve_config
+from .distributed import DistEnv, all_reduce_sum, barrier, broadcast_buffers
+from .evaluation import evaluate_split
+from .finetune import apply_init, freeze, hold_frozen_norms, optimizer_groups, resolve_init
+from .log import plot_curve, read_metrics, write_metrics
+from .recipes import lr_factor
+
+EVAL_BATCH_SIZE = 512
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN/inf: training stops and the last good checkpoint is kept."""
+
+    def __init__(self, epoch: int, step: int, run_dir: Path) -> None:
+        super().__init__(
+            f"non-finite loss at epoch {epoch + 1}, step {step + 1}: training stopped. The last good checkpoint "
+            f"in {run_dir} is kept; lower --lr or use --precision fp32, then --resume."
+        )
+
+
+class StopSignal:
+    """Turns SIGINT/SIGTERM into a flag the loop reads after each step."""
+
+    def __init__(self) -> None:
+        self.received: Optional[str] = None
+        self._previous = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        self.received = signal.Signals(signum).name
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def build_model(config: RunConfig, dataset: ImageDataset) -> nn.Module:
+    """The model for the dataset's classes and channels (``in_chans`` from the images)."""
+    kwargs = dict(config.settings["model_kwargs"])
+    kwargs.setdefault("num_classes", dataset.num_classes)
+    kwargs.setdefault("in_chans", dataset.input_size[0])
+    return timm.create_model(config.settings["model"], **kwargs)
+
+
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _progress(total: int, initial: int, desc: str, enabled: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True)
+
+
+class Trainer:
+    """One training run, set up from the command line and ready to :meth:`fit`."""
+
+    def __init__(self, args: argparse.Namespace, env: DistEnv, device: torch.device, command: str) -> None:
+        self.env, self.device, self.quiet = env, device, args.quiet
+        self.run_dir = Path(args.out) if args.out else default_out(args)
+        if args.resume and not (self.run_dir / "config.json").exists():
+            raise FileNotFoundError(f"--resume: no run to continue in {self.run_dir} (no config.json)")
+        if not args.resume and (self.run_dir / "checkpoint.json").exists():
+            raise FileExistsError(
+                f"{self.run_dir} already holds a run; pass --resume to continue it or choose another --out"
+            )
+        self.config = resolve_config(args, self.run_dir)
+        s, recipe = self.settings, self.recipe = self.config.settings, self.config.recipe
+        if recipe.batch_size % (env.world_size * s["accum_steps"]):
+            raise ValueError(
+                f"batch size {recipe.batch_size} must divide by world size {env.world_size} "
+                f"× accum steps {s['accum_steps']}"
+            )
+        init = None if args.resume else resolve_init(s["model"], s["init_from"], s["pretrained"], s["init_tag"])
+        dataset = load_dataset(
+            s["dataset"], data_dir=args.data, download=args.download, image_size=s["image_size"], channels=s["channels"]
+        )
+        self.dataset_name = dataset.name
+        train_split, val_split = split_train_val(dataset, recipe.val_size, s["seed"])
+        torch.manual_seed(s["seed"])
+        self.raw_model = self._build_model(dataset, init)
+        self.optimizer = torch.optim.SGD(
+            optimizer_groups(self.raw_model, s["head_lr_mult"]),
+            lr=recipe.lr,
+            momentum=recipe.momentum,
+            nesterov=recipe.nesterov,
+            weight_decay=recipe.weight_decay,
+        )
+        self.plan = EpochPlan(len(train_split), recipe.batch_size, s["seed"])
+        self.steps_per_epoch = len(self.plan)
+        self.total_epochs = math.ceil(recipe.epochs)
+        self.total_steps = max(1, round(recipe.epochs * self.steps_per_epoch))  # a fraction of an epoch: ≥ 1 step
+
+        self.state = TrainingState(0, 0, 0, {}, {}, {})
+        self.pending_config: Optional[dict[str, Any]] = None
+        if args.resume:
+            self.state = load_checkpoint(self.run_dir, self.raw_model)
+            self.optimizer.load_state_dict(self.state.optimizer)
+            _set_rng_state(self.state.rng, device)
+            # config.json records the resume with its changes once the resumed run saves its first checkpoint
+            # (a resume that fails at once, e.g. a NaN with a new --lr, leaves the run's record as it was)
+            self.pending_config = self.config.to_json()
+        elif env.is_main:
+            self._write_config(dataset, train_split, val_split, command)
+        barrier(env)
+
+        self.model: nn.Module = self.raw_model
+        if s["compile"]:
+            self.model = torch.compile(self.model)
+        self.eval_model = self.model  # never the DDP wrapper: evaluation runs a different number of batches per rank
+        if env.enabled:
+            device_ids = [device.index] if device.type == "cuda" else None
+            self.model = nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
+
+        make = dict(device=device, channels_last=s["channels_last"], pad_to=s["pad_to"])
+        self.train_data = Materializer(train_split, dataset.mean, dataset.std, recipe.augment, **make)
+        self.eval_sets = {"test": Materializer(dataset.split("test"), dataset.mean, dataset.std, **make)}
+        if val_split is not None:
+            self.eval_sets = {"val": Materializer(val_split, dataset.mean, dataset.std, **make), **self.eval_sets}
+        self.rows = read_metrics(self.run_dir) if args.resume else []
+        self.show_bar = env.is_main and not args.quiet and sys.stderr.isatty()
+
+    def _build_model(self, dataset: ImageDataset, init: Any) -> nn.Module:
+        """The model on its device: initial weights loaded, frozen parameters frozen."""
+        s = self.settings
+        if init is not None:  # the initial weights' architecture (e.g. widths), unless the command line sets it
+            inherited = {k: v for k, v in init.model_args.items() if k not in ("num_classes", "in_chans")}
+            s["model_kwargs"] = inherited | s["model_kwargs"]
+        model = build_model(self.config, dataset)
+        if init is not None:
+            s["init"] = apply_init(model, s["model"], init, s["head"])
+        s["frozen_tensors"] = len(freeze(model, s["freeze"]))
+        model = model.to(self.device)
+        memory_format = torch.channels_last if s["channels_last"] else torch.contiguous_format
+        return model.to(memory_format=memory_format)
+
+    def _write_config(self, dataset: ImageDataset, train_split: Any, val_split: Any, command: str) -> None:
+        """A new run's ``config.json``: every setting, the data, the machine, the command."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        settings = dict(
+            self.config.to_json(),
+            dataset_source=dataset.source,
+            dataset_sha256=dataset.sha256,
+            num_classes=dataset.num_classes,
+            input_size=list(dataset.input_size),
+            train_images=len(train_split),
+            val_images=len(val_split) if val_split is not None else 0,
+            test_images=len(dataset.split("test")),
+            world_size=self.env.world_size,
+            device=str(self.device),
+            hardware=describe_hardware(self.device),
+            versions=dict(resmg_zoo=__version__, torch=torch.__version__, timm=timm.__version__),
+            command=command,
+            started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        )
+        write_text_atomic(self.run_dir / "config.json", json.dumps(settings, indent=2) + "\n")
+
+    def fit(self) -> dict[str, Any]:
+        """Train the remaining epochs; returns the last metrics row (the one before a stop, if stopped)."""
+        stop = StopSignal()
+        last_row: dict[str, Any] = self.rows[-1] if self.rows else {}
+        try:
+            for epoch in range(self.state.epoch, self.total_epochs):
+                finished = self.train_epoch(epoch, stop)
+                if finished is None:  # stopped within the epoch, checkpoint saved
+                    return last_row
+                last_row = self.end_epoch(epoch, *finished)
+                if stop.received is not None:
+                    if self.env.is_main:
+                        print(
+                            f"stopped by {stop.received} after epoch {epoch + 1}; resume with --resume "
+                            f"--out {self.run_dir}",
+                            file=sys.stderr,
+                        )
+                    return last_row
+        finally:
+            stop.restore()
+        return last_row
+
+    def train_epoch(self, epoch: int, stop: StopSignal) -> Optional[tuple[torch.Tensor, float]]:
+        """The optimiser steps of ``epoch`` (from the saved step on a resumed epoch).
+
+        Returns the epoch's (loss, correct, count) sums and its seconds, or ``None`` after a stop
+        signal within the epoch (the checkpoint is then saved at that step).
+        """
+        recipe, state, env = self.recipe, self.state, self.env
+        epoch_steps = min(self.steps_per_epoch, self.total_steps - epoch * self.steps_per_epoch)
+        start = state.step_in_epoch if epoch == state.epoch else 0
+        # A resumed epoch starts from the sums saved at the stop (already reduced over ranks: rank 0 holds them).
+        restored = start and env.is_main
+        sums = torch.tensor(
+            [state.partial.get(k, 0.0) for k in ("loss", "correct", "count")] if restored else [0.0, 0.0, 0.0],
+            dtype=torch.float64,
+        )
+        elapsed = state.partial.get("seconds", 0.0) if start else 0.0
+        self.model.train()
+        hold_frozen_norms(self.raw_model)
+        bar = _progress(epoch_steps, start, f"epoch {epoch + 1}/{self.total_epochs}", self.show_bar)
+        tic = time.perf_counter()
+        for step, batch in enumerate(self.plan.batches(epoch, start), start=start):
+            if step >= epoch_steps:
+                break
+            for group in self.optimizer.param_groups:
+                factor = lr_factor(recipe, state.global_step, self.steps_per_epoch)
+                group["lr"] = recipe.lr * group["lr_mult"] * factor
+            step_sums = self._step(batch.shard(env.rank, env.world_size))
+            flags = torch.tensor([float(not math.isfinite(step_sums[0].item())), float(stop.received is not None)])
+            all_reduce_sum(flags, env)
+            if flags[0] > 0:
+                self.optimizer.zero_grad(set_to_none=True)
+                raise NonFiniteLoss(epoch, step, self.run_dir)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            state.global_step += 1
+            sums += step_sums
+            bar.update(1)
+            if self.show_bar:
+                bar.set_postfix(
+                    loss=f"{step_sums[0].item() / step_sums[2].item():.3f}",
+                    img_s=f"{sums[2].item() * env.world_size / (elapsed + time.perf_counter() - tic):.0f}",
+                )
+            if flags[1] > 0 and step + 1 < epoch_steps:
+                all_reduce_sum(sums, env)
+                self.save(epoch, step + 1, sums, elapsed + time.perf_counter() - tic)
+                bar.close()
+                if env.is_main:
+                    print(
+                        f"stopped by {stop.received or 'a signal'} at epoch {epoch + 1}, step {step + 1}/"
+                        f"{epoch_steps}; checkpoint saved in {self.run_dir}. "
+                        f"Continue with --resume --out {self.run_dir}",
+                        file=sys.stderr,
+                    )
+                return None
+        bar.close()
+        return sums, elapsed + time.perf_counter() - tic
+
+    def _step(self, local: Any) -> torch.Tensor:
+        """Forward and backward of this rank's share of one global batch, in ``accum_steps`` micro-batches;
+        returns its (loss × images, correct, images) sums. The optimiser step is the caller's."""
+        s, env, accum = self.settings, self.env, self.settings["accum_steps"]
+        step_sums = torch.zeros(3, dtype=torch.float64)
+        for k in range(accum):
+            x, y = self.train_data(local.shard(k, accum))
+            sync = self.model.no_sync() if env.enabled and k < accum - 1 else nullcontext()
+            with sync:
+                with autocast_context(s["precision"], self.device):
+                    logits = self.model(x)
+                    loss = F.cross_entropy(logits.float(), y, label_smoothing=self.recipe.label_smoothing)
+                (loss / accum).backward()
+            step_sums += torch.tensor(
+                [loss.item() * len(y), (logits.argmax(1) == y).sum().item(), len(y)], dtype=torch.float64
+            )
+        return step_sums
+
+    def end_epoch(self, epoch: int, sums: torch.Tensor, seconds: float) -> dict[str, Any]:
+        """The epoch's metrics row (training sums, the evaluation of every split), then the checkpoint,
+        the metrics files and the curve; returns the row."""
+        all_reduce_sum(sums, self.env)
+        row = dict(
+            epoch=epoch + 1,
+            lr=self.optimizer.param_groups[0]["lr"],
+            train_loss=sums[0].item() / sums[2].item(),
+            train_top1=100.0 * sums[1].item() / sums[2].item(),
+            train_images=int(sums[2].item()),
+            train_seconds=seconds,
+            images_per_second=sums[2].item() / seconds,
+        )
+        broadcast_buffers(self.raw_model, self.env)
+        for split, data in self.eval_sets.items():
+            result = evaluate_split(self.eval_model, data, EVAL_BATCH_SIZE, self.settings["precision"], self.env)
+            row |= {f"{split}_loss": result["loss"], f"{split}_top1": result["top1"], f"{split}_top5": result["top5"]}
+        row["wall_seconds"] = (self.rows[-1]["wall_seconds"] if self.rows else 0.0) + seconds
+        self.rows.append(row)
+        self.state.epoch, self.state.step_in_epoch = epoch + 1, 0
+        self.save(epoch + 1, 0, None, 0.0)
+        self.pending_config = None
+        if self.env.is_main:
+            write_metrics(self.run_dir, self.rows)
+            title = f"{self.settings['model']} on {self.dataset_name} ({self.settings['recipe']})"
+            plot_curve(self.run_dir, self.rows, title)
+            if self.quiet or not sys.stderr.isatty():
+                summary = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch")
+                print(f"epoch {epoch + 1}/{self.total_epochs}: {summary}", file=sys.stderr, flush=True)
+        return row
+
+    def save(self, epoch: int, step_in_epoch: int, sums: Optional[torch.Tensor], seconds: float) -> None:
+        """Rank 0 writes the checkpoint (and a resumed run's updated config.json); all ranks wait."""
+        if self.env.is_main:
+            if self.pending_config is not None:
+                write_text_atomic(self.run_dir / "config.json", json.dumps(self.pending_config, indent=2) + "\n")
+            partial = {}
+            if sums is not None:
+                partial = dict(zip(("loss", "correct", "count"), sums.tolist()), seconds=seconds)
+            state = TrainingState(
+                epoch,
+                step_in_epoch,
+                self.state.global_step,
+                self.optimizer.state_dict(),
+                _rng_state(self.device),
+                partial,
+            )
+            save_checkpoint(self.run_dir, self.raw_model, state)
+        barrier(self.env)

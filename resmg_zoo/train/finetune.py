@@ -1,0 +1,170 @@
+"""Fine-tuning: where a run's initial weights come from, which parameters it freezes, the head's lr.
+
+Initial weights (``python -m resmg_zoo.train --pretrained`` or ``--init-from PATH``):
+
+* ``--pretrained``: the model's published weights for ``--init-tag``, resolved and sha256-checked
+  exactly as ``timm.create_model(name + "." + tag, pretrained=True)`` resolves them;
+* ``--init-from``: a training run folder (its last verified checkpoint), a published folder
+  (``model.safetensors`` + ``config.json``) or a safetensors file.
+
+The head is replaced when the class count differs (``--head auto``), always (``new``) or never
+(``keep``: a different class count is then an error); a stem trained for other input channels is
+adapted as timm adapts it. Architecture arguments (e.g. ``widths``) come from the source's
+config unless the command line sets them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from timm.models import group_parameters
+from torch import nn
+
+from ..core.hashing import file_sha256
+from ..weights.loading import WeightsIntegrityError, load_weights
+from ..weights.manifest import WEIGHTS_NAME
+from ..weights.resolve import PretrainedWeightsUnavailable, resolve_weights
+from .checkpoint import POINTER, CheckpointError
+from .run import Run
+
+HEAD_CHOICES = ("auto", "new", "keep")
+FREEZE_HELP = "'body' (all but the head), 'stem', or 'stages.K' (the stem and levels 0..K)"
+
+
+class InitError(ValueError):
+    """Initial weights that cannot be used: missing, another architecture, another class count."""
+
+
+@dataclass
+class InitSource:
+    """Verified initial weights and the model arguments they were trained with."""
+
+    weights: Path
+    model_args: dict[str, Any]
+    record: dict[str, Any] = field(default_factory=dict)  # what the run folder records
+    where: str = ""  # how errors name it
+
+
+def resolve_init(model: str, init_from: Optional[str], pretrained: bool, init_tag: str) -> Optional[InitSource]:
+    """Find the initial weights a command line asks for (``None``: train from scratch)."""
+    if init_from and pretrained:
+        raise InitError("give either --pretrained or --init-from, not both")
+    if pretrained:
+        try:
+            resolved = resolve_weights(model, init_tag)
+        except (PretrainedWeightsUnavailable, WeightsIntegrityError) as err:
+            raise InitError(f"--pretrained: {err}") from None
+        record = dict(
+            kind="pretrained", hub_id=resolved.hub_id, source=resolved.source, sha256=resolved.published.entry["sha256"]
+        )
+        return InitSource(resolved.path, dict(resolved.published.entry["model_args"]), record, resolved.describe())
+    if not init_from:
+        return None
+    path = Path(init_from).expanduser()
+    if not path.exists():
+        raise InitError(f"--init-from {path}: no such file or folder")
+    if path.is_dir() and (path / POINTER).exists():
+        try:
+            run = Run.open(path)
+            if run.model_name == model:
+                weights = run.weights_path()
+        except (ValueError, CheckpointError) as err:
+            raise InitError(f"--init-from {path}: {err}") from None
+        if run.model_name != model:
+            raise InitError(f"--init-from {path}: that run trained {run.model_name!r}, not {model!r}")
+        args, kind = run.model_args, "run"
+    elif path.is_dir():
+        weights = path / WEIGHTS_NAME
+        if not weights.exists():
+            raise InitError(
+                f"--init-from {path}: neither a run folder (checkpoint.json) nor a published one (model.safetensors)"
+            )
+        config = (
+            json.loads((path / "config.json").read_text(encoding="utf-8")) if (path / "config.json").exists() else {}
+        )
+        published = config.get("architecture")
+        if published and published != model:
+            raise InitError(f"--init-from {path}: those weights are {published!r}, not {model!r}")
+        args = dict(config.get("model_args", {}), num_classes=config.get("num_classes"))
+        kind = "published"
+    elif path.suffix == ".safetensors":
+        weights, args, kind = path, {}, "file"
+    else:
+        raise InitError(f"--init-from {path}: expected a run folder, a published folder or a .safetensors file")
+    args = {k: v for k, v in args.items() if v is not None}
+    record = dict(kind=kind, path=str(path.resolve()), weights=str(weights.resolve()), sha256=file_sha256(weights))
+    return InitSource(weights, args, record, f"--init-from {path}")
+
+
+def apply_init(model: nn.Module, model_name: str, init: InitSource, head: str) -> dict[str, Any]:
+    """Load ``init`` into ``model`` (new head / adapted stem as ``head`` allows); returns the record."""
+    classes_before = init.model_args.get("num_classes")
+    if head == "keep" and classes_before is not None and classes_before != getattr(model, "num_classes", None):
+        raise InitError(
+            f"--head keep: the initial weights have a {classes_before}-class head but the dataset has "
+            f"{model.num_classes} classes; use --head auto (or new) to train a new head"
+        )
+    try:
+        report = load_weights(model, init.weights, init.where, strict=False, drop_head=head == "new")
+    except WeightsIntegrityError as err:
+        raise InitError(f"the initial weights do not fit {model_name}: {err}") from None
+    if head == "keep" and report["new_head"]:
+        raise InitError(f"--head keep, but the initial weights' head does not fit: {report['new_head']}")
+    return dict(init.record, new_head=sorted(report["new_head"]), stem_adapted=report["stem_adapted"])
+
+
+def frozen_names(model: nn.Module, spec: str) -> list[str]:
+    """The parameters ``--freeze spec`` freezes, chosen through the model's timm ``group_matcher``."""
+    names = [n for n, _ in model.named_parameters()]
+    classifier = model.pretrained_cfg.get("classifier", "fc") + "."
+    if spec == "body":
+        return [n for n in names if not n.startswith(classifier)]
+    groups = group_parameters(model, model.group_matcher(coarse=True))
+    stem = groups[min(groups)]
+    if spec == "stem":
+        return list(stem)
+    match = re.fullmatch(r"stages\.(\d+)", spec)
+    if match is None:
+        raise ValueError(f"--freeze {spec!r}: expected {FREEZE_HELP}")
+    last = int(match.group(1))
+    levels = len(getattr(model, "stages", []))
+    if last >= levels:
+        raise ValueError(f"--freeze {spec!r}: the model has levels stages.0 .. stages.{levels - 1}")
+    in_levels = [n for n in names if (m := re.match(r"stages\.(\d+)\.", n)) and int(m.group(1)) <= last]
+    return list(stem) + in_levels
+
+
+def freeze(model: nn.Module, spec: Optional[str]) -> list[str]:
+    """Freeze ``spec``'s parameters; returns their names (empty for ``None``)."""
+    if not spec:
+        return []
+    names = frozen_names(model, spec)
+    params = dict(model.named_parameters())
+    for name in names:
+        params[name].requires_grad_(False)
+    return names
+
+
+def hold_frozen_norms(model: nn.Module) -> None:
+    """Put every BatchNorm whose parameters are all frozen in eval mode, so its running statistics
+    stay as loaded too (call after each ``model.train()``)."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            params = list(module.parameters(recurse=False))
+            if params and not any(p.requires_grad for p in params):
+                module.eval()
+
+
+def optimizer_groups(model: nn.Module, head_lr_mult: float) -> list[dict[str, Any]]:
+    """Trainable parameters in two groups: the body (lr × 1) and the head (lr × ``head_lr_mult``)."""
+    classifier = model.pretrained_cfg.get("classifier", "fc") + "."
+    body, head = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (head if name.startswith(classifier) else body).append(param)
+    groups = [dict(params=body, lr_mult=1.0), dict(params=head, lr_mult=head_lr_mult)]
+    return [g for g in groups if g["params"]]

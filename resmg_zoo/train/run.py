@@ -1,0 +1,110 @@
+"""A training run folder, as ``python -m resmg_zoo.train`` writes it and every tool reads it.
+
+``config.json`` (every setting, the dataset, the hardware, the command), ``metrics.jsonl`` and
+``metrics.csv`` (one row per epoch), ``curve.png``, and the last checkpoint (``checkpoint.json``,
+the pointer to ``ckpt-*.safetensors`` and ``ckpt-*.state.pt``; see :mod:`.checkpoint`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import timm
+from torch import nn
+
+from ..core.tags import TAGS
+from ..data.datasets import ImageDataset, load_dataset
+from ..weights.loading import load_weights
+from .checkpoint import checkpoint_weights_path
+from .log import read_metrics
+
+CONFIG_NAME = "config.json"
+
+
+class RunError(ValueError):
+    """A folder that is not the training run asked for; the message names it and says why."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """A training run folder and its ``config.json``."""
+
+    path: Path
+    config: dict[str, Any]
+
+    @classmethod
+    def open(cls, path: str | Path) -> Run:
+        """The run in ``path``; :class:`RunError` if it has no readable ``config.json``."""
+        path = Path(path)
+        config = path / CONFIG_NAME
+        if not config.is_file():
+            raise RunError(f"{path} is not a training run folder (no {CONFIG_NAME})")
+        try:
+            return cls(path, json.loads(config.read_text(encoding="utf-8")))
+        except json.JSONDecodeError as err:
+            raise RunError(f"{config} is not valid JSON: {err}") from None
+
+    @property
+    def model_name(self) -> str:
+        return self.config["model"]
+
+    @property
+    def model_args(self) -> dict[str, Any]:
+        """The ``create_model`` arguments of the trained architecture: its kwargs, classes and channels."""
+        args = dict(self.config.get("model_kwargs", {}), num_classes=self.config.get("num_classes"))
+        if self.config.get("input_size"):
+            args["in_chans"] = self.config["input_size"][0]
+        return {k: v for k, v in args.items() if v is not None}
+
+    def metrics(self) -> list[dict[str, Any]]:
+        """The per-epoch metrics rows so far."""
+        return read_metrics(self.path)
+
+    def weights_path(self) -> Path:
+        """The weights file of the last checkpoint, its sha256 verified."""
+        return checkpoint_weights_path(self.path)
+
+    def finished(self) -> Optional[dict[str, Any]]:
+        """The last metrics row if every epoch of the recipe is done (with a test accuracy), else ``None``."""
+        rows = self.metrics()
+        epochs = self.config["recipe_settings"]["epochs"]
+        if not rows or rows[-1]["epoch"] < math.ceil(epochs) or "test_top1" not in rows[-1]:
+            return None
+        return rows[-1]
+
+    def require_finished(self) -> dict[str, Any]:
+        """The last metrics row; :class:`RunError` naming what is missing while the run is unfinished."""
+        rows = self.metrics()
+        if not rows or "test_top1" not in rows[-1]:
+            raise RunError(f"{self.path} has no finished epoch with a test accuracy (metrics.jsonl)")
+        row = self.finished()
+        if row is None:
+            epochs = self.config["recipe_settings"]["epochs"]
+            raise RunError(
+                f"{self.path} stopped at epoch {rows[-1]['epoch']} of {epochs:g}: finish it with --resume first"
+            )
+        return row
+
+    def build_model(self, **overrides: Any) -> nn.Module:
+        """The trained model in eval mode: rebuilt from the config (``overrides`` on top; the
+        dataset's tag for its ``pretrained_cfg`` where it is one) with the last checkpoint's
+        weights, which must fit it exactly."""
+        args = {**self.model_args, **overrides}
+        if self.config.get("dataset") in TAGS:
+            args.setdefault("pretrained_cfg", self.config["dataset"])
+        model = timm.create_model(self.model_name, **args)
+        load_weights(model, self.weights_path(), f"the last checkpoint of {self.path} ({self.model_name}, {args})")
+        return model.eval()
+
+    def dataset(self, data_dir: Optional[str] = None) -> ImageDataset:
+        """The run's dataset, converted as it was for training (``--image-size``, ``--channels``)."""
+        return load_dataset(
+            self.config["dataset"],
+            data_dir=data_dir,
+            image_size=self.config.get("image_size"),
+            channels=self.config.get("channels"),
+        )

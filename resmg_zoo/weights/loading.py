@@ -1,0 +1,93 @@
+"""The one way a safetensors state dict goes into a model of the zoo, and the check that it fits.
+
+Used for run checkpoints (exactly), fine-tuning starts (a new head, an adapted stem) and, as
+timm's ``pretrained_filter_fn``, for published weights (timm's ``load_pretrained`` then adapts the
+head and stem itself).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+
+class WeightsIntegrityError(RuntimeError):
+    """A weights file whose sha256 or contents do not match what was published or what the model needs."""
+
+
+def fit_state_dict(
+    state: dict[str, torch.Tensor],
+    model: nn.Module,
+    where: str,
+    strict: bool = False,
+    adapt: bool = False,
+    drop_head: bool = False,
+) -> dict[str, Any]:
+    """Check that ``state`` fits ``model``: every key present, with its shape.
+
+    ``strict``: exactly so (a run's own checkpoint). Otherwise (a fine-tuning start, published
+    weights) a head for another class count (or any head, with ``drop_head``) and a stem for other
+    input channels are allowed. Anything else missing, unexpected or misshapen raises
+    :class:`WeightsIntegrityError` naming ``where``, the tensors and their shapes. With ``adapt``
+    the head keys are removed and the stem adapted here (timm's ``adapt_input_conv``); without it
+    (timm's ``pretrained_filter_fn``) timm's ``load_pretrained`` does both after this check.
+    Returns ``new_head`` (the head keys not taken) and ``stem_adapted``.
+    """
+    from timm.models import adapt_input_conv
+
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    classifier, first_conv = cfg.get("classifier") or "fc", cfg.get("first_conv") or "conv1"
+    target = model.state_dict()
+    head = (f"{classifier}.weight", f"{classifier}.bias")
+    new_head = (
+        []
+        if strict
+        else [k for k in head if k in state and (drop_head or k not in target or state[k].shape != target[k].shape)]
+    )
+    stem = f"{first_conv}.weight"
+    stem_adapted = (
+        not strict
+        and stem in state
+        and stem in target
+        and state[stem].shape[1] != target[stem].shape[1]
+        and (state[stem].shape[0], *state[stem].shape[2:]) == (target[stem].shape[0], *target[stem].shape[2:])
+    )
+    missing = [k for k in target if k not in state and not (k in head and (new_head or drop_head))]
+    unexpected = [k for k in state if k not in target and k not in new_head]
+    wrong = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(target[k].shape)}"
+        for k in state
+        if k in target and k not in new_head and not (k == stem and stem_adapted) and state[k].shape != target[k].shape
+    ]
+    if missing or unexpected or wrong:
+        raise WeightsIntegrityError(
+            f"{where} does not fit the model: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}, "
+            f"wrong shapes (file vs model) {wrong[:5]}"
+        )
+    if adapt:
+        for key in new_head:
+            state.pop(key)
+        if stem_adapted:
+            state[stem] = adapt_input_conv(target[stem].shape[1], state[stem], base_chans=state[stem].shape[1])
+    return dict(new_head=new_head, stem_adapted=stem_adapted)
+
+
+def load_weights(
+    model: nn.Module, path: Path, where: str = "", strict: bool = True, drop_head: bool = False
+) -> dict[str, Any]:
+    """Load the safetensors state dict at ``path`` into ``model`` (see :func:`fit_state_dict`):
+    exactly (``strict``, a run's checkpoint), or as a fine-tuning start with a new head where the
+    class count differs (or ``drop_head``) and a stem adapted to other input channels."""
+    where = where or str(path)
+    try:
+        state = load_file(str(path))
+    except Exception as err:  # safetensors' own errors for a truncated or foreign file
+        raise WeightsIntegrityError(f"{where}: {path} is not a readable safetensors file: {err}") from None
+    report = fit_state_dict(state, model, where, strict=strict, adapt=True, drop_head=drop_head)
+    with torch.no_grad():
+        model.load_state_dict(state, strict=False)
+    return report

@@ -1,0 +1,194 @@
+"""Published weights for ``pretrained=True``: which exist, where, and that they are the published bytes (SPEC §3).
+
+*Which exist*: the entries of the repository's ``weights_manifest.json`` (the only ones timm lists),
+then those of a mirror's own manifest ``$RESMG_ZOO_HUB_DIR/weights_manifest.json`` for weights the
+repository has not imported yet (``python -m resmg_zoo.weights.mirror import``). Where both list a hub id,
+the repository's entry (its sha256) is the one trusted. ``model.tag`` means the hub id that the
+mirror hosts, if it hosts one, else the first listed.
+
+*Where*: the mirror folder ``$RESMG_ZOO_HUB_DIR/<hub id>/``, then the Hugging Face Hub through
+``huggingface_hub`` (its cache; ``HF_HUB_OFFLINE`` honoured). The entry's sha256 is checked before
+anything reads the file. The verified file is then loaded by timm's own ``load_pretrained`` (see
+:mod:`resmg_zoo.zoo`), with :func:`resmg_zoo.loading.fit_state_dict` as its filter so that a key that does not fit
+is an error naming the model, tag and file; only safetensors are ever read.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from ..core.hashing import file_sha256
+from ..core.tags import TAGS
+from .loading import WeightsIntegrityError
+from .manifest import MANIFEST_NAME, WEIGHTS_NAME, load_manifest, repo_manifest_path
+
+SOURCE_ARGS = ("num_classes", "in_chans")  # what the weights were trained for, not the architecture
+
+
+class PretrainedWeightsUnavailable(RuntimeError):
+    """No published weights for the model and tag could be found; the message lists where it looked."""
+
+
+def hub_dir() -> Optional[Path]:
+    """The mirror folder ``$RESMG_ZOO_HUB_DIR`` (``None`` when unset)."""
+    value = os.environ.get("RESMG_ZOO_HUB_DIR")
+    return Path(value).expanduser() if value else None
+
+
+@dataclass(frozen=True)
+class Published:
+    """A manifest entry and the manifest it was read from."""
+
+    entry: dict[str, Any]
+    manifest: Path
+
+    @property
+    def hub_id(self) -> str:
+        return self.entry["hub_id"]
+
+    @property
+    def name(self) -> str:
+        return f"{self.entry['model']}.{self.entry['tag']}"
+
+
+def published() -> list[Published]:
+    """Every published checkpoint: the repository's entries, then the mirror's that the repository lacks."""
+    paths = [repo_manifest_path()]
+    mirror = hub_dir()
+    if mirror is not None and (mirror / MANIFEST_NAME).is_file():
+        paths.append(mirror / MANIFEST_NAME)
+    found: dict[str, Published] = {}
+    for path in paths:
+        for entry in load_manifest(path)["entries"]:
+            found.setdefault(entry["hub_id"], Published(entry, path))
+    return list(found.values())
+
+
+def find_published(model: str, tag: str, hub: Optional[str] = None) -> Optional[Published]:
+    """The published checkpoint with hub id ``hub``; without one, that of ``model.tag`` — the one the
+    mirror hosts where ``$RESMG_ZOO_HUB_DIR`` holds one, else the first listed."""
+    candidates = published()
+    if hub is not None:
+        return next((p for p in candidates if p.hub_id == hub), None)
+    ours = [p for p in candidates if (p.entry["model"], p.entry["tag"]) == (model, tag)]
+    mirror = hub_dir()
+    hosted = [p for p in ours if mirror is not None and (mirror / p.hub_id / WEIGHTS_NAME).is_file()]
+    return (hosted or ours or [None])[0]
+
+
+@dataclass(frozen=True)
+class ResolvedWeights:
+    """A file whose sha256 is the published one, and what it was published with."""
+
+    model: str
+    tag: str
+    path: Path
+    source: str
+    published: Published
+
+    @property
+    def hub_id(self) -> str:
+        return self.published.hub_id
+
+    @property
+    def architecture_args(self) -> dict[str, Any]:
+        """The published ``model_args`` that shape the network (``widths``, ``share``, …)."""
+        return {k: v for k, v in self.published.entry["model_args"].items() if k not in SOURCE_ARGS}
+
+    def cfg_overlay(self) -> dict[str, Any]:
+        """What timm's ``load_pretrained`` must know of the file: where it is, and the classes and
+        input channels it was trained for (so that it adapts the head and stem as for any timm model)."""
+        args = self.published.entry["model_args"]
+        size = TAGS[self.tag].input_size
+        return dict(
+            file=str(self.path),
+            source="",
+            hf_hub_id=self.hub_id,
+            num_classes=args.get("num_classes", TAGS[self.tag].num_classes),
+            input_size=(args.get("in_chans", size[0]), *size[1:]),
+        )
+
+    def describe(self) -> str:
+        return f"{self.model}.{self.tag} ({self.hub_id}) from {self.path}"
+
+
+def unpublished_message(model: str, tag: str, hub: Optional[str]) -> str:
+    """Why ``model.tag`` has no weights, and which tags of ``model`` do."""
+    hosted = sorted({p.entry["tag"] for p in published() if p.entry["model"] == model})
+    manifests = ", ".join(str(p) for p in [repo_manifest_path(), *([hub_dir() / MANIFEST_NAME] if hub_dir() else [])])
+    wanted = hub or f"{model}.{tag}"
+    if hosted:
+        others = (
+            f"Published tags of {model}: {', '.join(hosted)} — e.g. "
+            f'timm.create_model("{model}.{hosted[0]}", pretrained=True) or torch.hub.load(..., "{model}", '
+            f'pretrained=True, dataset="{hosted[0]}").'
+        )
+    else:
+        others = f"No tag of {model} is published yet; train it with `python -m resmg_zoo.train --model {model}`."
+    return f"no pretrained weights are published for {wanted} (manifests read: {manifests}). {others}"
+
+
+def verify_sha256(path: Path, found: Published, looked: list[str]) -> None:
+    """Raise :class:`WeightsIntegrityError` unless ``path`` is the published file, byte for byte."""
+    entry = found.entry
+    actual = file_sha256(path)
+    if actual == entry["sha256"]:
+        return
+    size = path.stat().st_size
+    hint = "The file is corrupt, truncated or not the published one; delete it and fetch it again."
+    mirror = hub_dir()
+    if mirror is not None and found.manifest == repo_manifest_path() and (mirror / MANIFEST_NAME).is_file():
+        entries = load_manifest(mirror / MANIFEST_NAME)["entries"]
+        theirs = next((e for e in entries if e["hub_id"] == found.hub_id), None)
+        if theirs is not None and theirs["sha256"] == actual:
+            hint = (
+                f"The mirror's own manifest lists this file: the mirror holds newer weights than {found.manifest}; "
+                f"run `python -m resmg_zoo.weights.mirror import {mirror}` to take them."
+            )
+    raise WeightsIntegrityError(
+        f"sha256 mismatch for {found.name}: {path} has sha256 {actual} ({size:,} bytes) but {found.manifest} "
+        f"lists {entry['sha256']} ({entry['bytes']:,} bytes) for {found.hub_id}. {hint} Looked in: {'; '.join(looked)}"
+    )
+
+
+def resolve_weights(model: str, tag: str, hub: Optional[str] = None) -> ResolvedWeights:
+    """Find the published file of ``model.tag`` (or of hub id ``hub``) and check its sha256."""
+    found = find_published(model, tag, hub)
+    if found is None:
+        raise PretrainedWeightsUnavailable(unpublished_message(model, tag, hub))
+    looked: list[str] = []
+    mirror = hub_dir()
+    if mirror is not None:
+        folder = mirror / found.hub_id
+        looked.append(f"mirror {folder} (RESMG_ZOO_HUB_DIR)")
+        if (folder / WEIGHTS_NAME).is_file():
+            verify_sha256(folder / WEIGHTS_NAME, found, looked)
+            return ResolvedWeights(model, tag, folder / WEIGHTS_NAME, f"mirror:{folder}", found)
+    else:
+        looked.append("no mirror (RESMG_ZOO_HUB_DIR unset)")
+    looked.append(f"the Hugging Face Hub repo {found.hub_id}")
+    path = _download(found, looked)
+    verify_sha256(path, found, looked)
+    return ResolvedWeights(model, tag, path, f"hf-hub:{found.hub_id}", found)
+
+
+def _download(found: Published, looked: list[str]) -> Path:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        return Path(hf_hub_download(repo_id=found.hub_id, filename=WEIGHTS_NAME))
+    except LocalEntryNotFoundError as err:
+        raise PretrainedWeightsUnavailable(
+            f"the weights of {found.name} are not in the local Hugging Face cache and the Hub cannot be reached "
+            f"({type(err).__name__}; HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', 'unset')}). Looked in: "
+            f"{'; '.join(looked)}. To get them: go online once (they are cached), or point RESMG_ZOO_HUB_DIR at "
+            f"a mirror holding the folder {found.hub_id}/."
+        ) from None
+    except (HfHubHTTPError, OSError) as err:
+        raise PretrainedWeightsUnavailable(
+            f"could not download {found.name} from the Hub repo {found.hub_id}: {err}. Looked in: {'; '.join(looked)}"
+        ) from None
