@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from resmg_zoo.core.hardware import native_bf16
 from resmg_zoo.tools.evaluate import run_evaluation
 from resmg_zoo.train.checkpoint import checkpoint_weights_path
 from resmg_zoo.train.cli import main
+from resmg_zoo.train.log import read_steps
 
 TINY = ["--model", "preact_resnet18_sharedA", "--model-kwargs", "widths=8,16,16,32", "--quiet"]
 
@@ -78,6 +80,7 @@ def test_one_epoch_plus_resume_equals_two_epochs(straight_run: Path, mnist_small
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     straight = [json.loads(line) for line in (straight_run / "metrics.jsonl").read_text().splitlines()]
     assert [r["test_top1"] for r in rows] == [r["test_top1"] for r in straight]
+    assert read_steps(out) == read_steps(straight_run)  # the per-step log too: same steps, same losses
 
 
 def test_sigint_saves_and_resume_finishes_identically(straight_run: Path, mnist_small: Path, tmp_path: Path) -> None:
@@ -95,6 +98,29 @@ def test_sigint_saves_and_resume_finishes_identically(straight_run: Path, mnist_
     assert "--resume" in err
     assert main(_args(mnist_small, out, "--epochs", "2", "--resume")) == 0
     _assert_identical(_weights(out), _weights(straight_run))
+    assert read_steps(out) == read_steps(straight_run)  # no step logged twice or lost across the stop
+
+
+def test_without_a_terminal_training_reports_progress_and_quiet_silences_it(
+    mnist_small: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """stderr is not a terminal here (as in a log file or CI): a plain line within the epoch (every
+    ``--log-every`` seconds; 0 = every step) and one per epoch; ``--quiet`` keeps only the epoch lines."""
+    args = _args(mnist_small, tmp_path / "talkative", "--epochs", "1", "--log-every", "0")
+    assert main([a for a in args if a != "--quiet"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    progress = [
+        line for line in err if re.fullmatch(r"epoch 1/1 step \d+/20: loss [\d.]+, \d+ img/s, epoch ETA \d+:\d\d", line)
+    ]
+    assert len(progress) == 19  # steps 1..19 of 20; the epoch line reports the last
+    assert any(line.startswith("epoch 1/1: lr ") for line in err)
+    assert main(_args(mnist_small, tmp_path / "quiet", "--epochs", "1", "--log-every", "0")) == 0
+    err = capsys.readouterr().err
+    assert " step " not in err and "epoch 1/1: lr " in err
+    steps = read_steps(tmp_path / "quiet")
+    assert [r["step"] for r in steps] == list(range(1, 21)) and steps[-1]["epoch"] == 1.0
+    assert all(r["train_loss"] > 0 and 0 <= r["train_top1"] <= 100 for r in steps)
+    assert (tmp_path / "quiet" / "curve.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(
@@ -212,3 +238,12 @@ def test_compile_trains_like_eager(mnist_small: Path, tmp_path: Path) -> None:
     eager, compiled = (json.loads((tmp_path / r / "metrics.jsonl").read_text()) for r in ("eager", "compiled"))
     assert compiled["train_loss"] == pytest.approx(eager["train_loss"], abs=0.02)
     assert set(_weights(tmp_path / "compiled")) == set(_weights(tmp_path / "eager"))  # no _orig_mod. prefixes
+
+
+def test_an_unknown_model_is_refused_before_any_data_is_read(tmp_path: Path, capsys) -> None:
+    args = [*TINY, "--dataset", str(tmp_path / "no-such.zip"), "--out", str(tmp_path / "run")]
+    args[args.index("preact_resnet18_sharedA")] = "preact_resnet18_sharedC"
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "unknown model 'preact_resnet18_sharedC'" in err and "preact_resnet18_sharedA" in err
+    assert not (tmp_path / "run").exists()

@@ -38,7 +38,7 @@ class TrainingState:
     global_step: int
     optimizer: dict[str, Any]
     rng: dict[str, Any]
-    partial: dict[str, float]
+    partial: dict[str, Any]
 
 
 def save_checkpoint(run_dir: Path, model: nn.Module, state: TrainingState) -> Path:

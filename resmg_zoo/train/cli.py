@@ -100,7 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
     p.add_argument("--out", default=None, help="run folder (default runs/<model>-<dataset>-<recipe>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no progress lines within an epoch")
+    p.add_argument(
+        "--log-every",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="without a terminal: a progress line (loss, images/s, ETA) this often within an epoch",
+    )
     return p
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from ..core.choices import check_choice
 from ..core.cli import parse_model_kwargs
 from ..core.tags import DEFAULT_TAG
+from ..models.variants import VARIANTS
 from .recipes import RECIPES, Recipe, resolve_recipe
 
 # Settings of a run that --resume takes from config.json; given again, they must agree.
@@ -102,6 +103,7 @@ def resolve_config(args: argparse.Namespace, run_dir: Path) -> RunConfig:
         return RunConfig(settings, recipe)
     settings = {**DEFAULTS, **given}
     check_choice("recipe", settings["recipe"], RECIPES)
+    check_choice("model", settings["model"], VARIANTS)  # before any data is read
     dataset_key = Path(settings["dataset"]).name.removesuffix(".zip")
     recipe = resolve_recipe(settings["recipe"], dataset_key, settings["model"], overrides)
     return RunConfig(settings, recipe)

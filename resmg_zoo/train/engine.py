@@ -38,7 +38,7 @@ from .config import RunConfig, default_out, resolve_config
 from .distributed import DistEnv, all_reduce_sum, barrier, broadcast_buffers
 from .evaluation import evaluate_split
 from .finetune import apply_init, freeze, hold_frozen_norms, optimizer_groups, resolve_init
-from .log import plot_curve, read_metrics, write_metrics
+from .log import plot_curve, read_metrics, read_steps, write_metrics, write_steps
 from .recipes import lr_factor
 
 EVAL_BATCH_SIZE = 512
@@ -90,6 +90,30 @@ def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
     torch.set_rng_state(state["torch"])
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)
+
+
+class _PlainProgress:
+    """Where output is not a terminal (a log file, a job scheduler, CI): a plain line on stderr every
+    ``every`` seconds within an epoch — step, running loss, images/s, ETA of the epoch. ``None``: silent."""
+
+    def __init__(self, epoch: int, epochs: int, start: int, steps: int, every: Optional[float]) -> None:
+        self.epoch, self.epochs, self.start, self.steps, self.every = epoch, epochs, start, steps, every
+        self.started = self.last = time.perf_counter()
+
+    def update(self, done: int, sums: torch.Tensor, seconds: float, world_size: int) -> None:
+        now = time.perf_counter()
+        if self.every is None or now - self.last < self.every or done >= self.steps:
+            return
+        self.last = now
+        rate = sums[2].item() * world_size / max(seconds, 1e-9)
+        eta = int((self.steps - done) * (now - self.started) / max(done - self.start, 1))
+        loss = sums[0].item() / sums[2].item()
+        print(
+            f"epoch {self.epoch + 1}/{self.epochs} step {done}/{self.steps}: loss {loss:.4f}, {rate:.0f} img/s, "
+            f"epoch ETA {eta // 60}:{eta % 60:02d}",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _progress(total: int, initial: int, desc: str, enabled: bool) -> Any:
@@ -164,7 +188,11 @@ class Trainer:
         if val_split is not None:
             self.eval_sets = {"val": Materializer(val_split, dataset.mean, dataset.std, **make), **self.eval_sets}
         self.rows = read_metrics(self.run_dir) if args.resume else []
+        # the per-step log, as far as the checkpoint goes (steps logged after it are trained again)
+        self.steps = [r for r in read_steps(self.run_dir) if r["step"] <= self.state.global_step] if args.resume else []
         self.show_bar = env.is_main and not args.quiet and sys.stderr.isatty()
+        self.plain_log = env.is_main and not args.quiet and not sys.stderr.isatty()
+        self.log_every = args.log_every
 
     def _build_model(self, dataset: ImageDataset, init: Any) -> nn.Module:
         """The model on its device: initial weights loaded, frozen parameters frozen."""
@@ -234,6 +262,9 @@ class Trainer:
         start = state.step_in_epoch if epoch == state.epoch else 0
         # A resumed epoch starts from the sums saved at the stop (already reduced over ranks: rank 0 holds them).
         restored = start and env.is_main
+        progress = _PlainProgress(
+            epoch, self.total_epochs, start, epoch_steps, self.log_every if self.plain_log else None
+        )
         sums = torch.tensor(
             [state.partial.get(k, 0.0) for k in ("loss", "correct", "count")] if restored else [0.0, 0.0, 0.0],
             dtype=torch.float64,
@@ -259,6 +290,17 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             state.global_step += 1
             sums += step_sums
+            if env.is_main:
+                self.steps.append(
+                    dict(
+                        step=state.global_step,
+                        epoch=round(epoch + (step + 1) / epoch_steps, 6),
+                        train_loss=step_sums[0].item() / step_sums[2].item(),
+                        train_top1=100.0 * step_sums[1].item() / step_sums[2].item(),
+                        lr=self.optimizer.param_groups[0]["lr"],
+                    )
+                )
+            progress.update(step + 1, sums, elapsed + time.perf_counter() - tic, env.world_size)
             bar.update(1)
             if self.show_bar:
                 bar.set_postfix(
@@ -323,7 +365,7 @@ class Trainer:
         if self.env.is_main:
             write_metrics(self.run_dir, self.rows)
             title = f"{self.settings['model']} on {self.dataset_name} ({self.settings['recipe']})"
-            plot_curve(self.run_dir, self.rows, title)
+            plot_curve(self.run_dir, self.rows, self.steps, title)
             if self.quiet or not sys.stderr.isatty():
                 summary = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch")
                 print(f"epoch {epoch + 1}/{self.total_epochs}: {summary}", file=sys.stderr, flush=True)
@@ -334,6 +376,7 @@ class Trainer:
         if self.env.is_main:
             if self.pending_config is not None:
                 write_text_atomic(self.run_dir / "config.json", json.dumps(self.pending_config, indent=2) + "\n")
+            write_steps(self.run_dir, self.steps)  # before the checkpoint: a resume drops what lies beyond it
             partial = {}
             if sums is not None:
                 partial = dict(zip(("loss", "correct", "count"), sums.tolist()), seconds=seconds)

@@ -1,4 +1,4 @@
-"""A run folder's record of training: per-epoch metrics as JSONL and CSV, and the training-curve PNG."""
+"""A run folder's record of training: per-epoch metrics as JSONL and CSV, a per-step log, and the curve PNG."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from ..core.atomic import atomic_path, write_text_atomic
 METRICS_JSONL = "metrics.jsonl"
 METRICS_CSV = "metrics.csv"
 CURVE_PNG = "curve.png"
+STEPS_JSONL = "steps.jsonl"
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
@@ -36,9 +37,23 @@ def write_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
     write_text_atomic(run_dir / METRICS_CSV, buffer.getvalue())
 
 
-def plot_curve(run_dir: Path, rows: list[dict[str, Any]], title: str) -> None:
-    """Loss and accuracy per epoch, as ``curve.png`` (skipped, with a note, without matplotlib:
-    ``pip install 'resmg_zoo[tools]'``)."""
+def read_steps(run_dir: Path) -> list[dict[str, Any]]:
+    """The per-step log: one row per optimiser step (``step``, fractional ``epoch``, ``train_loss``,
+    ``train_top1`` of rank 0's share of the batch, ``lr``)."""
+    path = run_dir / STEPS_JSONL
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def write_steps(run_dir: Path, steps: list[dict[str, Any]]) -> None:
+    write_text_atomic(run_dir / STEPS_JSONL, "".join(json.dumps(r) + "\n" for r in steps))
+
+
+def plot_curve(run_dir: Path, rows: list[dict[str, Any]], steps: list[dict[str, Any]], title: str) -> None:
+    """Loss and top-1 against epochs as ``curve.png``: training per step (a line, readable for a run of
+    one epoch too), validation and test per epoch (points). Skipped, with a note, without matplotlib
+    (``pip install 'resmg_zoo[tools]'``)."""
     try:
         import matplotlib
     except ImportError:
@@ -50,19 +65,27 @@ def plot_curve(run_dir: Path, rows: list[dict[str, Any]], title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    epochs = [r["epoch"] for r in rows]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    for key, label in (("train_loss", "train"), ("val_loss", "val"), ("test_loss", "test")):
-        if any(key in r for r in rows):
-            ax_loss.plot(epochs, [r.get(key) for r in rows], marker="o", label=label)
-    for key, label in (("train_top1", "train"), ("val_top1", "val"), ("test_top1", "test")):
-        if any(key in r for r in rows):
-            ax_acc.plot(epochs, [r.get(key) for r in rows], marker="o", label=label)
-    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
-    ax_acc.set(xlabel="epoch", ylabel="top-1 (%)", title="accuracy")
-    for ax in (ax_loss, ax_acc):
+    for ax, key, label in ((ax_loss, "train_loss", "cross-entropy"), (ax_acc, "train_top1", "top-1 (%)")):
+        if steps:
+            x = [r["epoch"] for r in steps]
+            ax.plot(x, [r[key] for r in steps], lw=0.8, alpha=0.5, color="tab:blue", label="train (per step)")
+            window = max(1, len(steps) // 50)  # a running mean over about 2 % of the steps
+            smooth = [
+                sum(r[key] for r in steps[max(0, i - window + 1) : i + 1]) / min(window, i + 1)
+                for i in range(len(steps))
+            ]
+            ax.plot(x, smooth, lw=1.5, color="tab:blue")
+        epochs = [r["epoch"] for r in rows]
+        for split, color in (("val", "tab:orange"), ("test", "tab:green")):
+            metric = f"{split}_{key.split('_', 1)[1]}"
+            if any(metric in r for r in rows):
+                ax.plot(epochs, [r.get(metric) for r in rows], marker="o", color=color, label=f"{split} (per epoch)")
+        ax.set(xlabel="epoch", ylabel=label, xlim=(0, 1.03 * max([1, *epochs])))
         ax.grid(alpha=0.3)
         ax.legend()
+    ax_loss.set_title("loss")
+    ax_acc.set_title("accuracy")
     fig.suptitle(title)
     fig.tight_layout()
     with atomic_path(run_dir / CURVE_PNG) as tmp:

@@ -102,11 +102,14 @@ def resolve_recipe(name: str, dataset: str, model_name: str, overrides: dict[str
 
 
 def lr_factor(recipe: Recipe, step: int, steps_per_epoch: int) -> float:
-    """Multiplier of ``recipe.lr`` at optimiser step ``step`` (0-based)."""
+    """Multiplier of ``recipe.lr`` at optimiser step ``step`` (0-based), never above 1.
+
+    The linear warmup reaches 1 at the end of ``warmup_epochs`` (a fractional number of steps ends
+    on a step at 1, not beyond it: the cap matters where an epoch has few steps)."""
     epoch = step / steps_per_epoch
     warmup_steps = recipe.warmup_epochs * steps_per_epoch
     if warmup_steps > 0 and step < warmup_steps:
-        return (step + 1) / warmup_steps
+        return min(1.0, (step + 1) / warmup_steps)
     if recipe.schedule == "step":
         return recipe.lr_decay ** sum(epoch >= m for m in recipe.milestones)
     total = max(1.0, float(recipe.epochs) * steps_per_epoch - warmup_steps)
