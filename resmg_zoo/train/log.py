@@ -17,16 +17,24 @@ CURVE_PNG = "curve.png"
 STEPS_JSONL = "steps.jsonl"
 
 
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    path = run_dir / METRICS_JSONL
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """The per-epoch metrics rows."""
+    return _read_jsonl(run_dir / METRICS_JSONL)
+
+
 def write_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
     """Rewrite both metric files with ``rows`` (atomic, so a resumed run never sees a torn line)."""
-    write_text_atomic(run_dir / METRICS_JSONL, "".join(json.dumps(r) + "\n" for r in rows))
+    _write_jsonl(run_dir / METRICS_JSONL, rows)
     columns: list[str] = []
     for row in rows:
         columns += [k for k in row if k not in columns]
@@ -40,14 +48,11 @@ def write_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
 def read_steps(run_dir: Path) -> list[dict[str, Any]]:
     """The per-step log: one row per optimiser step (``step``, fractional ``epoch``, ``train_loss``,
     ``train_top1`` of rank 0's share of the batch, ``lr``)."""
-    path = run_dir / STEPS_JSONL
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return _read_jsonl(run_dir / STEPS_JSONL)
 
 
 def write_steps(run_dir: Path, steps: list[dict[str, Any]]) -> None:
-    write_text_atomic(run_dir / STEPS_JSONL, "".join(json.dumps(r) + "\n" for r in steps))
+    _write_jsonl(run_dir / STEPS_JSONL, steps)
 
 
 def plot_curve(run_dir: Path, rows: list[dict[str, Any]], steps: list[dict[str, Any]], title: str) -> None:
