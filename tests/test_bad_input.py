@@ -32,10 +32,18 @@ def test_too_small_an_image(model: torch.nn.Module) -> None:
     assert model(torch.zeros(2, 3, 8, 8)).shape == (2, 10)  # the smallest accepted size works
 
 
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int64, torch.bool])
+def test_integer_images_are_refused_with_the_conversion(model: torch.nn.Module, dtype: torch.dtype) -> None:
+    with pytest.raises(ValueError, match=f"expected a floating-point image batch, got dtype {dtype}: scale it to"):
+        model(torch.zeros(2, 3, 32, 32, dtype=dtype))
+
+
 def test_bad_input_is_caught_in_torchscript_too(model: torch.nn.Module) -> None:
     scripted = torch.jit.script(model)
     with pytest.raises(Exception, match="expected 3 input channels"):
         scripted(torch.zeros(2, 1, 32, 32))
+    with pytest.raises(Exception, match="expected a floating-point image batch, got an integer or bool dtype"):
+        scripted(torch.zeros(2, 3, 32, 32, dtype=torch.uint8))
 
 
 @pytest.mark.parametrize(

@@ -34,8 +34,12 @@ def real_digits() -> torch.Tensor:
     return images
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
-@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+# ONNX export costs ~5 s a model whatever its width; a depth-34 model repeats the block types of its
+# depth-18 sibling, so ONNX runs for depth 18 and F-ResNet, TorchScript for all 18 models.
+ROUND_TRIPS = [("torchscript", n) for n in MODEL_NAMES] + [("onnx", n) for n in MODEL_NAMES if "34" not in n]
+
+
+@pytest.mark.parametrize("fmt, name", ROUND_TRIPS)
 def test_every_model_round_trips_on_random_and_real_images(
     name: str, fmt: str, real_digits: torch.Tensor, tmp_path: Path
 ) -> None:

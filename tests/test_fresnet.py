@@ -346,3 +346,9 @@ def test_features_only_returns_the_stem_and_every_level_feature() -> None:
     torch.testing.assert_close(intermediates[-1], final)
     with pytest.raises(ValueError, match="NCHW"):
         model.forward_intermediates(x, output_fmt="NHWC")
+
+
+def test_fresnet_refuses_the_sequential_feature_classes() -> None:
+    for feature_cls in ("list", "dict"):
+        with pytest.raises(ValueError, match="levels pass \\(u, f\\) pairs; use 'getter'"):
+            timm.create_model("fresnet18", features_only=True, feature_cls=feature_cls)

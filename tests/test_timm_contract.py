@@ -1,4 +1,6 @@
-"""timm's model contract (the checks of timm's ``tests/test_models.py``) for every registered model."""
+"""What the zoo adds to timm's generic model tests (those are ported in ``test_timm_models.py``):
+per-tag metadata, feature classes that agree with each other and with ``forward_intermediates``,
+pruning, in_chans, channels_last, parameter groups, one explicit function per name."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import torch
 from conftest import MODEL_NAMES
 
 from resmg_zoo.core.tags import TAGS
-from resmg_zoo.models.variants import DEPTHS, VARIANTS, ResNetVariant
+from resmg_zoo.models.variants import DEPTHS, VARIANTS, FResNetVariant, ResNetVariant
 from resmg_zoo.weights.manifest import load_manifest, repo_manifest_path
 
 REPO_ENTRIES = load_manifest(repo_manifest_path())["entries"]
@@ -26,7 +28,8 @@ def _input(model: torch.nn.Module, batch: int = 2) -> torch.Tensor:
 def test_default_cfgs(name: str) -> None:
     assert timm.get_pretrained_cfg(name).tag == "cifar10"  # the default tag
     for tag, info in TAGS.items():
-        model = timm.create_model(f"{name}.{tag}")
+        with torch.device("meta"):  # metadata only: timm's test_model_default_cfgs runs them
+            model = timm.create_model(f"{name}.{tag}")
         cfg = model.pretrained_cfg
         assert cfg["input_size"] == info.input_size and cfg["num_classes"] == info.num_classes
         assert len(cfg["mean"]) == len(cfg["std"]) == info.in_chans
@@ -34,65 +37,82 @@ def test_default_cfgs(name: str) -> None:
         assert cfg.get("hf_hub_id") == (published[0] if published else None)  # a hub id only where weights exist
         assert cfg["license"] and cfg["paper_ids"] == "arXiv:1911.10428"
         assert model.num_classes == info.num_classes and model.conv1.in_channels == info.in_chans
-        state = model.state_dict()
-        assert cfg["classifier"] + ".weight" in state and cfg["first_conv"] + ".weight" in state
-        features = model.forward_features(_input(model))
-        assert tuple(features.shape[-2:]) == tuple(cfg["pool_size"])
-        assert features.shape[1] == model.num_features
 
 
-def test_forward_and_grad_checkpointing(name: str) -> None:
-    model = timm.create_model(name).eval()
-    x = _input(model)
-    out = model(x)
-    assert out.shape == (2, 10) and not torch.isnan(out).any()
-    model.set_grad_checkpointing()
-    torch.testing.assert_close(model(x), out)
+SMALL = dict(widths=(8, 16, 16, 32))  # the feature machinery does not depend on the widths
 
 
-def test_backward_reaches_every_parameter(name: str) -> None:
-    model = timm.create_model(name, num_classes=42).train()
-    out = model(_input(model))
-    assert out.shape == (2, 42)
-    out.mean().backward()
-    missing = [n for n, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
-    assert not missing, f"parameters without gradient: {missing}"
+def _feature_classes(name: str) -> list[str]:
+    # timm's list/dict classes call the children in turn: F-ResNet's levels pass (u, f) pairs
+    return ["getter", "hook", "fx"] + ([] if isinstance(VARIANTS[name], FResNetVariant) else ["list", "dict"])
 
 
-def test_heads_and_pooling(name: str) -> None:
-    model = timm.create_model(name).eval()
-    x = _input(model)
-    assert model.forward_head(model.forward_features(x), pre_logits=True).shape == (2, model.num_features)
-    assert model.get_classifier() is model.fc
-    model.reset_classifier(0)
-    assert model(x).shape == (2, model.num_features)
-    model.reset_classifier(0, "")
-    assert model(x).dim() == 4
-    model.reset_classifier(7, "avg")
-    assert model(x).shape == (2, 7)
-    bare = timm.create_model(name, num_classes=0, global_pool="").eval()
-    assert bare(x).dim() == 4 and bare(x).shape[1] == bare.num_features
-
-
-def test_torchscript(name: str) -> None:
-    model = timm.create_model(name).eval()
-    x = _input(model)
-    scripted = torch.jit.script(model)
-    torch.testing.assert_close(scripted(x), model(x))
-
-
-def test_features_only(name: str) -> None:
-    model = timm.create_model(name).eval()
-    x = _input(model, batch=1)
+def test_every_feature_class_returns_forward_intermediates(name: str) -> None:
+    """getter, hook, fx (and list, dict for the ResNets) give the tensors of ``forward_intermediates``,
+    for all features and for a subset, and ``feature_info`` says their channels and reductions."""
+    torch.manual_seed(0)
+    model = timm.create_model(name, **SMALL).eval()
+    x = torch.randn(2, *model.pretrained_cfg["input_size"])
     for out_indices in [(0, 1, 2, 3, 4), (1, 3)]:
-        features = timm.create_model(name, features_only=True, out_indices=out_indices).eval()
-        info = features.feature_info
-        assert len(info.channels()) == len(outs := features(x)) == len(out_indices)
-        assert [o.shape[1] for o in outs] == info.channels()
-        assert [x.shape[-1] // o.shape[-1] for o in outs] == info.reduction()
-        expected = [model.feature_info[i] for i in out_indices]
-        assert info.channels() == [e["num_chs"] for e in expected]
-        assert info.reduction() == [e["reduction"] for e in expected]
+        expected = model.forward_intermediates(x, indices=list(out_indices), intermediates_only=True)
+        for feature_cls in _feature_classes(name):
+            torch.manual_seed(0)  # the same initial weights as ``model``
+            features = timm.create_model(
+                name, features_only=True, out_indices=out_indices, feature_cls=feature_cls, **SMALL
+            )
+            outs = features.eval()(x)
+            outs = list(outs.values()) if isinstance(outs, dict) else outs
+            assert len(outs) == len(expected), feature_cls
+            for got, want in zip(outs, expected):
+                torch.testing.assert_close(got, want, msg=f"{feature_cls} {out_indices}")
+            info = features.feature_info
+            assert info.channels() == [o.shape[1] for o in outs]
+            assert info.reduction() == [x.shape[-1] // o.shape[-1] for o in outs]
+            assert info.channels() == [model.feature_info[i]["num_chs"] for i in out_indices]
+
+
+def test_forward_intermediates_options(name: str) -> None:
+    """timm's semantics: indices (all, last n, chosen, negative), stop_early, intermediates_only, norm."""
+    model = timm.create_model(name, **SMALL).eval()
+    x = torch.randn(1, *model.pretrained_cfg["input_size"])
+    final, every = model.forward_intermediates(x)
+    assert len(every) == len(model.feature_info) == len(model.stages) + 1
+    torch.testing.assert_close(final, model.forward_features(x))
+    last_two = model.forward_intermediates(x, indices=2, intermediates_only=True)
+    chosen = model.forward_intermediates(x, indices=[0, -1], intermediates_only=True)
+    for got, want in zip(last_two + chosen, [*every[-2:], every[0], every[-1]]):
+        torch.testing.assert_close(got, want)
+    early, (second,) = model.forward_intermediates(x, indices=[2], stop_early=True)
+    torch.testing.assert_close(second, every[2])
+    assert early.shape == every[2].shape  # nothing after level 2 ran
+    normed = model.forward_intermediates(x, indices=1, norm=True, intermediates_only=True)[0]
+    preact = getattr(model, "preact", False)
+    if preact:  # the level-J feature is the raw iterate; norm=True applies the final BN-ReLU
+        assert not torch.equal(normed, every[-1])
+        torch.testing.assert_close(normed, model.norm(every[-1]))
+    else:
+        torch.testing.assert_close(normed, every[-1])
+    with pytest.raises(ValueError, match="NCHW only"):
+        model.forward_intermediates(x, output_fmt="NHWC")
+
+
+def test_prune_intermediate_layers(name: str) -> None:
+    model = timm.create_model(name, **SMALL).eval()
+    x = torch.randn(1, *model.pretrained_cfg["input_size"])
+    every = model.forward_intermediates(x, intermediates_only=True)
+    assert model.prune_intermediate_layers([1, 2]) == [1, 2]
+    assert len(model.stages) == 2 and model.num_classes == 0
+    assert model.num_features == model.feature_info[2]["num_chs"]
+    kept = model.forward_intermediates(x, indices=[1, 2], intermediates_only=True)
+    for got, want in zip(kept, every[1:3]):
+        torch.testing.assert_close(got, want)
+    assert model(x).shape == (1, model.num_features, *every[2].shape[-2:])  # no pool, no head left
+
+
+def test_a_callers_feature_cfg_is_merged(name: str) -> None:
+    cfg = dict(feature_cls="fx")
+    features = timm.create_model(name, features_only=True, feature_cfg=cfg, out_indices=(2,), **SMALL)
+    assert type(features).__name__ == "FeatureGraphNet" and features.feature_info.channels() == [16]
 
 
 def test_in_chans(name: str) -> None:

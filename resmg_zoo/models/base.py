@@ -1,34 +1,41 @@
 """The base of both model families: a stem, resolution levels (``stages``), and timm's head API
 around them, with the input check of SPEC §6."""
 
-from __future__ import annotations
-
-from collections.abc import Sequence
-from typing import Optional
+from collections.abc import Iterator, Sequence
+from typing import Optional, Union
 
 import torch
+import torch.fx
 import torch.nn.functional as F
-from timm.layers import create_classifier
+from timm.layers import create_classifier, register_notrace_function
+from timm.models._features import feature_take_indices
 from torch import Tensor, nn
 
 from ..core.choices import parse_ints
 from .inputs import check_image_batch
+
+# The input check is one opaque call for torch.fx (any tracer: ``wrap`` patches this module's name)
+# and for timm's FX feature extraction: it stays in a traced graph, and runs, as a node on x's path.
+torch.fx.wrap("check_image_batch")
+register_notrace_function(check_image_batch)
 
 
 class LevelNetwork(nn.Module):
     """A network of resolution levels: ``stages`` (the levels ℓ = 1..J), then a pool + linear head
     with timm's head methods (``forward_head``, ``reset_classifier``, ``set_grad_checkpointing``…).
 
-    A subclass calls :meth:`init_common` first, sets ``num_features`` and ``stages``, calls
-    :meth:`init_head`, and defines ``forward_features``.
+    A subclass calls :meth:`init_common` first, sets ``num_features``, ``stages`` and ``norm`` (the
+    final norm, or an identity), calls :meth:`init_head`, and defines ``forward_features`` and
+    :meth:`iterate_levels`, from which timm's ``forward_intermediates`` and
+    ``prune_intermediate_layers`` follow.
     """
 
     # (no class-level annotations: TorchScript would read them as attribute types)
 
     def init_common(
         self,
-        widths: Sequence[int] | str,
-        layers: Sequence[int] | str,
+        widths: Union[Sequence[int], str],
+        layers: Union[Sequence[int], str],
         in_chans: int,
         num_classes: int,
         drop_rate: float,
@@ -65,12 +72,70 @@ class LevelNetwork(nn.Module):
             global_pool = self.global_pool.pool_type
         self.init_head(num_classes, global_pool)
 
-    def check_input(self, x: Tensor) -> None:
-        """Raise ``ValueError`` for an input the model cannot classify (SPEC §6)."""
-        check_image_batch(x, self.in_chans, self.min_input_size)
+    def check_input(self, x: Tensor) -> Tensor:
+        """``x``, or a ``ValueError`` for an input the model cannot classify (SPEC §6)."""
+        return check_image_batch(x, self.in_chans, self.min_input_size)
 
     def forward_features(self, x: Tensor) -> Tensor:
         raise NotImplementedError
+
+    def iterate_levels(self, x: Tensor, levels: nn.Module) -> Iterator[Tensor]:
+        """Yield the stem's output, then the feature of each of ``levels`` (a prefix of ``stages``)."""
+        raise NotImplementedError
+
+    @torch.jit.ignore
+    def forward_intermediates(
+        self,
+        x: Tensor,
+        indices: Optional[Union[int, list[int]]] = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> Union[list[Tensor], tuple[Tensor, list[Tensor]]]:
+        """timm's feature API: index 0 is the stem's output, index ℓ the feature of level ℓ = 1..J
+        (what :meth:`iterate_levels` yields), with timm's semantics.
+
+        Args:
+            x: image batch.
+            indices: the last n features for an int, all for ``None``, else these indices (negative from the end).
+            norm: apply the final ``norm`` to the level-J feature, as ``forward_features`` does.
+            stop_early: run no level after the last wanted feature.
+            output_fmt: ``NCHW`` only.
+            intermediates_only: return the features alone.
+
+        Returns:
+            ``(forward_features(x), features)`` (the last feature computed, when stopped early), or the features.
+        """
+        if output_fmt != "NCHW":
+            raise ValueError(f"{type(self).__name__} features are NCHW only, got output_fmt={output_fmt!r}")
+        take_indices, max_index = feature_take_indices(len(self.stages) + 1, indices)
+        last = len(self.stages)
+        levels = self.stages[:max_index] if stop_early else self.stages
+        intermediates, feature, index = [], x, -1
+        for index, feature in enumerate(self.iterate_levels(x, levels)):
+            if index in take_indices:
+                intermediates.append(self.norm(feature) if norm and index == last else feature)
+        if intermediates_only:
+            return intermediates
+        return (self.norm(feature) if index == last else feature), intermediates
+
+    @torch.jit.ignore
+    def prune_intermediate_layers(
+        self, indices: Union[int, list[int]] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
+        """Drop the levels after the last wanted feature, the final norm and the head, as timm's getter
+        feature class asks; returns the absolute indices kept."""
+        take_indices, max_index = feature_take_indices(len(self.stages) + 1, indices)
+        prune_end = max_index < len(self.stages)
+        self.stages = self.stages[:max_index]
+        if prune_norm or prune_end:
+            self.norm = nn.Identity()  # sized for (and applied to) level J only
+        if prune_end:
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]
+        if prune_head or prune_end:
+            self.reset_classifier(0, "")
+        return take_indices
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         x = self.global_pool(x)

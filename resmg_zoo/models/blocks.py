@@ -7,8 +7,6 @@ weight tensor of its level (A_ℓ or B_ℓ) into ``forward``. This keeps each sh
 parameter owned by its level, so ``state_dict()`` has no aliased keys.
 """
 
-from __future__ import annotations
-
 from typing import Optional
 
 import torch.nn.functional as F

@@ -59,7 +59,7 @@ def tagged_cfgs(names: Iterable[str]) -> dict[str, Any]:
 
 
 def build_zoo_model(
-    model_cls: type[ModelT], variant: str, pretrained: bool, feature_cfg: dict[str, Any], **kwargs: Any
+    model_cls: type[ModelT], variant: str, pretrained: bool, family_feature_cfg: dict[str, Any], **kwargs: Any
 ) -> ModelT:
     """Build ``variant`` through timm's ``build_model_with_cfg``, published weights included.
 
@@ -69,9 +69,11 @@ def build_zoo_model(
     architecture takes the published ``model_args`` (the caller's kwargs win), and timm's own
     ``load_pretrained`` loads the verified file: a ``num_classes`` unlike the file's gets a new head,
     an ``in_chans`` unlike it an adapted stem, and ``features_only``/``out_indices``/``feature_cls``/
-    ``global_pool`` work as without weights. An ``hf-hub:`` id that no manifest lists is loaded as
-    timm loads it, with a warning. A file that does not fit is an error naming it (``fit_state_dict``).
+    ``global_pool`` work as without weights. A caller's ``feature_cfg`` is merged over the family's
+    ``family_feature_cfg``. An ``hf-hub:`` id that no manifest lists is loaded as timm loads it, with
+    a warning. A file that does not fit is an error naming it (``fit_state_dict``).
     """
+    feature_cfg = {**family_feature_cfg, **(kwargs.pop("feature_cfg", None) or {})}  # the caller's keys win
     pretrained_cfg = kwargs.pop("pretrained_cfg", None)
     overlay = dict(kwargs.pop("pretrained_cfg_overlay", None) or {})
     tag = resolve_tag(pretrained_cfg)  # an unknown tag fails here, naming the valid ones

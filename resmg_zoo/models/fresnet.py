@@ -28,16 +28,13 @@ loss at step 5 of SGD at lr 0.1 without warmup on CIFAR-10 (``scripts/fresnet_st
 BN-ReLU; with ``share_b=True`` too, the model is MgNet (registered as ``mgnet``).
 """
 
-from __future__ import annotations
-
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Optional, Union
 
 import torch
 import torch.nn.functional as F
 from timm.layers import BatchNormAct2d
 from timm.models import register_model
-from timm.models._features import feature_take_indices
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
@@ -159,6 +156,9 @@ class FResNetLevel(nn.Module):
             [FeatureSmoother(chs, a_form, b_form, own_b=not share_b, from_zero=first and i == 0) for i in range(depth)]
         )
         self.a_out: Optional[FormOperator] = None if last else FormOperator(a_form, chs, own_kernel=False)
+        # u_{ℓ,ν_ℓ} passes through this identity: the module that forward hooks and FX name as the
+        # level's feature (the level itself returns the pair (u, f)). It holds no parameters.
+        self.feature = nn.Identity()
         self.grad_checkpointing = False
 
     def forward(self, u: Tensor, f: Tensor) -> tuple[Tensor, Tensor]:
@@ -178,6 +178,7 @@ class FResNetLevel(nn.Module):
                 u = checkpoint(smoother, u, f, a, b, use_reentrant=False)
             else:
                 u = smoother(u, f, a, b)
+        u = self.feature(u)
         if self.a_out is not None:
             f = f - self.a_out(u, a)
         return u, f
@@ -243,9 +244,10 @@ class FResNet(LevelNetwork):
                     transfer_norm=self.transfer_norm,
                 )
             )
-            self.feature_info.append(dict(num_chs=chs, reduction=reduction, module=f"stages.{i}"))
+            self.feature_info.append(dict(num_chs=chs, reduction=reduction, module=f"stages.{i}.feature"))
         self.stages = nn.ModuleList(levels)
         self.num_features = self.head_hidden_size = widths[-1]
+        self.norm = nn.Identity()  # Algorithm 2 reads u_J as it is: no final norm
         self.init_head(num_classes, global_pool)
         init_weights(self)
 
@@ -265,13 +267,13 @@ class FResNet(LevelNetwork):
         return dict(stem=r"^conv1|^bn1", blocks=blocks)
 
     def stem(self, x: Tensor) -> Tensor:
-        """``f_1 = fin(f)``."""
+        """``f_1 = fin(f)``, after the input check."""
+        if not torch.jit.is_tracing():
+            x = self.check_input(x)
         return self.act1(self.bn1(self.conv1(x)))
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Stem and all levels: the last feature u_{J,ν_J}."""
-        if not torch.jit.is_tracing():
-            self.check_input(x)
         f = self.stem(x)
         u = torch.zeros_like(f)  # u_{1,0} = 0
         for level in self.stages:
@@ -279,53 +281,38 @@ class FResNet(LevelNetwork):
         return u
 
     @torch.jit.ignore
-    def forward_intermediates(
-        self,
-        x: Tensor,
-        indices: Optional[Union[int, list[int]]] = None,
-        norm: bool = False,
-        stop_early: bool = False,
-        output_fmt: str = "NCHW",
-        intermediates_only: bool = False,
-    ) -> Union[list[Tensor], tuple[Tensor, list[Tensor]]]:
-        """timm's feature API: index 0 is f_1 (the stem), index ℓ is u_{ℓ,ν_ℓ} for ℓ = 1..J.
-
-        The levels pass a (u, f) pair, so this is how ``features_only=True`` (timm's getter feature
-        class) reads them. ``norm`` is accepted for timm's signature; F-ResNet has no final norm.
-        """
-        if output_fmt != "NCHW":
-            raise ValueError(f"F-ResNet features are NCHW only, got output_fmt={output_fmt!r}")
-        take_indices, max_index = feature_take_indices(len(self.stages) + 1, indices)
-        self.check_input(x)
+    def iterate_levels(self, x: Tensor, levels: nn.Module) -> Iterator[Tensor]:
+        """f_1 = ``fin(f)``, then u_{ℓ,ν_ℓ} of each level: the levels pass (u, f) pairs, so this is how
+        timm's getter feature class (the default for ``features_only``) reads them."""
         f = self.stem(x)
-        intermediates = [f] if 0 in take_indices else []
-        u = torch.zeros_like(f)
-        levels = self.stages[:max_index] if stop_early else self.stages
-        for i, level in enumerate(levels):
+        yield f
+        u = torch.zeros_like(f)  # u_{1,0} = 0
+        for level in levels:
             u, f = level(u, f)
-            if i + 1 in take_indices:
-                intermediates.append(u)
-        if intermediates_only:
-            return intermediates
-        return u, intermediates
+            yield u
 
     @torch.jit.ignore
     def prune_intermediate_layers(
         self, indices: Union[int, list[int]] = 1, prune_norm: bool = False, prune_head: bool = True
     ) -> list[int]:
-        """Drop the levels after the last wanted feature (and the head): timm's getter calls this."""
-        take_indices, max_index = feature_take_indices(len(self.stages) + 1, indices)
-        self.stages = self.stages[:max_index]
+        """As the base class; the last level kept hands no residual on."""
+        take_indices = super().prune_intermediate_layers(indices, prune_norm, prune_head)
         if len(self.stages):
             self.stages[-1].a_out = None  # no next level to hand a residual to
-        if prune_head:
-            self.reset_classifier(0, "")
         return take_indices
 
 
 def _create_fresnet(variant: str, pretrained: bool = False, **kwargs: Any) -> FResNet:
-    # (u, f) pairs pass between the levels: timm's FeatureGetterNet over forward_intermediates
-    return build_zoo_model(FResNet, variant, pretrained, feature_cfg=dict(feature_cls="getter"), **kwargs)
+    # (u, f) pairs pass between the levels: timm's FeatureGetterNet over forward_intermediates by
+    # default; hooks and FX read each level's ``feature`` tap. timm's list/dict classes call the
+    # children one after another, which a level taking (u, f) cannot follow.
+    chosen = kwargs.get("feature_cls", (kwargs.get("feature_cfg") or {}).get("feature_cls"))
+    if kwargs.get("features_only") and chosen in ("list", "dict"):
+        raise ValueError(
+            f"{variant}: features_only with feature_cls={chosen!r} cannot run F-ResNet, whose levels pass (u, f) "
+            "pairs; use 'getter' (the default), 'hook' or 'fx'"
+        )
+    return build_zoo_model(FResNet, variant, pretrained, family_feature_cfg=dict(feature_cls="getter"), **kwargs)
 
 
 default_cfgs = tagged_cfgs(v.name for v in FRESNET_VARIANTS)

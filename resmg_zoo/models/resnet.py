@@ -15,9 +15,7 @@ Each shared operator is a convolution owned once by its level (``stages.N.shared
 ``stages.N.shared_b``); BatchNorm is never shared.
 """
 
-from __future__ import annotations
-
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Optional
 
 import torch
@@ -164,9 +162,10 @@ class ResMgResNet(LevelNetwork):
         self.stages = nn.Sequential(*levels)
         self.num_features = self.head_hidden_size = in_chs
         if preact:
-            # The pre-act iterates are never normalised on the way out: BN-ReLU before the pool.
+            # The pre-act iterates are never normalised on the way out: BN-ReLU before the pool. As in
+            # timm's pre-act ResNetV2, the level-J feature is the raw iterate r_{J,ν} (``norm=True`` of
+            # forward_intermediates or of the getter feature class applies this norm to it).
             self.norm: nn.Module = BatchNormAct2d(in_chs)
-            self.feature_info[-1]["module"] = "norm"
         else:
             self.norm = nn.Identity()
         self.init_head(num_classes, global_pool)
@@ -189,18 +188,30 @@ class ResMgResNet(LevelNetwork):
             ]
         return dict(stem=r"^conv1|^bn1", blocks=blocks)
 
+    def stem(self, x: Tensor) -> Tensor:
+        """``fin(f)``, after the input check."""
+        if not torch.jit.is_tracing():
+            x = self.check_input(x)
+        return self.act1(self.bn1(self.conv1(x)))
+
     def forward_features(self, x: Tensor) -> Tensor:
         """Stem and all levels: the last iterate r_{J,ν_J} (normalised for pre-act)."""
-        if not torch.jit.is_tracing():
-            self.check_input(x)
-        x = self.act1(self.bn1(self.conv1(x)))
-        x = self.stages(x)
+        x = self.stages(self.stem(x))
         return self.norm(x)
+
+    @torch.jit.ignore
+    def iterate_levels(self, x: Tensor, levels: nn.Module) -> Iterator[Tensor]:
+        """``fin(f)``, then the last iterate r_{ℓ,ν_ℓ} of each level (raw: ``norm`` is the caller's)."""
+        x = self.stem(x)
+        yield x
+        for level in levels:
+            x = level(x)
+            yield x
 
 
 def _create_resmg_resnet(variant: str, pretrained: bool = False, **kwargs: Any) -> ResMgResNet:
-    # timm's FeatureListNet over the sequential levels
-    return build_zoo_model(ResMgResNet, variant, pretrained, feature_cfg=dict(flatten_sequential=True), **kwargs)
+    # timm's FeatureListNet over the sequential levels by default; getter, hook and fx work too
+    return build_zoo_model(ResMgResNet, variant, pretrained, family_feature_cfg=dict(flatten_sequential=True), **kwargs)
 
 
 default_cfgs = tagged_cfgs(name for name, v in VARIANTS.items() if isinstance(v, ResNetVariant))
