@@ -21,6 +21,12 @@ MODEL_NAMES = resmg_zoo.list_models()
 MODEL, TAG, ORG = "preact_resnet18_sharedA", "mnist", "resmg-test"
 HUB_ID = f"{ORG}/{MODEL}.{TAG}"
 WIDTHS = "8,16,16,32"
+TINY_TRAIN = ["--model", MODEL, "--model-kwargs", f"widths={WIDTHS}", "--quiet"]
+
+
+def tiny_train_args(data: Path, out: Path, *extra: str) -> list[str]:
+    """``train`` arguments for the tiny model on ``data`` (batch 50, the paper's recipe) into ``out``."""
+    return [*TINY_TRAIN, "--dataset", str(data), "--recipe", "paper", "--batch-size", "50", "--out", str(out), *extra]
 
 
 @pytest.fixture(autouse=True)

@@ -4,6 +4,7 @@ changed by a mirror that does not verify; and files a team can share (the usual 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import stat
 from pathlib import Path
@@ -123,11 +124,13 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-def test_published_and_run_files_get_the_usual_modes(mirror: Path, run: Path) -> None:
+def test_published_run_and_cache_files_get_the_usual_modes(mirror: Path, run: Path) -> None:
     """0644/0755 under the usual umask 022: the mirror and run folders can be shared, unlike tempfile's 0600/0700."""
     umask = current_umask()
     folder = mirror / HUB_ID
     assert _mode(folder) == 0o777 & ~umask
-    files = [*folder.iterdir(), mirror / MANIFEST_NAME, *run.iterdir()]
+    cache = [*Path(os.environ["RESMG_ZOO_CACHE"]).glob("*.safetensors")]  # the decoded datasets (run made one)
+    assert cache
+    files = [*folder.iterdir(), mirror / MANIFEST_NAME, *run.iterdir(), *cache]
     assert files and {f.name: _mode(f) for f in files} == {f.name: 0o666 & ~umask for f in files}
     assert file_sha256(folder / "model.safetensors")  # readable

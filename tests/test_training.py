@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, TINY_TRAIN
+from conftest import tiny_train_args as _args
 from realdata import real_data_dir, subset_zip
 from safetensors.torch import load_file
 
@@ -24,18 +25,12 @@ from resmg_zoo.train.checkpoint import checkpoint_weights_path
 from resmg_zoo.train.cli import main
 from resmg_zoo.train.log import read_steps
 
-TINY = ["--model", "preact_resnet18_sharedA", "--model-kwargs", "widths=8,16,16,32", "--quiet"]
-
 
 @pytest.fixture(scope="module")
 def mnist_small(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """1,000 train / 300 test images of the real MNIST."""
     folder = tmp_path_factory.mktemp("data")
     return subset_zip(real_data_dir() / "mnist.zip", folder / "mnist_small.zip", {"train": 100, "test": 30})
-
-
-def _args(data: Path, out: Path, *extra: str) -> list[str]:
-    return [*TINY, "--dataset", str(data), "--recipe", "paper", "--batch-size", "50", "--out", str(out), *extra]
 
 
 def _weights(run: Path) -> dict[str, torch.Tensor]:
@@ -241,7 +236,7 @@ def test_compile_trains_like_eager(mnist_small: Path, tmp_path: Path) -> None:
 
 
 def test_an_unknown_model_is_refused_before_any_data_is_read(tmp_path: Path, capsys) -> None:
-    args = [*TINY, "--dataset", str(tmp_path / "no-such.zip"), "--out", str(tmp_path / "run")]
+    args = [*TINY_TRAIN, "--dataset", str(tmp_path / "no-such.zip"), "--out", str(tmp_path / "run")]
     args[args.index("preact_resnet18_sharedA")] = "preact_resnet18_sharedC"
     assert main(args) == 2
     err = capsys.readouterr().err

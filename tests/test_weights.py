@@ -256,6 +256,15 @@ def test_the_hub_path_through_huggingface_hub_against_a_local_standin(
     message = empty[f"{MODEL}.{TAG}"]
     assert message.startswith("PretrainedWeightsUnavailable") and "not in the local Hugging Face cache" in message
     assert "RESMG_ZOO_HUB_DIR" in message and "go online once" in message
+    assert "HF_HUB_OFFLINE is set: the Hub was not contacted" in message
+
+
+def test_an_unreachable_hub_is_said_without_the_clients_retries(mirror: Path, tmp_path: Path) -> None:
+    """Nothing listens at the endpoint: one refused connection, then the cache alone (no retry loop)."""
+    env = _hub_env("http://127.0.0.1:9", mirror, tmp_path)
+    message = _hub_subprocess([f"{MODEL}.{TAG}"], env)[f"{MODEL}.{TAG}"]
+    assert message.startswith("PretrainedWeightsUnavailable") and "not in the local Hugging Face cache" in message
+    assert "the Hub at http://127.0.0.1:9 cannot be reached: 127.0.0.1:9: Connection refused" in message
 
 
 def test_a_tampered_file_on_the_hub_is_a_sha256_error(mirror: Path, tmp_path: Path) -> None:

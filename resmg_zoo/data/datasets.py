@@ -22,6 +22,7 @@ import io
 import json
 import os
 import zipfile
+import zlib
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -210,20 +211,30 @@ class _Members:
         if self.is_zip:
             try:
                 with zipfile.ZipFile(root) as archive:
-                    names = [i.filename for i in archive.infolist() if not i.is_dir()]
+                    entries = [i.filename.rstrip("/") for i in archive.infolist()]
             except zipfile.BadZipFile as err:
                 raise DatasetError(f"{root} is not a readable zip archive: {err}") from None
         else:
-            names = [p.relative_to(root).as_posix() for p in sorted(root.rglob("*")) if p.is_file()]
+            entries = [p.relative_to(root).as_posix() for p in sorted(root.rglob("*"))]
         self.files: dict[str, dict[str, list[str]]] = {}
-        for name in sorted(names):
+        folders: set[tuple[str, str]] = set()  # every <split>/<class> folder, with images or not
+        for name in sorted(entries):
             parts = name.split("/")
-            if len(parts) != 3 or not parts[2].lower().endswith(IMAGE_SUFFIXES) or parts[0] not in SPLITS:
+            if len(parts) < 2 or parts[0] not in SPLITS:
                 continue
-            self.files.setdefault(parts[0], {}).setdefault(parts[1], []).append(name)
+            folders.add((parts[0], parts[1]))
+            if len(parts) == 3 and parts[2].lower().endswith(IMAGE_SUFFIXES):
+                self.files.setdefault(parts[0], {}).setdefault(parts[1], []).append(name)
+        self.empty = sorted(f"{split}/{c}" for split, c in folders if c not in self.files.get(split, {}))
 
     def check(self) -> list[str]:
         """Validate the layout and return the class names (from ``train``)."""
+        if self.empty:
+            raise DatasetError(
+                f"{self.root}: class folder(s) {', '.join(self.empty)} hold no images "
+                f"({', '.join(IMAGE_SUFFIXES)}); add images or remove the folder(s), so that no class "
+                "silently goes missing"
+            )
         for split in REQUIRED_SPLITS:
             if split not in self.files:
                 raise DatasetError(
@@ -276,6 +287,14 @@ def _target_format(name: str, members: _Members) -> tuple[str, Optional[tuple[in
     return ("L" if image.mode in ("L", "1", "I;16", "I") else "RGB"), None
 
 
+DAMAGED_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError)
+"""What ``ZipFile.read`` raises for a damaged member (a bad CRC, a truncated or corrupt stream)."""
+
+
+def _damaged(root: Path | str, member: str, err: Exception) -> DatasetError:
+    return DatasetError(f"{root}: member {member} cannot be read ({err}): the archive is damaged; copy it again")
+
+
 def _open(members: _Members, member: str, data: Optional[bytes] = None) -> Image.Image:
     where = f"{members.root}:{member}" if members.is_zip else str(members.root / member)
     try:
@@ -285,6 +304,9 @@ def _open(members: _Members, member: str, data: Optional[bytes] = None) -> Image
                     data = archive.read(member)
             else:
                 data = (members.root / member).read_bytes()
+    except DAMAGED_ZIP_ERRORS as err:
+        raise _damaged(members.root, member, err) from None
+    try:
         image = Image.open(io.BytesIO(data))
         image.load()
         return image
@@ -320,7 +342,13 @@ def _decode_chunk(job: tuple[str, bool, list[tuple[str, int]], str, tuple[int, i
     archive = zipfile.ZipFile(root) if is_zip else None
     try:
         for i, (member, _label) in enumerate(chunk):
-            data = archive.read(member) if archive else (Path(root) / member).read_bytes()
+            if archive is None:
+                data = (Path(root) / member).read_bytes()
+            else:
+                try:
+                    data = archive.read(member)
+                except (*DAMAGED_ZIP_ERRORS, OSError) as err:
+                    raise _damaged(root, member, err) from None
             image = _open(members, member, data)
             if resize and image.size != (width, height):
                 image = image.convert(mode).resize((width, height), Image.Resampling.BILINEAR)
@@ -377,7 +405,7 @@ def _load_torchvision(name: str, folder: Optional[Path], download: bool, looked:
         raise DatasetError(
             f"{name} not found: looked for {', '.join(looked) or '(no data dir: set RESMG_ZOO_DATA)'} and for "
             f"torchvision's files under {root} ({err}). Put {name}.zip in RESMG_ZOO_DATA, pass a path, "
-            "or allow download=True on a machine with internet."
+            "or let torchvision download it on a machine with internet (train --download; download=True from Python)."
         ) from None
     splits = {}
     for split, ds in (("train", train), ("test", test)):

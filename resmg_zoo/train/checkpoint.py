@@ -4,7 +4,9 @@ A checkpoint is two files written atomically — ``ckpt-E-S.safetensors`` (the m
 and ``ckpt-E-S.state.pt`` (optimizer, schedule position, RNG, partial-epoch sums; read back with
 ``torch.load(weights_only=True)``, so no arbitrary pickle) — and then ``checkpoint.json``, the
 pointer to them, replaced atomically last. A crash at any point leaves the previous pointer and
-its files intact: at most the current epoch is lost.
+its files intact: a kill loses the steps since the last checkpoint — at most an epoch, or at most
+``--checkpoint-every`` steps — and a resume first removes what the killed writer left
+(:func:`remove_leftovers`).
 """
 
 from __future__ import annotations
@@ -64,6 +66,21 @@ def save_checkpoint(run_dir: Path, model: nn.Module, state: TrainingState) -> Pa
         if old.name not in (weights.name, extra.name):
             old.unlink(missing_ok=True)
     return weights
+
+
+def remove_leftovers(run_dir: Path) -> list[str]:
+    """Delete what a writer killed mid-write leaves in ``run_dir`` (``kill -9``, power loss): the
+    temporary files of :func:`~resmg_zoo.core.atomic.atomic_path` and checkpoint files that the pointer
+    does not name. Only while no process writes the run (a resume, before training). Returns the names."""
+    keep = set()
+    if (run_dir / POINTER).exists():
+        pointer = read_pointer(run_dir)
+        keep = {pointer["weights"], pointer["state"]}
+    removed = [p for p in run_dir.glob(".*.tmp") if p.is_file()]
+    removed += [p for p in run_dir.glob("ckpt-e*") if p.name not in keep]
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return sorted(p.name for p in removed)
 
 
 def read_pointer(run_dir: Path) -> dict[str, Any]:

@@ -30,6 +30,7 @@ import torch
 from ..core.cli import EXIT_NONFINITE, EXIT_USAGE, pick_device
 from ..core.tags import DEFAULT_TAG, TAGS
 from ..data.loader import AUGMENTATIONS
+from .checkpoint import CheckpointError
 from .distributed import init_distributed, shutdown
 from .engine import NonFiniteLoss, Trainer
 from .finetune import FREEZE_HELP, HEAD_CHOICES
@@ -100,6 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
     p.add_argument("--out", default=None, help="run folder (default runs/<model>-<dataset>-<recipe>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="also checkpoint every STEPS optimiser steps within an epoch, so that a kill loses at most that many "
+        "(0: at the end of each epoch only)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar and no progress lines within an epoch")
     p.add_argument(
         "--log-every",
@@ -134,7 +143,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     except NonFiniteLoss as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_NONFINITE
-    except (ValueError, FileNotFoundError, FileExistsError) as err:
+    except (ValueError, FileNotFoundError, FileExistsError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
     if row and int(os.environ.get("RANK", "0")) == 0:

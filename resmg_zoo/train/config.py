@@ -13,7 +13,7 @@ from ..core.choices import check_choice
 from ..core.cli import parse_model_kwargs
 from ..core.tags import DEFAULT_TAG
 from ..models.variants import VARIANTS
-from .recipes import RECIPES, Recipe, resolve_recipe
+from .recipes import RECIPES, Recipe, check_recipe, resolve_recipe
 
 # Settings of a run that --resume takes from config.json; given again, they must agree.
 RUN_SETTINGS = (
@@ -96,12 +96,15 @@ def resolve_config(args: argparse.Namespace, run_dir: Path) -> RunConfig:
                 f"Only {', '.join('--' + k.replace('_', '-') for k in RESUMABLE_OVERRIDES)} may change on resume."
             )
         changed = {k: v for k, v in overrides.items() if saved_recipe.get(k) != v}
-        recipe = Recipe(**{**saved_recipe, "milestones": tuple(saved_recipe["milestones"]), **changed})
+        recipe = check_recipe(Recipe(**{**saved_recipe, "milestones": tuple(saved_recipe["milestones"]), **changed}))
         resumes = [*saved.get("resumes", []), dict(at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), changed=changed)]
         settings = {**saved, "resumes": resumes}
         settings.pop("recipe_settings")
         return RunConfig(settings, recipe)
     settings = {**DEFAULTS, **given}
+    if settings["accum_steps"] < 1:
+        accum = settings["accum_steps"]
+        raise ValueError(f"--accum-steps {accum}: expected at least 1; nothing was trained or written")
     check_choice("recipe", settings["recipe"], RECIPES)
     check_choice("model", settings["model"], VARIANTS)  # before any data is read
     dataset_key = Path(settings["dataset"]).name.removesuffix(".zip")

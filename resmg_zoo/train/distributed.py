@@ -26,14 +26,23 @@ class DistEnv:
         return self.world_size > 1
 
 
+def backend_for(device: torch.device) -> str:
+    """The process group's backend: gloo on CPU; on CUDA, NCCL for CUDA tensors *and* gloo for CPU ones.
+
+    The loop reduces small CPU tensors (the step's flags, the loss sums) whatever the training device;
+    NCCL alone accepts CUDA tensors only, so a plain ``"nccl"`` group fails on the first step.
+    """
+    return "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
+
+
 def init_distributed(device: torch.device) -> DistEnv:
-    """Join the process group torchrun describes (gloo on CPU, NCCL on CUDA); a no-op without it."""
+    """Join the process group torchrun describes (:func:`backend_for`); a no-op without it."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return DistEnv()
     env = DistEnv(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0")))
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group(backend=backend_for(device))
     return env
 
 

@@ -33,13 +33,21 @@ from ..core.cli import autocast_context
 from ..core.hardware import describe_hardware
 from ..data.datasets import ImageDataset, load_dataset, split_train_val
 from ..data.loader import EpochPlan, Materializer
-from .checkpoint import TrainingState, load_checkpoint, save_checkpoint
+from .checkpoint import (
+    POINTER,
+    CheckpointError,
+    TrainingState,
+    load_checkpoint,
+    remove_leftovers,
+    save_checkpoint,
+)
 from .config import RunConfig, default_out, resolve_config
 from .distributed import DistEnv, all_reduce_sum, barrier, broadcast_buffers
 from .evaluation import evaluate_split
 from .finetune import apply_init, freeze, hold_frozen_norms, optimizer_groups, resolve_init
 from .log import plot_curve, read_metrics, read_steps, write_metrics, write_steps
 from .recipes import lr_factor
+from .run import make_run_dir
 
 EVAL_BATCH_SIZE = 512
 
@@ -130,11 +138,20 @@ class Trainer:
         self.run_dir = Path(args.out) if args.out else default_out(args)
         if args.resume and not (self.run_dir / "config.json").exists():
             raise FileNotFoundError(f"--resume: no run to continue in {self.run_dir} (no config.json)")
-        if not args.resume and (self.run_dir / "checkpoint.json").exists():
+        if not args.resume and (self.run_dir / POINTER).exists():
             raise FileExistsError(
                 f"{self.run_dir} already holds a run; pass --resume to continue it or choose another --out"
             )
+        if args.checkpoint_every < 0:
+            raise ValueError(f"--checkpoint-every {args.checkpoint_every}: expected 0 (per epoch) or a number of steps")
+        if args.resume and not (self.run_dir / POINTER).exists():
+            raise CheckpointError(
+                f"--resume: the run in {self.run_dir} stopped before its first checkpoint, so there is nothing to "
+                "resume; run the same command without --resume to start it again"
+            )
         self.config = resolve_config(args, self.run_dir)
+        if env.is_main:
+            make_run_dir(self.run_dir)
         s, recipe = self.settings, self.recipe = self.config.settings, self.config.recipe
         if recipe.batch_size % (env.world_size * s["accum_steps"]):
             raise ValueError(
@@ -164,7 +181,10 @@ class Trainer:
         self.state = TrainingState(0, 0, 0, {}, {}, {})
         self.pending_config: Optional[dict[str, Any]] = None
         if args.resume:
+            if env.is_main:
+                remove_leftovers(self.run_dir)
             self.state = load_checkpoint(self.run_dir, self.raw_model)
+            self._check_something_left()
             self.optimizer.load_state_dict(self.state.optimizer)
             _set_rng_state(self.state.rng, device)
             # config.json records the resume with its changes once the resumed run saves its first checkpoint
@@ -193,6 +213,25 @@ class Trainer:
         self.show_bar = env.is_main and not args.quiet and sys.stderr.isatty()
         self.plain_log = env.is_main and not args.quiet and not sys.stderr.isatty()
         self.log_every = args.log_every
+        self.checkpoint_every = args.checkpoint_every
+
+    def _check_something_left(self) -> None:
+        """A resume that would train no step is an error that says why (and writes nothing)."""
+        state, per_epoch = self.state, self.steps_per_epoch
+        if state.step_in_epoch or state.epoch < self.total_epochs:
+            return
+        cut = state.global_step < state.epoch * per_epoch  # its last epoch stopped at a fraction
+        why = (
+            f"; its last epoch ended after {state.global_step - (state.epoch - 1) * per_epoch} of {per_epoch} steps "
+            "(a fractional --epochs) and a resume trains the epochs after it, not the rest of that one"
+            if cut
+            else ""
+        )
+        raise ValueError(
+            f"--resume: nothing to train: the run in {self.run_dir} has finished epoch {state.epoch} "
+            f"(step {state.global_step}){why}. Pass --epochs {state.epoch + 1} or more to train further"
+            + (" (or start a new run with the longer --epochs)" if cut else "")
+        )
 
     def _build_model(self, dataset: ImageDataset, init: Any) -> nn.Module:
         """The model on its device: initial weights loaded, frozen parameters frozen."""
@@ -210,7 +249,6 @@ class Trainer:
 
     def _write_config(self, dataset: ImageDataset, train_split: Any, val_split: Any, command: str) -> None:
         """A new run's ``config.json``: every setting, the data, the machine, the command."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         settings = dict(
             self.config.to_json(),
             dataset_source=dataset.source,
@@ -307,6 +345,9 @@ class Trainer:
                     loss=f"{step_sums[0].item() / step_sums[2].item():.3f}",
                     img_s=f"{sums[2].item() * env.world_size / (elapsed + time.perf_counter() - tic):.0f}",
                 )
+            if self.checkpoint_every and (step + 1) % self.checkpoint_every == 0 and step + 1 < epoch_steps:
+                if not flags[1] > 0:  # (a stop saves below)
+                    self.save(epoch, step + 1, all_reduce_sum(sums.clone(), env), elapsed + time.perf_counter() - tic)
             if flags[1] > 0 and step + 1 < epoch_steps:
                 all_reduce_sum(sums, env)
                 self.save(epoch, step + 1, sums, elapsed + time.perf_counter() - tic)

@@ -98,6 +98,24 @@ def resolve_recipe(name: str, dataset: str, model_name: str, overrides: dict[str
         recipe = replace(recipe, augment=STANDARD_AUGMENT.get(dataset, "none"))
     recipe = replace(recipe, **{k: v for k, v in overrides.items() if v is not None})
     check_choice("schedule", recipe.schedule, ("step", "cosine"))
+    return check_recipe(recipe)
+
+
+def check_recipe(recipe: Recipe) -> Recipe:
+    """``recipe``, or a ``ValueError`` naming the flag whose value cannot train (before anything is written)."""
+    rules = (
+        ("epochs", recipe.epochs > 0, "a positive number of epochs (a fraction trains part of one)"),
+        ("batch-size", recipe.batch_size >= 1, "at least 1"),
+        ("lr", recipe.lr > 0, "a positive learning rate"),
+        ("weight-decay", recipe.weight_decay >= 0, "0 or more"),
+        ("label-smoothing", 0 <= recipe.label_smoothing < 1, "in [0, 1)"),
+        ("warmup-epochs", recipe.warmup_epochs >= 0, "0 or more"),
+        ("val-size", recipe.val_size >= 0, "0 or more images"),
+    )
+    for flag, ok, expected in rules:
+        if not ok:
+            value = getattr(recipe, flag.replace("-", "_"))
+            raise ValueError(f"--{flag} {value}: expected {expected}; nothing was trained or written")
     return recipe
 
 

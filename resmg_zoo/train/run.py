@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -27,6 +28,21 @@ CONFIG_NAME = "config.json"
 
 class RunError(ValueError):
     """A folder that is not the training run asked for; the message names it and says why."""
+
+
+def make_run_dir(path: Path) -> Path:
+    """Create a run folder (and its parents) for writing; a :class:`RunError` naming ``--out`` and why
+    where that cannot be (a file in the way, no permission, a read-only or special file system)."""
+    blocker = next((p for p in [path, *path.parents] if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise RunError(f"cannot create --out {path}: {blocker} is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise RunError(f"cannot create --out {path}: {err.strerror or err}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise RunError(f"cannot write into --out {path}: permission denied")
+    return path
 
 
 @dataclass(frozen=True)

@@ -66,7 +66,7 @@ def fit_state_dict(
     if missing or unexpected or wrong:
         raise WeightsIntegrityError(
             f"{where} does not fit the model: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}, "
-            f"wrong shapes (file vs model) {wrong[:5]}"
+            f"wrong shapes (file vs model) {wrong[:5]}{_architecture_hint(state, target)}"
         )
     if adapt:
         for key in new_head:
@@ -91,3 +91,40 @@ def load_weights(
     with torch.no_grad():
         model.load_state_dict(state, strict=False)
     return report
+
+
+def level_architecture(state: dict[str, torch.Tensor]) -> dict[str, str]:
+    """The ``widths`` and ``layers`` a zoo state dict was saved from (``stages.<level>.<blocks|smoothers>.<i>``),
+    as ``--model-kwargs`` values; empty where the keys are not a zoo model's."""
+    widths: dict[int, int] = {}
+    depths: dict[int, set[int]] = {}
+    for key, tensor in state.items():
+        parts = key.split(".")
+        if len(parts) < 3 or parts[0] != "stages" or not parts[1].isdigit():
+            continue
+        level = int(parts[1])
+        if tensor.dim() == 4:
+            widths[level] = max(widths.get(level, 0), tensor.shape[0])
+        if parts[2] in ("blocks", "smoothers") and len(parts) > 3 and parts[3].isdigit():
+            depths.setdefault(level, set()).add(int(parts[3]))
+    levels = sorted(widths)
+    if not levels or levels != list(range(len(levels))):
+        return {}
+    found = {"widths": ",".join(str(widths[i]) for i in levels)}
+    if sorted(depths) == levels:
+        found["layers"] = ",".join(str(len(depths[i])) for i in levels)
+    return found
+
+
+def _architecture_hint(state: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> str:
+    """`` — the file has widths=…`` where the file's levels differ from the model's."""
+    saved, built = level_architecture(state), level_architecture(target)
+    differs = {k: v for k, v in saved.items() if built.get(k) != v}
+    if not differs:
+        return ""
+    args = " ".join(f"{k}={v}" for k, v in differs.items())
+    return (
+        f". The file was saved from a model with {args} (this one has "
+        f"{' '.join(f'{k}={built.get(k)}' for k in differs)}): pass --model-kwargs {args} "
+        f"(create_model(..., {', '.join(f'{k}={v!r}' for k, v in differs.items())}) from Python)"
+    )

@@ -16,9 +16,11 @@ is an error naming the model, tag and file; only safetensors are ever read.
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
+from urllib.parse import urlsplit
 
 from ..core.hashing import file_sha256
 from ..core.tags import TAGS
@@ -169,24 +171,48 @@ def resolve_weights(model: str, tag: str, hub: Optional[str] = None) -> Resolved
             return ResolvedWeights(model, tag, folder / WEIGHTS_NAME, f"mirror:{folder}", found)
     else:
         looked.append("no mirror (RESMG_ZOO_HUB_DIR unset)")
-    looked.append(f"the Hugging Face Hub repo {found.hub_id}")
     path = _download(found, looked)
     verify_sha256(path, found, looked)
     return ResolvedWeights(model, tag, path, f"hf-hub:{found.hub_id}", found)
 
 
+def hub_unreachable(endpoint: str, timeout: float = 3.0) -> Optional[str]:
+    """Why the Hub at ``endpoint`` cannot be reached (no DNS, no route, refused), found with one TCP
+    connection of at most ``timeout`` s; ``None`` if it answers or a proxy is configured (then the
+    client's own requests decide)."""
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")):
+        return None
+    url = urlsplit(endpoint)
+    host, port = url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as err:
+        return f"{host}:{port}: {err.strerror or err}"
+    return None
+
+
 def _download(found: Published, looked: list[str]) -> Path:
-    from huggingface_hub import hf_hub_download
+    """The file from the Hub through ``huggingface_hub`` (its cache first when offline): the client's
+    retries only where the Hub answers; ``looked`` says which of these happened."""
+    from huggingface_hub import constants, hf_hub_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
+    endpoint = constants.ENDPOINT
+    unreachable = None if constants.HF_HUB_OFFLINE else hub_unreachable(endpoint)
+    if constants.HF_HUB_OFFLINE:
+        looked.append("the local Hugging Face cache (HF_HUB_OFFLINE is set: the Hub was not contacted)")
+    elif unreachable:
+        looked.append(f"the local Hugging Face cache (the Hub at {endpoint} cannot be reached: {unreachable})")
+    else:
+        looked.append(f"the Hugging Face Hub repo {found.hub_id} at {endpoint}, through the local cache")
     try:
-        return Path(hf_hub_download(repo_id=found.hub_id, filename=WEIGHTS_NAME))
-    except LocalEntryNotFoundError as err:
+        local_only = constants.HF_HUB_OFFLINE or unreachable is not None
+        return Path(hf_hub_download(repo_id=found.hub_id, filename=WEIGHTS_NAME, local_files_only=local_only))
+    except LocalEntryNotFoundError:
         raise PretrainedWeightsUnavailable(
-            f"the weights of {found.name} are not in the local Hugging Face cache and the Hub cannot be reached "
-            f"({type(err).__name__}; HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', 'unset')}). Looked in: "
-            f"{'; '.join(looked)}. To get them: go online once (they are cached), or point RESMG_ZOO_HUB_DIR at "
-            f"a mirror holding the folder {found.hub_id}/."
+            f"the weights of {found.name} are not in the local Hugging Face cache and the Hub was not reached. "
+            f"Looked in: {'; '.join(looked)}. To get them: go online once (they are cached), or point "
+            f"RESMG_ZOO_HUB_DIR at a mirror holding the folder {found.hub_id}/."
         ) from None
     except (HfHubHTTPError, OSError) as err:
         raise PretrainedWeightsUnavailable(
