@@ -106,8 +106,20 @@ def test_fine_tuning_new_head_and_adapted_stem(use_mirror: Path, run: Path) -> N
 
 
 def test_features_only_from_pretrained(use_mirror: Path) -> None:
-    features = timm.create_model(f"{MODEL}.{TAG}", pretrained=True, features_only=True, out_indices=(2, 4))
-    assert [f.shape[1] for f in features(torch.randn(1, 1, 28, 28))] == [16, 32]
+    """Every feature class honours ``feature_cls`` with the published weights, and returns the same tensors."""
+    x = torch.randn(1, 1, 28, 28)
+    outputs = {}
+    classes = dict(list="FeatureListNet", getter="FeatureGetterNet", hook="FeatureHookNet", fx="FeatureGraphNet")
+    for feature_cls, class_name in classes.items():
+        features = timm.create_model(
+            f"{MODEL}.{TAG}", pretrained=True, features_only=True, out_indices=(2, 4), feature_cls=feature_cls
+        ).eval()
+        assert type(features).__name__ == class_name
+        outputs[feature_cls] = features(x)
+        assert [f.shape[1] for f in outputs[feature_cls]] == [16, 32]
+    for feature_cls, outs in outputs.items():
+        for got, want in zip(outs, outputs["list"]):
+            torch.testing.assert_close(got, want, msg=feature_cls)
 
 
 def _copy_mirror(mirror: Path, tmp_path: Path) -> Path:
