@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -25,6 +26,7 @@ from resmg_zoo.tools.evaluate import main as evaluate
 from resmg_zoo.train.checkpoint import checkpoint_weights_path, read_pointer
 from resmg_zoo.train.cli import main as train
 from resmg_zoo.train.distributed import DistEnv, all_reduce_sum, backend_for
+from resmg_zoo.train.log import read_steps
 
 # ``digits`` (conftest): 1,000 train / 300 test images of the real MNIST, 20 steps an epoch at batch 50.
 
@@ -124,19 +126,26 @@ def test_a_missing_torchvision_dataset_suggests_the_clis_flag(tmp_path: Path, ca
     assert "cifar100 not found" in err and "train --download" in err
 
 
-def test_the_reductions_run_on_a_device_prefixed_process_group(tmp_path: Path) -> None:
-    """On CUDA the group is ``cpu:gloo,cuda:nccl`` so that the loop's CPU tensors (flags, loss sums) reduce;
-    a plain ``nccl`` group accepts CUDA tensors only. The same form, on this machine's CPU, reduces."""
-    assert backend_for(torch.device("cuda")) == "cpu:gloo,cuda:nccl"
-    assert backend_for(torch.device("cpu")) == "gloo"
-    store = dist.FileStore(str(tmp_path / "store"), 1)
-    dist.init_process_group("cpu:gloo", store=store, rank=0, world_size=1)
+def _reduce_in_group(rank: int, store_path: str, results: Path) -> None:
+    store = dist.FileStore(store_path, 2)
+    dist.init_process_group("cpu:gloo", store=store, rank=rank, world_size=2)
     try:
-        sums = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
-        assert all_reduce_sum(sums, DistEnv(0, 2, 0)) is sums  # enabled: the collective runs
-        assert sums.tolist() == [1.0, 2.0, 3.0]  # one member: the sum is itself
+        sums = torch.tensor([rank + 1.0, 10.0 * rank, 1.0], dtype=torch.float64)
+        all_reduce_sum(sums, DistEnv(rank, 2, rank))
+        (results / f"rank{rank}.json").write_text(json.dumps(sums.tolist()))
     finally:
         dist.destroy_process_group()
+
+
+def test_the_reductions_run_on_a_device_prefixed_process_group(tmp_path: Path) -> None:
+    """On CUDA the group is ``cpu:gloo,cuda:nccl`` so that the loop's CPU tensors (flags, loss sums) reduce;
+    a plain ``nccl`` group accepts CUDA tensors only. The device-prefixed form, here with two CPU
+    processes, sums the loop's float64 tensors over the ranks."""
+    assert backend_for(torch.device("cuda")) == "cpu:gloo,cuda:nccl"
+    assert backend_for(torch.device("cpu")) == "gloo"
+    torch.multiprocessing.spawn(_reduce_in_group, args=(str(tmp_path / "store"), tmp_path), nprocs=2)
+    for rank in range(2):
+        assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == [3.0, 10.0, 2.0]
 
 
 KILLER = """
@@ -194,6 +203,7 @@ def test_kill_minus_nine_anywhere_then_resume_ends_bit_identical(digits: Path, t
     assert finished
     assert seen_steps == sorted(seen_steps)  # a kill never moves the run backwards
     assert any(0 < s < 40 and s % 20 for s in seen_steps), seen_steps  # a kill landed after a mid-epoch checkpoint
+    assert read_steps(out) == read_steps(tmp_path / "straight")  # appended, torn and rewritten, it ends the same
     got = load_file(str(checkpoint_weights_path(out)))
     assert [k for k in expected if not torch.equal(expected[k], got[k])] == []
     pointer = read_pointer(out)

@@ -45,9 +45,9 @@ from .config import RunConfig, default_out, resolve_config
 from .distributed import DistEnv, all_reduce_sum, barrier, broadcast_buffers
 from .evaluation import evaluate_split
 from .finetune import apply_init, freeze, hold_frozen_norms, optimizer_groups, resolve_init
-from .log import plot_curve, read_metrics, read_steps, write_metrics, write_steps
+from .log import append_steps, plot_curve, read_metrics, read_steps, write_metrics, write_steps
 from .recipes import lr_factor
-from .run import make_run_dir
+from .run import CONFIG_NAME, make_run_dir
 
 EVAL_BATCH_SIZE = 512
 
@@ -136,7 +136,7 @@ class Trainer:
     def __init__(self, args: argparse.Namespace, env: DistEnv, device: torch.device, command: str) -> None:
         self.env, self.device, self.quiet = env, device, args.quiet
         self.run_dir = Path(args.out) if args.out else default_out(args)
-        if args.resume and not (self.run_dir / "config.json").exists():
+        if args.resume and not (self.run_dir / CONFIG_NAME).exists():
             raise FileNotFoundError(f"--resume: no run to continue in {self.run_dir} (no config.json)")
         if not args.resume and (self.run_dir / POINTER).exists():
             raise FileExistsError(
@@ -210,6 +210,7 @@ class Trainer:
         self.rows = read_metrics(self.run_dir) if args.resume else []
         # the per-step log, as far as the checkpoint goes (steps logged after it are trained again)
         self.steps = [r for r in read_steps(self.run_dir) if r["step"] <= self.state.global_step] if args.resume else []
+        self.steps_on_disk: Optional[int] = None  # rows of self.steps in steps.jsonl; None: rewrite it at first save
         self.show_bar = env.is_main and not args.quiet and sys.stderr.isatty()
         self.plain_log = env.is_main and not args.quiet and not sys.stderr.isatty()
         self.log_every = args.log_every
@@ -345,12 +346,12 @@ class Trainer:
                     loss=f"{step_sums[0].item() / step_sums[2].item():.3f}",
                     img_s=f"{sums[2].item() * env.world_size / (elapsed + time.perf_counter() - tic):.0f}",
                 )
-            if self.checkpoint_every and (step + 1) % self.checkpoint_every == 0 and step + 1 < epoch_steps:
-                if not flags[1] > 0:  # (a stop saves below)
-                    self.save(epoch, step + 1, all_reduce_sum(sums.clone(), env), elapsed + time.perf_counter() - tic)
-            if flags[1] > 0 and step + 1 < epoch_steps:
-                all_reduce_sum(sums, env)
-                self.save(epoch, step + 1, sums, elapsed + time.perf_counter() - tic)
+            if step + 1 == epoch_steps:  # the epoch's end saves (end_epoch)
+                continue
+            stopping = flags[1] > 0
+            if stopping or (self.checkpoint_every and (step + 1) % self.checkpoint_every == 0):
+                self.save(epoch, step + 1, all_reduce_sum(sums.clone(), env), elapsed + time.perf_counter() - tic)
+            if stopping:
                 bar.close()
                 if env.is_main:
                     print(
@@ -417,7 +418,13 @@ class Trainer:
         if self.env.is_main:
             if self.pending_config is not None:
                 write_text_atomic(self.run_dir / "config.json", json.dumps(self.pending_config, indent=2) + "\n")
-            write_steps(self.run_dir, self.steps)  # before the checkpoint: a resume drops what lies beyond it
+            # before the checkpoint (a resume drops what lies beyond it); a resumed run's first save rewrites the
+            # log without the rows past its checkpoint, later saves append only their new rows
+            if self.steps_on_disk is None:
+                write_steps(self.run_dir, self.steps)
+            else:
+                append_steps(self.run_dir, self.steps[self.steps_on_disk :])
+            self.steps_on_disk = len(self.steps)
             partial = {}
             if sums is not None:
                 partial = dict(zip(("loss", "correct", "count"), sums.tolist()), seconds=seconds)

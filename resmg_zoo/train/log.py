@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -47,12 +48,26 @@ def write_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
 
 def read_steps(run_dir: Path) -> list[dict[str, Any]]:
     """The per-step log: one row per optimiser step (``step``, fractional ``epoch``, ``train_loss``,
-    ``train_top1`` of rank 0's share of the batch, ``lr``)."""
-    return _read_jsonl(run_dir / STEPS_JSONL)
+    ``train_top1`` of rank 0's share of the batch, ``lr``). A line torn by a kill during an append
+    (no newline yet) is not a row."""
+    path = run_dir / STEPS_JSONL
+    if not path.exists():
+        return []
+    text = path.read_text(encoding="utf-8")
+    return [json.loads(line) for line in text[: text.rfind("\n") + 1].splitlines() if line.strip()]
 
 
 def write_steps(run_dir: Path, steps: list[dict[str, Any]]) -> None:
+    """Rewrite the per-step log with ``steps`` (atomic): once per run, to drop the rows beyond a checkpoint."""
     _write_jsonl(run_dir / STEPS_JSONL, steps)
+
+
+def append_steps(run_dir: Path, steps: list[dict[str, Any]]) -> None:
+    """Append ``steps`` to the per-step log and fsync it: each checkpoint writes only its new rows."""
+    with open(run_dir / STEPS_JSONL, "a", encoding="utf-8") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in steps))
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def plot_curve(run_dir: Path, rows: list[dict[str, Any]], steps: list[dict[str, Any]], title: str) -> None:
