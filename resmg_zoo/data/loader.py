@@ -135,3 +135,11 @@ def random_crop(images: Tensor, offsets: Tensor) -> Tensor:
     padded = padded.gather(2, rows)
     cols = (offsets[:, 1:2] + torch.arange(w, device=images.device)).view(b, 1, 1, w).expand(b, c, h, w)
     return padded.gather(3, cols)
+
+
+def resize_batch(x: Tensor, side: int) -> Tensor:
+    """A normalised batch resized to ``side``×``side`` (bilinear, antialiased when it shrinks), in the
+    memory format it came in: the low-resolution epochs of progressive resizing."""
+    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    out = F.interpolate(x, size=(side, side), mode="bilinear", antialias=side < x.shape[-1], align_corners=False)
+    return out.contiguous(memory_format=torch.channels_last) if channels_last else out

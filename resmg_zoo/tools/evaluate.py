@@ -36,6 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", help="dataset name or ImageFolder dir/zip (default: the run's)")
     p.add_argument("--data", default=None, help="folder with <dataset>.zip (default $RESMG_ZOO_DATA)")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--ema", action="store_true", help="the run's EMA weights (a run trained with --ema-decay)")
+    p.add_argument(
+        "--flip-tta",
+        action="store_true",
+        help="test-time augmentation: average the logits of each image and its mirror",
+    )
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--precision", default=None, choices=("fp32", "bf16"), help="default: the run's, else fp32")
     p.add_argument("--device", default="auto")
@@ -46,6 +52,8 @@ def run_evaluation(argv: Optional[list[str]] = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
     run = Run.open(args.run) if args.run else None
     config: dict[str, Any] = run.config if run else {}
+    if args.ema and run is None:
+        raise ValueError("--ema needs --run (the EMA weights of a training run)")
     if run is None and not args.model:
         raise ValueError("--weights needs --model")
     if run is not None and args.model and args.model != run.model_name:
@@ -65,8 +73,8 @@ def run_evaluation(argv: Optional[list[str]] = None) -> dict[str, Any]:
         split = dataset.split(args.split)
     overrides = parse_model_kwargs(args.model_kwargs) if args.model_kwargs is not None else {}
     if run is not None:
-        model_name, weights = run.model_name, run.weights_path()
-        model = run.build_model(**overrides)
+        model_name, weights = run.model_name, run.weights_path(args.ema)
+        model = run.build_model(args.ema, **overrides)
     else:
         model_name, weights = args.model, Path(args.weights)
         if not weights.exists():
@@ -89,7 +97,7 @@ def run_evaluation(argv: Optional[list[str]] = None) -> dict[str, Any]:
         channels_last=bool(config.get("channels_last")),
         pad_to=config.get("pad_to", 0),
     )
-    result = evaluate_split(model, data, args.batch_size, precision, DistEnv())
+    result = evaluate_split(model, data, args.batch_size, precision, DistEnv(), flip=args.flip_tta)
     return dict(
         model=model_name,
         weights=str(weights),
@@ -100,6 +108,8 @@ def run_evaluation(argv: Optional[list[str]] = None) -> dict[str, Any]:
         top5=result["top5"],
         loss=result["loss"],
         precision=precision,
+        ema=args.ema,
+        flip_tta=args.flip_tta,
     )
 
 

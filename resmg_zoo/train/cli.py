@@ -34,7 +34,7 @@ from .checkpoint import CheckpointError
 from .distributed import init_distributed, shutdown
 from .engine import NonFiniteLoss, Trainer
 from .finetune import FREEZE_HELP, HEAD_CHOICES
-from .recipes import RECIPES
+from .recipes import RECIPES, SCHEDULES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,7 +57,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=None, help="peak learning rate")
     p.add_argument("--weight-decay", type=float, default=None)
     p.add_argument("--label-smoothing", type=float, default=None)
-    p.add_argument("--warmup-epochs", type=float, default=None)
+    p.add_argument("--warmup-epochs", type=float, default=None, help="linear warmup (onecycle: the rise)")
+    p.add_argument("--schedule", default=None, choices=SCHEDULES, help="override the recipe's lr schedule")
+    p.add_argument(
+        "--ema-decay",
+        type=float,
+        default=None,
+        help="keep an EMA of the weights with this decay (0: none); its accuracy is logged as ema_*",
+    )
+    p.add_argument("--low-res", type=int, default=None, metavar="PIXELS", help="train early epochs at this side")
+    p.add_argument("--low-res-epochs", type=float, default=None, help="how many epochs --low-res lasts")
     p.add_argument(
         "--augment", default=None, choices=AUGMENTATIONS, help="override the dataset's standard augmentation"
     )

@@ -38,7 +38,20 @@ RUN_SETTINGS = (
 )
 # Recipe settings a resumed run may change (e.g. train longer, or lower the lr after a NaN).
 RESUMABLE_OVERRIDES = ("epochs", "lr", "weight_decay", "label_smoothing")
-RECIPE_FLAGS = ("epochs", "batch_size", "lr", "weight_decay", "augment", "val_size", "label_smoothing", "warmup_epochs")
+RECIPE_FLAGS = (
+    "epochs",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "augment",
+    "val_size",
+    "label_smoothing",
+    "warmup_epochs",
+    "schedule",
+    "ema_decay",
+    "low_res",
+    "low_res_epochs",
+)
 
 
 DEFAULTS: dict[str, Any] = dict(

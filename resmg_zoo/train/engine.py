@@ -5,7 +5,9 @@
   the checkpoint a ``--resume`` continues from);
 * :meth:`Trainer.train_epoch` — one epoch of optimiser steps (or the rest of it, on resume), with
   the NaN/inf guard and a clean stop on SIGINT/SIGTERM;
-* :meth:`Trainer.end_epoch` — the epoch's metrics row, the evaluation of every split, the checkpoint;
+* :meth:`Trainer.end_epoch` — the epoch's metrics row, the evaluation of every split (and of the
+  EMA copy of the weights, where the recipe keeps one; with flip averaging after the last epoch),
+  the checkpoint;
 * :meth:`Trainer.save` — an atomic checkpoint (see :mod:`.checkpoint`);
 * :meth:`Trainer.fit` — the epochs.
 """
@@ -25,6 +27,7 @@ from typing import Any, Optional
 import timm
 import torch
 import torch.nn.functional as F
+from timm.utils import ModelEmaV3
 from torch import nn
 
 from .. import __version__
@@ -32,7 +35,7 @@ from ..core.atomic import write_text_atomic
 from ..core.cli import autocast_context
 from ..core.hardware import describe_hardware
 from ..data.datasets import ImageDataset, load_dataset, split_train_val
-from ..data.loader import EpochPlan, Materializer
+from ..data.loader import EpochPlan, Materializer, resize_batch
 from .checkpoint import (
     POINTER,
     CheckpointError,
@@ -46,7 +49,7 @@ from .distributed import DistEnv, all_reduce_sum, barrier, broadcast_buffers
 from .evaluation import evaluate_split
 from .finetune import apply_init, freeze, hold_frozen_norms, optimizer_groups, resolve_init
 from .log import append_steps, plot_curve, read_metrics, read_steps, write_metrics, write_steps
-from .recipes import lr_factor
+from .recipes import low_res_at, lr_factor
 from .run import CONFIG_NAME, make_run_dir
 
 EVAL_BATCH_SIZE = 512
@@ -166,6 +169,13 @@ class Trainer:
         train_split, val_split = split_train_val(dataset, recipe.val_size, s["seed"])
         torch.manual_seed(s["seed"])
         self.raw_model = self._build_model(dataset, init)
+        # timm's EMA with its decay warmup (1 - (1 + step)^-3/4, capped at ema_decay): early steps do not
+        # hold the average at the initial weights; buffers (BN running statistics) are averaged like weights
+        self.ema: Optional[ModelEmaV3] = (
+            ModelEmaV3(self.raw_model, decay=recipe.ema_decay, use_warmup=True, warmup_power=3 / 4)
+            if recipe.ema_decay > 0
+            else None
+        )
         self.optimizer = torch.optim.SGD(
             optimizer_groups(self.raw_model, s["head_lr_mult"]),
             lr=recipe.lr,
@@ -183,7 +193,7 @@ class Trainer:
         if args.resume:
             if env.is_main:
                 remove_leftovers(self.run_dir)
-            self.state = load_checkpoint(self.run_dir, self.raw_model)
+            self.state = load_checkpoint(self.run_dir, self.raw_model, self.ema_model)
             self._check_something_left()
             self.optimizer.load_state_dict(self.state.optimizer)
             _set_rng_state(self.state.rng, device)
@@ -215,6 +225,11 @@ class Trainer:
         self.plain_log = env.is_main and not args.quiet and not sys.stderr.isatty()
         self.log_every = args.log_every
         self.checkpoint_every = args.checkpoint_every
+
+    @property
+    def ema_model(self) -> Optional[nn.Module]:
+        """The EMA copy of the weights, or ``None`` where the recipe keeps none."""
+        return self.ema.module if self.ema is not None else None
 
     def _check_something_left(self) -> None:
         """A resume that would train no step is an error that says why (and writes nothing)."""
@@ -319,7 +334,8 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 factor = lr_factor(recipe, state.global_step, self.steps_per_epoch)
                 group["lr"] = recipe.lr * group["lr_mult"] * factor
-            step_sums = self._step(batch.shard(env.rank, env.world_size))
+            side = low_res_at(recipe, state.global_step, self.steps_per_epoch)
+            step_sums = self._step(batch.shard(env.rank, env.world_size), side)
             flags = torch.tensor([float(not math.isfinite(step_sums[0].item())), float(stop.received is not None)])
             all_reduce_sum(flags, env)
             if flags[0] > 0:
@@ -328,6 +344,8 @@ class Trainer:
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
             state.global_step += 1
+            if self.ema is not None:
+                self.ema.update(self.raw_model, step=state.global_step)
             sums += step_sums
             if env.is_main:
                 self.steps.append(
@@ -338,6 +356,7 @@ class Trainer:
                         train_top1=100.0 * step_sums[1].item() / step_sums[2].item(),
                         lr=self.optimizer.param_groups[0]["lr"],
                     )
+                    | ({"side": side or self.train_data.split.images.shape[-1]} if recipe.low_res else {})
                 )
             progress.update(step + 1, sums, elapsed + time.perf_counter() - tic, env.world_size)
             bar.update(1)
@@ -364,13 +383,16 @@ class Trainer:
         bar.close()
         return sums, elapsed + time.perf_counter() - tic
 
-    def _step(self, local: Any) -> torch.Tensor:
-        """Forward and backward of this rank's share of one global batch, in ``accum_steps`` micro-batches;
-        returns its (loss × images, correct, images) sums. The optimiser step is the caller's."""
+    def _step(self, local: Any, side: int = 0) -> torch.Tensor:
+        """Forward and backward of this rank's share of one global batch, in ``accum_steps`` micro-batches,
+        at ``side``×``side`` pixels where ``side`` is not 0 (progressive resizing); returns its
+        (loss × images, correct, images) sums. The optimiser step is the caller's."""
         s, env, accum = self.settings, self.env, self.settings["accum_steps"]
         step_sums = torch.zeros(3, dtype=torch.float64)
         for k in range(accum):
             x, y = self.train_data(local.shard(k, accum))
+            if side:
+                x = resize_batch(x, side)
             sync = self.model.no_sync() if env.enabled and k < accum - 1 else nullcontext()
             with sync:
                 with autocast_context(s["precision"], self.device):
@@ -396,9 +418,16 @@ class Trainer:
             images_per_second=sums[2].item() / seconds,
         )
         broadcast_buffers(self.raw_model, self.env)
-        for split, data in self.eval_sets.items():
-            result = evaluate_split(self.eval_model, data, EVAL_BATCH_SIZE, self.settings["precision"], self.env)
-            row |= {f"{split}_loss": result["loss"], f"{split}_top1": result["top1"], f"{split}_top5": result["top5"]}
+        models = {"": self.eval_model} | ({"ema_": self.ema_model} if self.ema_model is not None else {})
+        last = epoch + 1 == self.total_epochs
+        precision = self.settings["precision"]
+        for prefix, model in models.items():
+            for split, data in self.eval_sets.items():
+                result = evaluate_split(model, data, EVAL_BATCH_SIZE, precision, self.env)
+                row |= {f"{prefix}{split}_{k}": result[k] for k in ("loss", "top1", "top5")}
+                if last:  # test-time flip averaging, reported beside the plain accuracy
+                    flipped = evaluate_split(model, data, EVAL_BATCH_SIZE, precision, self.env, flip=True)
+                    row[f"{prefix}{split}_flip_top1"] = flipped["top1"]
         row["wall_seconds"] = (self.rows[-1]["wall_seconds"] if self.rows else 0.0) + seconds
         self.rows.append(row)
         self.state.epoch, self.state.step_in_epoch = epoch + 1, 0
@@ -436,5 +465,5 @@ class Trainer:
                 _rng_state(self.device),
                 partial,
             )
-            save_checkpoint(self.run_dir, self.raw_model, state)
+            save_checkpoint(self.run_dir, self.raw_model, state, self.ema_model)
         barrier(self.env)

@@ -13,9 +13,16 @@ from .distributed import DistEnv, all_reduce_sum
 
 @torch.no_grad()
 def evaluate_split(
-    model: nn.Module, materializer: Materializer, batch_size: int, precision: str, env: DistEnv
+    model: nn.Module,
+    materializer: Materializer,
+    batch_size: int,
+    precision: str,
+    env: DistEnv,
+    flip: bool = False,
 ) -> dict[str, float]:
-    """Loss, top-1 and top-5 (percent) over the whole split of ``materializer``; ranks share the work."""
+    """Loss, top-1 and top-5 (percent) over the whole split of ``materializer``; ranks share the work.
+
+    ``flip``: test-time augmentation — the logits are the mean of the image's and its mirror's."""
     model.eval()
     device = materializer.device
     plan = EpochPlan(len(materializer.split), batch_size, seed=0, shuffle=False, drop_last=False)
@@ -25,8 +32,9 @@ def evaluate_split(
             continue
         x, y = materializer(batch)
         with autocast_context(precision, device):
-            logits = model(x)
-        logits = logits.float()
+            logits = model(x).float()
+            if flip:
+                logits = (logits + model(x.flip(3)).float()) / 2
         k = min(5, logits.shape[1])
         top = logits.topk(k, dim=1).indices
         sums += torch.stack(

@@ -80,9 +80,9 @@ class Run:
         """The per-epoch metrics rows so far."""
         return read_metrics(self.path)
 
-    def weights_path(self) -> Path:
-        """The weights file of the last checkpoint, its sha256 verified."""
-        return checkpoint_weights_path(self.path)
+    def weights_path(self, ema: bool = False) -> Path:
+        """The weights file of the last checkpoint (``ema``: of its EMA copy), its sha256 verified."""
+        return checkpoint_weights_path(self.path, ema)
 
     def finished(self) -> Optional[dict[str, Any]]:
         """The last metrics row if every epoch of the recipe is done (with a test accuracy), else ``None``."""
@@ -105,15 +105,15 @@ class Run:
             )
         return row
 
-    def build_model(self, **overrides: Any) -> nn.Module:
+    def build_model(self, ema: bool = False, **overrides: Any) -> nn.Module:
         """The trained model in eval mode: rebuilt from the config (``overrides`` on top; the
         dataset's tag for its ``pretrained_cfg`` where it is one) with the last checkpoint's
-        weights, which must fit it exactly."""
+        weights (``ema``: its EMA copy's), which must fit it exactly."""
         args = {**self.model_args, **overrides}
         if self.config.get("dataset") in TAGS:
             args.setdefault("pretrained_cfg", self.config["dataset"])
         model = timm.create_model(self.model_name, **args)
-        load_weights(model, self.weights_path(), f"the last checkpoint of {self.path} ({self.model_name}, {args})")
+        load_weights(model, self.weights_path(ema), f"the last checkpoint of {self.path} ({self.model_name}, {args})")
         return model.eval()
 
     def dataset(self, data_dir: Optional[str] = None) -> ImageDataset:
