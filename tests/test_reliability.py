@@ -192,7 +192,12 @@ def test_kill_minus_nine_anywhere_then_resume_ends_bit_identical(digits: Path, t
             time.sleep(when)
             proc.send_signal(signal.SIGKILL)
         _, err = proc.communicate(timeout=300)
-        finished = proc.returncode == 0
+        # a timed kill can land after the last checkpoint (while the curve is drawn): the run is finished then too
+        finished = proc.returncode == 0 or (
+            (out / "checkpoint.json").exists()
+            and read_pointer(out)["global_step"] == 40
+            and not read_pointer(out)["step_in_epoch"]
+        )
         if kind == "weights":  # the run has steps enough left for these: they always land
             assert proc.returncode == -signal.SIGKILL, err[-2000:]
             assert list(out.glob(".ckpt-*.safetensors.*.tmp")), "the kill left no half-written file to clean up"

@@ -217,7 +217,9 @@ class Trainer:
         self.eval_sets = {"test": Materializer(dataset.split("test"), dataset.mean, dataset.std, **make)}
         if val_split is not None:
             self.eval_sets = {"val": Materializer(val_split, dataset.mean, dataset.std, **make), **self.eval_sets}
-        self.rows = read_metrics(self.run_dir) if args.resume else []
+        # the metrics rows as far as the checkpoint goes (a kill between writing a row and its checkpoint
+        # leaves one row more: that epoch is trained again)
+        self.rows = [r for r in read_metrics(self.run_dir) if r["epoch"] <= self.state.epoch] if args.resume else []
         # the per-step log, as far as the checkpoint goes (steps logged after it are trained again)
         self.steps = [r for r in read_steps(self.run_dir) if r["step"] <= self.state.global_step] if args.resume else []
         self.steps_on_disk: Optional[int] = None  # rows of self.steps in steps.jsonl; None: rewrite it at first save
@@ -431,10 +433,11 @@ class Trainer:
         row["wall_seconds"] = (self.rows[-1]["wall_seconds"] if self.rows else 0.0) + seconds
         self.rows.append(row)
         self.state.epoch, self.state.step_in_epoch = epoch + 1, 0
+        if self.env.is_main:  # before the checkpoint: a kill between the two leaves no checkpoint without its row
+            write_metrics(self.run_dir, self.rows)
         self.save(epoch + 1, 0, None, 0.0)
         self.pending_config = None
         if self.env.is_main:
-            write_metrics(self.run_dir, self.rows)
             title = f"{self.settings['model']} on {self.dataset_name} ({self.settings['recipe']})"
             plot_curve(self.run_dir, self.rows, self.steps, title)
             if self.quiet or not sys.stderr.isatty():
