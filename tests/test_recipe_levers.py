@@ -20,7 +20,7 @@ from resmg_zoo.data.datasets import ImageSplit, load_dataset
 from resmg_zoo.data.loader import Materializer, resize_batch
 from resmg_zoo.tools import reproduce, time_to_accuracy
 from resmg_zoo.tools.evaluate import run_evaluation
-from resmg_zoo.train.checkpoint import checkpoint_weights_path
+from resmg_zoo.train.checkpoint import CheckpointError, checkpoint_weights_path
 from resmg_zoo.train.cli import main as train
 from resmg_zoo.train.distributed import DistEnv
 from resmg_zoo.train.evaluation import evaluate_split
@@ -148,7 +148,7 @@ def test_evaluate_reads_the_ema_weights_and_averages_flips(lever_run: Path) -> N
 def test_evaluate_ema_of_a_run_without_one_says_so(tmp_path: Path, cifar_small: Path) -> None:
     out = tmp_path / "plain"
     assert train(tiny_train_args(cifar_small, out, "--epochs", "0.25")) == 0
-    with pytest.raises(Exception, match="no EMA weights"):
+    with pytest.raises(CheckpointError, match="no EMA weights"):
         run_evaluation(["--run", str(out), "--ema"])
 
 
