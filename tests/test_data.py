@@ -189,3 +189,12 @@ def test_augmentation_keeps_pixels_and_normalises(small: Path) -> None:
     assert torch.equal(shifted[flipped], plain[flipped].flip(3))
     moved = ~(batch.offsets == 4).all(dim=1)
     assert (shifted[moved] == background).float().mean() > (plain[moved] == background).float().mean()
+
+
+def test_materializer_side_is_that_of_the_batches_it_returns(small: Path) -> None:
+    dataset = load_dataset(str(small))
+    split = dataset.split("train")
+    batch = next(EpochPlan(len(split), 8, seed=0).batches(0))
+    for pad_to in (0, 32):
+        data = Materializer(split, dataset.mean, dataset.std, "crop", pad_to=pad_to)
+        assert data(batch)[0].shape[-2:] == (data.side, data.side) == ((pad_to or 28),) * 2

@@ -70,6 +70,11 @@ def test_published_folder_and_manifest_entry(mirror: Path, run: Path) -> None:
     card = (folder / "README.md").read_text()
     assert card.startswith("---\nlibrary_name: timm\nlicense: mit\n") and "model-index:" in card
     assert f"value: {entry['top1']}" in card and "datasets:\n- mnist" in card
+    flip = _last_metrics(run)["test_flip_top1"]
+    assert f"| mnist test, flip-averaged (2 passes) | {flip:.2f} % |" in card
+    train_images = json.loads((run / "config.json").read_text())["train_images"]
+    assert f"`paper`: 2 epochs on {train_images:,} train images" in card
+    assert "label smoothing" not in card and "EMA" not in card  # levers the recipe leaves off are not named
 
 
 def test_torch_hub_and_timm_load_the_trained_model(use_mirror: Path, run: Path, digits: Path) -> None:

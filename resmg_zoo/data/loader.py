@@ -103,6 +103,11 @@ class Materializer:
         self.channels_last = channels_last
         self.pad_to = pad_to
 
+    @property
+    def side(self) -> int:
+        """The side in pixels of the (square) images this returns: ``pad_to`` where set, else the stored side."""
+        return self.pad_to or self.split.images.shape[-1]
+
     def __call__(self, batch: GlobalBatch) -> tuple[Tensor, Tensor]:
         images = self.split.images[batch.indices].to(self.device, non_blocking=True)
         labels = self.split.labels[batch.indices].to(self.device, non_blocking=True)

@@ -358,7 +358,7 @@ class Trainer:
                         train_top1=100.0 * step_sums[1].item() / step_sums[2].item(),
                         lr=self.optimizer.param_groups[0]["lr"],
                     )
-                    | ({"side": side or self.train_data.split.images.shape[-1]} if recipe.low_res else {})
+                    | ({"side": side or self.train_data.side} if recipe.low_res else {})
                 )
             progress.update(step + 1, sums, elapsed + time.perf_counter() - tic, env.world_size)
             bar.update(1)

@@ -87,6 +87,36 @@ def build_entry(source: TrainedWeights, tag: str, org: str) -> dict[str, Any]:
     )
 
 
+def recipe_summary(recipe: dict[str, Any], config: dict[str, Any]) -> str:
+    """One sentence of every training setting in ``recipe`` (the run's ``recipe_settings`` plus
+    precision and seed); the levers a recipe leaves off (EMA, label smoothing, low resolution) only
+    where they are on."""
+    parts = [
+        f"`{recipe['name']}`: {recipe['epochs']:g} epochs on {config['train_images']:,} train images",
+        f"batch {recipe['batch_size']}, SGD lr {recipe['lr']} (momentum {recipe['momentum']}, "
+        f"nesterov {recipe['nesterov']})",
+        f"weight decay {recipe['weight_decay']}",
+        f"{recipe['schedule']} schedule after {recipe['warmup_epochs']:g} warm-up epochs",
+        f"augmentation `{recipe['augment']}`",
+    ]
+    if recipe.get("label_smoothing"):
+        parts.append(f"label smoothing {recipe['label_smoothing']}")
+    if recipe.get("ema_decay"):
+        parts.append(f"an EMA of the weights (decay {recipe['ema_decay']}, evaluated as `ema_*`)")
+    if recipe.get("low_res"):
+        parts.append(f"{recipe['low_res']}-pixel batches for the first {recipe['low_res_epochs']:g} epochs")
+    return ", ".join(parts) + f", {recipe['precision']}, seed {recipe['seed']}"
+
+
+def flip_row(last: dict[str, Any], entry: dict[str, Any], config: dict[str, Any]) -> str:
+    """The model card's row for flip-averaged test accuracy, where the run measured it (else empty)."""
+    if "test_flip_top1" not in last:
+        return ""
+    return f"| {entry['dataset']} test, flip-averaged (2 passes) | {last['test_flip_top1']:.2f} % | — | " + (
+        f"{config['test_images']:,} |\n"
+    )
+
+
 def model_card(entry: dict[str, Any], source: TrainedWeights) -> str:
     """The Hub model card: YAML metadata (library, license, datasets, model-index) and a body."""
     model, tag = entry["model"], entry["tag"]
@@ -135,16 +165,14 @@ From *{PAPER_TITLE}* (He, Chen, Zhang, Xu; {PAPER_ID}), packaged by resmg_zoo.
 | split | top-1 | top-5 | images |
 |---|---|---|---|
 | {entry["dataset"]} test | {entry["top1"]:.2f} % | {entry["top5"]:.2f} % | {config["test_images"]:,} |
-
+{flip_row(rows[-1], entry, config)}
 Measured by the training run that produced these weights, at its last epoch ({rows[-1]["epoch"]}),
 in {config["precision"]} on {entry["hardware"]}; {entry["wall_seconds"]:.0f} s of training.
 Weights are stored in {entry["dtype"]} exactly as trained. Parameters: {entry["params"]:,}.
 
 ## Recipe
 
-`{recipe["name"]}`: {recipe["epochs"]} epochs, batch {recipe["batch_size"]}, SGD lr {recipe["lr"]} (momentum
-{recipe["momentum"]}, nesterov {recipe["nesterov"]}), weight decay {recipe["weight_decay"]}, {recipe["schedule"]}
-schedule, augmentation `{recipe["augment"]}`, seed {recipe["seed"]}. Command:
+{recipe_summary(recipe, config)}. Command:
 
 ```
 {entry["command"]}
