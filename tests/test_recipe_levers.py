@@ -187,6 +187,24 @@ def test_time_to_accuracy_report_and_plot(lever_run: Path, tmp_path: Path, capsy
     assert cells[7] == f"{rows[-1]['ema_test_top1']:.2f}" and cells[8] == f"{rows[-1]['test_flip_top1']:.2f}"
 
 
+def test_time_to_accuracy_per_epoch_table(lever_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = read_metrics(lever_run)
+    assert time_to_accuracy.main([str(lever_run), "--per-epoch"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    recipe = json.loads((lever_run / "config.json").read_text())["recipe"]
+    assert lines[0].startswith(f"**{lever_run.name}") and f"recipe `{recipe}`," in lines[0]
+    assert "schedule=onecycle" in lines[0]
+    head = [c.strip() for c in lines[2].split("|")[1:-1]]
+    assert head[-2:] == ["EMA test top-1", "flip TTA test top-1"]  # the lever run logged both
+    table = [[c.strip() for c in line.split("|")[1:-1]] for line in lines[4:]]
+    assert [int(t[0]) for t in table] == [r["epoch"] for r in rows]
+    for cells, row in zip(table, rows):
+        assert float(cells[2]) == pytest.approx(row["wall_seconds"] / 3600, abs=0.005)
+        flip = row.get("test_flip_top1")  # logged on the last epoch only: "—" on the others
+        assert cells[6] == f"{row['test_top1']:.2f}" and cells[-1] == ("—" if flip is None else f"{flip:.2f}")
+    assert table[-1][-1] != "—"
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

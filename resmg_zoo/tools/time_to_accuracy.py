@@ -8,7 +8,9 @@ are training seconds (the evaluation after each epoch is not counted). The table
 the minutes at the end of the first epoch whose accuracy reached each target (``—`` if none did),
 the final accuracy, the EMA copy's and the flip-averaged one where the run logged them, the
 paper's Table 3 figure for the model, and the machine. A run still training is shown as far as it
-got (``epochs`` says how far).
+got (``epochs`` says how far). ``--per-epoch`` prints instead one table per run with a row per epoch
+(training seconds, cumulative hours, images/s, lr, train and test accuracy, and the EMA and
+flip-averaged accuracy where the run logged them).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--targets", default="90,93", help="comma-separated top-1 targets (percent)")
     p.add_argument("--plot", default=None, help="write the curves here (PNG)")
     p.add_argument("--markdown", default=None, help="also write the table here")
+    p.add_argument("--per-epoch", action="store_true", help="one table per run, a row per epoch, instead")
     return p
 
 
@@ -116,6 +119,36 @@ def report(runs: list[Run], metric: str, targets: tuple[float, ...]) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: The per-epoch table's optional columns: shown when some epoch of the run logged them.
+_OPTIONAL_EPOCH_COLUMNS = {"ema_test_top1": "EMA test top-1", "test_flip_top1": "flip TTA test top-1"}
+
+
+def epoch_table(run: Run) -> str:
+    """One run's Markdown table, a row per finished epoch; a title line names the run."""
+    rows = run.metrics()
+    if not rows:
+        raise RunError(f"{run.path} has no finished epoch in metrics.jsonl")
+    optional = [k for k in _OPTIONAL_EPOCH_COLUMNS if any(k in r for r in rows)]
+    head = ["epoch", "train s", "cumulative h", "img/s", "lr (end)", "train top-1", "test top-1", "test top-5"]
+    head += [_OPTIONAL_EPOCH_COLUMNS[k] for k in optional]
+    lines = [f"**{describe(run)}**, recipe {recipe_changes(run)}", "", "| " + " | ".join(head) + " |"]
+    lines.append("|" + "---|" * len(head))
+    for r in rows:
+        cells = [
+            str(r["epoch"]),
+            f"{r['train_seconds']:.0f}",
+            f"{r['wall_seconds'] / 3600:.2f}",
+            f"{r['images_per_second']:.1f}",
+            f"{r['lr']:.4f}",
+            _percent(r.get("train_top1")),
+            _percent(r.get("test_top1")),
+            _percent(r.get("test_top5")),
+            *(_percent(r.get(k)) for k in optional),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def plot(runs: list[Run], metric: str, targets: tuple[float, ...], path: Path) -> None:
     """Accuracy against training hours, one line per run, the targets as dashed lines."""
     import matplotlib
@@ -143,7 +176,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         targets = parse_targets(args.targets)
         runs = [Run.open(path) for path in args.runs]
-        table = report(runs, args.metric, targets)
+        if args.per_epoch:
+            table = "\n".join(epoch_table(run) for run in runs)
+        else:
+            table = report(runs, args.metric, targets)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
