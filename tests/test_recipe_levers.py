@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -203,6 +204,18 @@ def test_time_to_accuracy_per_epoch_table(lever_run: Path, capsys: pytest.Captur
         flip = row.get("test_flip_top1")  # logged on the last epoch only: "—" on the others
         assert cells[6] == f"{row['test_top1']:.2f}" and cells[-1] == ("—" if flip is None else f"{flip:.2f}")
     assert table[-1][-1] != "—"
+
+
+@pytest.mark.parametrize("mode", [[], ["--per-epoch"]])
+def test_time_to_accuracy_refuses_a_run_without_a_finished_epoch(
+    lever_run: Path, tmp_path: Path, mode: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    started = tmp_path / "started"
+    started.mkdir()
+    shutil.copy(lever_run / "config.json", started / "config.json")
+    (started / "metrics.jsonl").write_text("")
+    assert time_to_accuracy.main([str(started), *mode]) == EXIT_USAGE
+    assert "no finished epoch" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

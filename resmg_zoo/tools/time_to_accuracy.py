@@ -65,6 +65,14 @@ def describe(run: Run) -> str:
     return f"{run.path.name} (`{run.model_name}`{f', widths {widths}' if widths else ''})"
 
 
+def finished_epochs(run: Run) -> list[dict[str, Any]]:
+    """The run's ``metrics.jsonl`` rows; a RunError when no epoch has finished yet."""
+    rows = run.metrics()
+    if not rows:
+        raise RunError(f"{run.path} has no finished epoch in metrics.jsonl")
+    return rows
+
+
 def _minutes(seconds: Optional[float]) -> str:
     return "—" if seconds is None else f"{seconds / 60:.1f}"
 
@@ -93,9 +101,7 @@ def report(runs: list[Run], metric: str, targets: tuple[float, ...]) -> str:
     head += [metric, "EMA", "flip TTA", "paper (Table 3)", "machine"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for run in runs:
-        rows = run.metrics()
-        if not rows:
-            raise RunError(f"{run.path} has no finished epoch in metrics.jsonl")
+        rows = finished_epochs(run)
         if metric not in rows[-1]:
             logged = sorted(k for k in rows[-1] if k.endswith("top1"))
             raise RunError(f"{run.path} logs no {metric!r}; its accuracy columns are {logged}")
@@ -125,9 +131,7 @@ _OPTIONAL_EPOCH_COLUMNS = {"ema_test_top1": "EMA test top-1", "test_flip_top1": 
 
 def epoch_table(run: Run) -> str:
     """One run's Markdown table, a row per finished epoch; a title line names the run."""
-    rows = run.metrics()
-    if not rows:
-        raise RunError(f"{run.path} has no finished epoch in metrics.jsonl")
+    rows = finished_epochs(run)
     optional = [k for k in _OPTIONAL_EPOCH_COLUMNS if any(k in r for r in rows)]
     head = ["epoch", "train s", "cumulative h", "img/s", "lr (end)", "train top-1", "test top-1", "test top-5"]
     head += [_OPTIONAL_EPOCH_COLUMNS[k] for k in optional]
