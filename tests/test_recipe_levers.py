@@ -190,20 +190,27 @@ def test_time_to_accuracy_report_and_plot(lever_run: Path, tmp_path: Path, capsy
 
 def test_time_to_accuracy_per_epoch_table(lever_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rows = read_metrics(lever_run)
-    assert time_to_accuracy.main([str(lever_run), "--per-epoch"]) == 0
+    reached = rows[-1]["test_top1"]  # reached at the latest on the last epoch; 100 % never
+    first = next(r for r in rows if r["test_top1"] >= reached)
+    assert time_to_accuracy.main([str(lever_run), "--per-epoch", "--targets", f"{reached},100"]) == 0
     lines = capsys.readouterr().out.splitlines()
     recipe = json.loads((lever_run / "config.json").read_text())["recipe"]
     assert lines[0].startswith(f"**{lever_run.name}") and f"recipe `{recipe}`," in lines[0]
     assert "schedule=onecycle" in lines[0]
     head = [c.strip() for c in lines[2].split("|")[1:-1]]
     assert head[-2:] == ["EMA test top-1", "flip TTA test top-1"]  # the lever run logged both
-    table = [[c.strip() for c in line.split("|")[1:-1]] for line in lines[4:]]
+    table = [[c.strip() for c in line.split("|")[1:-1]] for line in lines[4:] if line.startswith("|")]
     assert [int(t[0]) for t in table] == [r["epoch"] for r in rows]
     for cells, row in zip(table, rows):
         assert float(cells[2]) == pytest.approx(row["wall_seconds"] / 3600, abs=0.005)
         flip = row.get("test_flip_top1")  # logged on the last epoch only: "—" on the others
         assert cells[6] == f"{row['test_top1']:.2f}" and cells[-1] == ("—" if flip is None else f"{flip:.2f}")
     assert table[-1][-1] != "—"
+    hours = f"{first['wall_seconds'] / 3600:.2f}"
+    assert lines[-1] == (
+        f"`test_top1` first reached {reached:g} %: epoch {first['epoch']} ({hours} h); 100 %: not yet"
+        f" (of {len(rows)} finished epochs)."
+    )
 
 
 @pytest.mark.parametrize("mode", [[], ["--per-epoch"]])
@@ -224,6 +231,7 @@ def test_time_to_accuracy_refuses_a_run_without_a_finished_epoch(
         (["--targets", "93,x"], "--targets must be"),
         (["--targets", "130"], "(0, 100]"),
         (["--metric", "foo"], "no 'foo'"),
+        (["--per-epoch", "--metric", "foo"], "no 'foo'"),
     ],
 )
 def test_time_to_accuracy_refuses_bad_input(

@@ -10,7 +10,8 @@ the final accuracy, the EMA copy's and the flip-averaged one where the run logge
 paper's Table 3 figure for the model, and the machine. A run still training is shown as far as it
 got (``epochs`` says how far). ``--per-epoch`` prints instead one table per run with a row per epoch
 (training seconds, cumulative hours, images/s, lr, train and test accuracy, and the EMA and
-flip-averaged accuracy where the run logged them).
+flip-averaged accuracy where the run logged them), and a line saying after which epoch ``--metric``
+first reached each of ``--targets``.
 """
 
 from __future__ import annotations
@@ -129,9 +130,25 @@ def report(runs: list[Run], metric: str, targets: tuple[float, ...]) -> str:
 _OPTIONAL_EPOCH_COLUMNS = {"ema_test_top1": "EMA test top-1", "test_flip_top1": "flip TTA test top-1"}
 
 
-def epoch_table(run: Run) -> str:
-    """One run's Markdown table, a row per finished epoch; a title line names the run."""
+def first_reached(rows: list[dict[str, Any]], metric: str, targets: tuple[float, ...]) -> str:
+    """One sentence: after which epoch (and training hours) ``metric`` first reached each target."""
+    parts = []
+    for target in targets:
+        hit = next((r for r in rows if r.get(metric, -1.0) >= target), None)
+        where = "not yet" if hit is None else f"epoch {hit['epoch']} ({hit['wall_seconds'] / 3600:.2f} h)"
+        parts.append(f"{target:g} %: {where}")
+    return f"`{metric}` first reached " + "; ".join(parts) + f" (of {len(rows)} finished epochs)."
+
+
+def epoch_table(run: Run, metric: str = "test_top1", targets: tuple[float, ...] = ()) -> str:
+    """One run's Markdown table, a row per finished epoch; a title line names the run.
+
+    With ``targets``, a line under the table says when ``metric`` first reached each of them.
+    """
     rows = finished_epochs(run)
+    if targets and not any(metric in r for r in rows):
+        logged = sorted(k for k in rows[-1] if k.endswith("top1"))
+        raise RunError(f"{run.path} logs no {metric!r}; its accuracy columns are {logged}")
     optional = [k for k in _OPTIONAL_EPOCH_COLUMNS if any(k in r for r in rows)]
     head = ["epoch", "train s", "cumulative h", "img/s", "lr (end)", "train top-1", "test top-1", "test top-5"]
     head += [_OPTIONAL_EPOCH_COLUMNS[k] for k in optional]
@@ -150,6 +167,8 @@ def epoch_table(run: Run) -> str:
             *(_percent(r.get(k)) for k in optional),
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    if targets:
+        lines += ["", first_reached(rows, metric, targets)]
     return "\n".join(lines) + "\n"
 
 
@@ -181,7 +200,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         targets = parse_targets(args.targets)
         runs = [Run.open(path) for path in args.runs]
         if args.per_epoch:
-            table = "\n".join(epoch_table(run) for run in runs)
+            table = "\n".join(epoch_table(run, args.metric, targets) for run in runs)
         else:
             table = report(runs, args.metric, targets)
     except ValueError as err:
