@@ -50,9 +50,15 @@ def parse_targets(text: str) -> tuple[float, ...]:
     return targets
 
 
+def first_epoch_reaching(rows: list[dict[str, Any]], metric: str, target: float) -> Optional[dict[str, Any]]:
+    """The first epoch's row whose ``metric`` reached ``target``, or ``None``."""
+    return next((r for r in rows if r.get(metric, -1.0) >= target), None)
+
+
 def seconds_to(rows: list[dict[str, Any]], metric: str, target: float) -> Optional[float]:
     """Training seconds at the end of the first epoch whose ``metric`` reached ``target``, or ``None``."""
-    return next((r["wall_seconds"] for r in rows if r.get(metric, -1.0) >= target), None)
+    hit = first_epoch_reaching(rows, metric, target)
+    return None if hit is None else hit["wall_seconds"]
 
 
 def curve(run: Run, metric: str) -> list[tuple[float, float]]:
@@ -66,11 +72,15 @@ def describe(run: Run) -> str:
     return f"{run.path.name} (`{run.model_name}`{f', widths {widths}' if widths else ''})"
 
 
-def finished_epochs(run: Run) -> list[dict[str, Any]]:
-    """The run's ``metrics.jsonl`` rows; a RunError when no epoch has finished yet."""
+def finished_epochs(run: Run, metric: Optional[str] = None) -> list[dict[str, Any]]:
+    """The run's ``metrics.jsonl`` rows; a RunError when no epoch has finished yet, or when the
+    last one did not log ``metric``."""
     rows = run.metrics()
     if not rows:
         raise RunError(f"{run.path} has no finished epoch in metrics.jsonl")
+    if metric is not None and metric not in rows[-1]:
+        logged = sorted(k for k in rows[-1] if k.endswith("top1"))
+        raise RunError(f"{run.path} logs no {metric!r}; its accuracy columns are {logged}")
     return rows
 
 
@@ -102,10 +112,7 @@ def report(runs: list[Run], metric: str, targets: tuple[float, ...]) -> str:
     head += [metric, "EMA", "flip TTA", "paper (Table 3)", "machine"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for run in runs:
-        rows = finished_epochs(run)
-        if metric not in rows[-1]:
-            logged = sorted(k for k in rows[-1] if k.endswith("top1"))
-            raise RunError(f"{run.path} logs no {metric!r}; its accuracy columns are {logged}")
+        rows = finished_epochs(run, metric)
         last, settings = rows[-1], run.config["recipe_settings"]
         ema = "ema_" + metric.removeprefix("ema_")
         paper = paper_result(run.model_name, 3) if run.config.get("dataset") == "cifar10" else None
@@ -134,7 +141,7 @@ def first_reached(rows: list[dict[str, Any]], metric: str, targets: tuple[float,
     """One sentence: after which epoch (and training hours) ``metric`` first reached each target."""
     parts = []
     for target in targets:
-        hit = next((r for r in rows if r.get(metric, -1.0) >= target), None)
+        hit = first_epoch_reaching(rows, metric, target)
         where = "not yet" if hit is None else f"epoch {hit['epoch']} ({hit['wall_seconds'] / 3600:.2f} h)"
         parts.append(f"{target:g} %: {where}")
     return f"`{metric}` first reached " + "; ".join(parts) + f" (of {len(rows)} finished epochs)."
@@ -145,10 +152,7 @@ def epoch_table(run: Run, metric: str = "test_top1", targets: tuple[float, ...] 
 
     With ``targets``, a line under the table says when ``metric`` first reached each of them.
     """
-    rows = finished_epochs(run)
-    if targets and not any(metric in r for r in rows):
-        logged = sorted(k for k in rows[-1] if k.endswith("top1"))
-        raise RunError(f"{run.path} logs no {metric!r}; its accuracy columns are {logged}")
+    rows = finished_epochs(run, metric if targets else None)
     optional = [k for k in _OPTIONAL_EPOCH_COLUMNS if any(k in r for r in rows)]
     head = ["epoch", "train s", "cumulative h", "img/s", "lr (end)", "train top-1", "test top-1", "test top-5"]
     head += [_OPTIONAL_EPOCH_COLUMNS[k] for k in optional]
