@@ -15,8 +15,9 @@ from conftest import tiny_train_args
 from realdata import real_data_dir, subset_zip
 from safetensors.torch import load_file
 
+from resmg_zoo.core import hardware
 from resmg_zoo.core.cli import EXIT_USAGE
-from resmg_zoo.core.hardware import native_bf16
+from resmg_zoo.core.hardware import matmul_peak, preferred_precision
 from resmg_zoo.data.datasets import ImageSplit, load_dataset
 from resmg_zoo.data.loader import Materializer, resize_batch
 from resmg_zoo.tools import reproduce, time_to_accuracy
@@ -247,4 +248,41 @@ def test_the_full_width_budget_trains_the_new_recipe(tmp_path: Path) -> None:
     row = reproduce.table_rows(3)[0]
     cmd = reproduce.train_command(row, budget, 3, tmp_path / "row", None)
     assert cmd[cmd.index("--recipe") + 1] == "sprint" and "--model-kwargs" not in cmd
-    assert cmd[cmd.index("--precision") + 1] == ("bf16" if native_bf16() else "fp32")
+    assert cmd[cmd.index("--precision") + 1] == preferred_precision()
+
+
+@pytest.fixture
+def fresh_precision_choice() -> object:
+    preferred_precision.cache_clear()
+    yield
+    preferred_precision.cache_clear()
+
+
+@pytest.mark.parametrize(
+    ("native", "bf16_peak", "fp32_peak", "expected"),
+    [
+        (False, 0.0, 0.0, "fp32"),  # AVX2 only: bf16 is emulated, nothing is timed
+        (True, 170e9, 325e9, "fp32"),  # the Intel Xeon with AVX512-BF16 and no AMX: half the fp32 peak
+        (True, 340e9, 300e9, "fp32"),  # within the margin: not worth the rounding
+        (True, 700e9, 330e9, "bf16"),  # bf16 hardware that pays
+    ],
+)
+def test_auto_precision_is_bf16_only_where_bf16_hardware_is_measured_faster(
+    monkeypatch: pytest.MonkeyPatch,
+    fresh_precision_choice: object,
+    native: bool,
+    bf16_peak: float,
+    fp32_peak: float,
+    expected: str,
+) -> None:
+    peaks = {torch.bfloat16: bf16_peak, torch.float32: fp32_peak}
+    monkeypatch.setattr(hardware, "native_bf16", lambda device="cpu": native)
+    monkeypatch.setattr(hardware, "matmul_peak", lambda dtype, *args, **kwargs: peaks[dtype])
+    assert preferred_precision("cpu") == expected
+    assert preferred_precision("cuda") == "bf16"
+
+
+def test_matmul_peak_measures_both_precisions_on_this_cpu() -> None:
+    for dtype in (torch.float32, torch.bfloat16):
+        rate = matmul_peak(dtype, sizes=(256,), flops_per_size=1e8)
+        assert 1e8 < rate < 1e14, (dtype, rate)

@@ -1,9 +1,12 @@
-"""A one-line description of the machine a number was measured on."""
+"""What the machine is: a one-line description of where a number was measured, and which autocast
+precision is the faster one there."""
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
+import time
 from pathlib import Path
 
 import torch
@@ -38,3 +41,43 @@ def native_bf16(device: torch.device | str = "cpu") -> bool:
     if device.type == "cuda":
         return True
     return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def matmul_peak(dtype: torch.dtype, sizes: tuple[int, ...] = (1024, 2048), flops_per_size: float = 2e10) -> float:
+    """Best FLOP/s of a square ``torch.mm`` in ``dtype`` over ``sizes`` on the CPU.
+
+    Each size is timed call by call for about ``flops_per_size`` FLOPs (at least 3 calls); the best
+    call counts, as the peak is what the hardware and BLAS reach, not an average.
+    """
+    best_rate = 0.0
+    for size in sizes:
+        a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+        torch.mm(a, b)
+        for _ in range(max(3, int(flops_per_size / (2 * size**3)))):
+            tic = time.perf_counter()
+            torch.mm(a, b)
+            best_rate = max(best_rate, 2 * size**3 / (time.perf_counter() - tic))
+    return best_rate
+
+
+BF16_MARGIN = 1.2  # bf16 is chosen on a CPU only where its matmul peak is at least this many times fp32's
+
+
+@functools.cache
+def preferred_precision(device: str = "cpu") -> str:
+    """``"bf16"`` where bf16 autocast is the faster precision on ``device``, else ``"fp32"``.
+
+    CUDA: bf16. A CPU: bf16 only where it has bf16 hardware (:func:`native_bf16`) *and* its bf16
+    matmul peak is at least :data:`BF16_MARGIN` times the fp32 one, measured here in about a second
+    (once per process). Having the hardware is not enough: on a 2-core Intel Xeon with AVX512-BF16
+    but no AMX, oneDNN's bf16 matmul reached 168–174 GFLOP/s against 322–330 in fp32, and a
+    full-width ``preact_resnet18`` trained at 49 images/s in bf16 against 65 in fp32
+    (``scripts/benchmark.py``, 2026-11-29), while the 2-core AMD EPYC with AVX512-BF16 trained about
+    2× faster in bf16 (``docs/measurements.md``).
+    """
+    if torch.device(device).type == "cuda":
+        return "bf16"
+    if not native_bf16(device):
+        return "fp32"
+    faster = matmul_peak(torch.bfloat16) >= BF16_MARGIN * matmul_peak(torch.float32)
+    return "bf16" if faster else "fp32"

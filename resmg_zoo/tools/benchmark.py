@@ -36,7 +36,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from ..core.choices import parse_ints
 from ..core.cli import autocast_context
 from ..core.counting import count_parameters
-from ..core.hardware import describe_hardware
+from ..core.hardware import describe_hardware, matmul_peak
 from ..data.datasets import ImageSplit
 from ..data.loader import EpochPlan, Materializer
 
@@ -129,23 +129,6 @@ class Bench:
             for _ in range(steps):
                 fn()
             rates.append(steps * len(self.x) / (time.perf_counter() - tic))
-
-
-def matmul_peak(dtype: torch.dtype, sizes: tuple[int, ...] = (1024, 2048), flops_per_size: float = 2e10) -> float:
-    """Best FLOP/s of a square ``torch.mm`` in ``dtype`` over ``sizes`` (the run's own peak).
-
-    Each size is timed call by call for about ``flops_per_size`` FLOPs (at least 3 calls); the best
-    call counts, as the peak is what the hardware and BLAS reach, not an average.
-    """
-    best_rate = 0.0
-    for size in sizes:
-        a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-        torch.mm(a, b)
-        for _ in range(max(3, int(flops_per_size / (2 * size**3)))):
-            tic = time.perf_counter()
-            torch.mm(a, b)
-            best_rate = max(best_rate, 2 * size**3 / (time.perf_counter() - tic))
-    return best_rate
 
 
 def checkpoint_bytes(model: nn.Module) -> int:

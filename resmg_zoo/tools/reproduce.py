@@ -26,7 +26,7 @@ from typing import Any, Optional
 from ..core.choices import parse_ints
 from ..core.cli import EXIT_NONFINITE
 from ..core.counting import param_count
-from ..core.hardware import native_bf16
+from ..core.hardware import preferred_precision
 from ..core.paper import TABLE_DATASETS, TABLE_KEYS, paper_rows
 from ..models.variants import FORM_SYMBOLS
 from ..train.run import CONFIG_NAME, Run, RunError
@@ -47,7 +47,7 @@ class Budget:
     recipe: str
     epochs: Optional[float]  # None: the recipe's own rule
     model_kwargs: tuple[tuple[str, str], ...]
-    precision: str  # fp32, bf16, or auto: bf16 where it runs on bf16 hardware (native_bf16), else fp32
+    precision: str  # fp32, bf16, or auto: bf16 where it is the faster precision here (preferred_precision), else fp32
     channels_last: bool
     description: str
     train_args: tuple[str, ...] = ()  # any further ``resmg_zoo.train`` options
@@ -74,7 +74,7 @@ BUDGETS: dict[str, Budget] = {
             "auto",
             True,
             "full width, the `sprint` recipe (issue 15's time-to-accuracy recipe: see `recipes.py`), bf16 autocast "
-            "where the CPU has bf16 hardware (else fp32) + channels_last",
+            "where it is measured faster than fp32 on this machine (else fp32) + channels_last",
         ),
         Budget(
             "cpu-tiny",
@@ -202,7 +202,7 @@ def train_command(row: Row, budget: Budget, table: int, run_dir: Path, data: Opt
     if (run_dir / "checkpoint.json").exists():
         return [*cmd, "--resume"]
     cmd += ["--model", row.model, "--dataset", TABLE_DATASETS[table], "--recipe", budget.recipe, "--seed", str(seed)]
-    precision = budget.precision if budget.precision != "auto" else ("bf16" if native_bf16() else "fp32")
+    precision = budget.precision if budget.precision != "auto" else preferred_precision()
     cmd += ["--precision", precision] + (["--channels-last"] if budget.channels_last else [])
     if budget.epochs is not None:
         cmd += ["--epochs", f"{budget.epochs:g}"]
