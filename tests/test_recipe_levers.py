@@ -279,6 +279,12 @@ def test_auto_precision_is_bf16_only_where_bf16_hardware_is_measured_faster(
     monkeypatch.setattr(hardware, "native_bf16", lambda device="cpu": native)
     monkeypatch.setattr(hardware, "matmul_peak", lambda dtype, *args, **kwargs: peaks[dtype])
     assert preferred_precision("cpu") == expected
+
+
+def test_auto_precision_is_bf16_on_cuda_without_timing_the_cpu(
+    monkeypatch: pytest.MonkeyPatch, fresh_precision_choice: object
+) -> None:
+    monkeypatch.setattr(hardware, "matmul_peak", lambda *args, **kwargs: pytest.fail("timed the CPU for CUDA"))
     assert preferred_precision("cuda") == "bf16"
 
 

@@ -69,11 +69,9 @@ def preferred_precision(device: str = "cpu") -> str:
 
     CUDA: bf16. A CPU: bf16 only where it has bf16 hardware (:func:`native_bf16`) *and* its bf16
     matmul peak is at least :data:`BF16_MARGIN` times the fp32 one, measured here in about a second
-    (once per process). Having the hardware is not enough: on a 2-core Intel Xeon with AVX512-BF16
-    but no AMX, oneDNN's bf16 matmul reached 168–174 GFLOP/s against 322–330 in fp32, and a
-    full-width ``preact_resnet18`` trained at 49 images/s in bf16 against 65 in fp32
-    (``scripts/benchmark.py``, 2026-11-29), while the 2-core AMD EPYC with AVX512-BF16 trained about
-    2× faster in bf16 (``docs/measurements.md``).
+    (once per process). Having the hardware is not enough: a 2-core Intel Xeon with AVX512-BF16 and
+    no AMX trains 25 % slower in bf16, an AMD EPYC with AVX512-BF16 about 2× faster
+    (``docs/measurements.md``, "Speed on an Intel Xeon …").
     """
     if torch.device(device).type == "cuda":
         return "bf16"
