@@ -94,3 +94,14 @@ def test_cli_errors(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "trained 'preact_resnet18_sharedA'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--model", "resnet18_sharedA", "--format", "tflite"])
+
+
+def test_a_file_that_fails_its_check_is_never_left_at_out(tmp_path: Path) -> None:
+    """Export writes aside and renames only after the numerical check: a failed check leaves the old
+    file (or none) where ``--out`` points, and no partial file beside it."""
+    model = timm.create_model("preact_resnet18_sharedA.mnist", widths=(8, 8, 16, 16), drop_rate=0.9).train()
+    out = tmp_path / "model.pt"
+    out.write_bytes(b"the previous export")
+    with pytest.raises(AssertionError):  # dropout on: eager and exported outputs differ
+        export(model, "preact_resnet18_sharedA", "torchscript", out, None)
+    assert out.read_bytes() == b"the previous export" and sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]

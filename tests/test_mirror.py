@@ -1,4 +1,4 @@
-"""``python -m resmg_zoo.weights.mirror import``: a mirror's folders verified, its entries merged, nothing
+"""``resmg-mirror import``: a mirror's folders verified, its entries merged, nothing
 changed by a mirror that does not verify; and files a team can share (the usual modes)."""
 
 from __future__ import annotations
@@ -10,12 +10,15 @@ import stat
 from pathlib import Path
 
 import pytest
+import timm
 from conftest import HUB_ID, MODEL, TAG
+from huggingface_hub import ModelCard
 
+from resmg_zoo import WeightsIntegrityError
 from resmg_zoo.core.atomic import current_umask
 from resmg_zoo.core.hashing import file_sha256
+from resmg_zoo.tools.mirror import main as mirror_main
 from resmg_zoo.weights.manifest import MANIFEST_NAME, load_manifest
-from resmg_zoo.weights.mirror import main as mirror_main
 
 
 @pytest.fixture
@@ -134,3 +137,91 @@ def test_published_run_and_cache_files_get_the_usual_modes(mirror: Path, run: Pa
     files = [*folder.iterdir(), mirror / MANIFEST_NAME, *run.iterdir(), *cache]
     assert files and {f.name: _mode(f) for f in files} == {f.name: 0o666 & ~umask for f in files}
     assert file_sha256(folder / "model.safetensors")  # readable
+
+
+def test_an_id_that_would_leave_the_mirror_is_refused(copy: Path, target: Path, capsys) -> None:
+    """A mirror manifest naming ``../`` is refused by huggingface_hub's rule before any path is made of it."""
+    manifest = json.loads((copy / MANIFEST_NAME).read_text())
+    manifest["entries"][0]["hub_id"] = f"../{MODEL}.{TAG}"
+    (copy / MANIFEST_NAME).write_text(json.dumps(manifest))
+    assert _import(copy, target) == 2
+    err = capsys.readouterr().err
+    assert f"'../{MODEL}.{TAG}' is not a valid Hugging Face Hub repo id" in err and not target.exists()
+
+
+def test_a_folder_whose_config_names_another_repo_is_refused(
+    copy: Path, target: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = copy / HUB_ID / "config.json"
+    config.write_text(config.read_text().replace(HUB_ID, f"someone-else/{MODEL}.{TAG}"))
+    assert _import(copy, target) == 2
+    assert f"pretrained_cfg.hf_hub_id is 'someone-else/{MODEL}.{TAG}'" in capsys.readouterr().err
+    assert not target.exists()
+    monkeypatch.setenv("RESMG_ZOO_HUB_DIR", str(copy))  # and loading from such a folder says so
+    with pytest.raises(
+        WeightsIntegrityError, match=rf"names the repo 'someone-else/.*', but the folder stands for {HUB_ID}"
+    ):
+        timm.create_model(f"{MODEL}.{TAG}", pretrained=True)
+
+
+def test_evaluate_refuses_an_entry_whose_top1_the_real_test_split_does_not_give(
+    copy: Path, target: Path, capsys
+) -> None:
+    """The tiny test run measured its top-1 on 30 digits per class; the full real MNIST test split disagrees."""
+    assert _import(copy, target, "--evaluate") == 2
+    err = capsys.readouterr().err
+    assert f"{HUB_ID}: top-1 on the full test split is" in err and "is unchanged" in err
+    assert not target.exists()
+
+
+def _refresh(folder: Path) -> tuple[int, str]:
+    code = mirror_main(["refresh", str(folder)])
+    return code, (folder / "README.md").read_text()
+
+
+def test_refresh_rewrites_card_and_config_from_the_folders_own_files(
+    copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = copy / HUB_ID
+    weights = (folder / "model.safetensors").read_bytes()
+    (folder / "README.md").write_text("an old card\n")
+    config = json.loads((folder / "config.json").read_text())
+    config.pop("label_names", None)
+    (folder / "config.json").write_text(json.dumps(config))
+    code, card = _refresh(folder)
+    assert code == 0
+    assert (folder / "model.safetensors").read_bytes() == weights
+    data = ModelCard.load(folder / "README.md").data
+    assert data.pipeline_tag == "image-classification" and data.datasets == ["ylecun/mnist"]
+    entry = load_manifest(copy / MANIFEST_NAME)["entries"][0]
+    assert data.eval_results[0].metric_value == entry["top1"] and "@article{he2019constrained," in card
+    assert json.loads((folder / "config.json").read_text())["label_names"] == [str(d) for d in range(10)]
+    monkeypatch.setenv("RESMG_ZOO_HUB_DIR", str(copy))  # its manifest lists the folder's id: sha256 checked
+    loaded = timm.create_model(f"local-dir:{folder}", pretrained=True)
+    assert list(loaded.pretrained_cfg["label_names"]) == [str(d) for d in range(10)]
+
+
+def test_refresh_a_copy_of_the_published_cifar10_folder(shared_hub: Path, tmp_path: Path) -> None:
+    """The hosted CIFAR-10 weights get the new card and class names without retraining: sha256 unchanged."""
+    hub_id = "resmg-zoo/preact_resnet18_sharedA.cifar10"
+    mirror = tmp_path / "hub"
+    shutil.copytree(shared_hub / hub_id, mirror / hub_id)
+    manifest = load_manifest(shared_hub / MANIFEST_NAME)
+    manifest["entries"] = [e for e in manifest["entries"] if e["hub_id"] == hub_id]
+    (mirror / MANIFEST_NAME).write_text(json.dumps(manifest))
+    code, card = _refresh(mirror / hub_id)
+    assert code == 0
+    assert file_sha256(mirror / hub_id / "model.safetensors") == manifest["entries"][0]["sha256"]
+    config = json.loads((mirror / hub_id / "config.json").read_text())
+    assert config["label_names"][:3] == ["airplane", "automobile", "bird"] and len(config["label_names"]) == 10
+    assert ModelCard.load(mirror / hub_id / "README.md").data.datasets == ["uoft-cs/cifar10"]
+    assert "on 50,000 train images" in card and "| cifar10 test | 90.27 % |" in card
+
+
+def test_refresh_refuses_a_folder_that_does_not_verify(copy: Path, capsys) -> None:
+    weights = copy / HUB_ID / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\0")
+    before = (copy / HUB_ID / "README.md").read_bytes()
+    code, _ = _refresh(copy / HUB_ID)
+    assert code == 2 and "does not verify, so it is not refreshed" in capsys.readouterr().err
+    assert (copy / HUB_ID / "README.md").read_bytes() == before

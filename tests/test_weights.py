@@ -13,6 +13,7 @@ import timm
 import torch
 from conftest import HUB_ID, MODEL, ORG, REPO_ROOT, TAG, WIDTHS
 from hub_standin import serve
+from huggingface_hub import ModelCard
 from safetensors.torch import load_file, save_file
 
 import resmg_zoo.weights.publish as publish_module
@@ -22,7 +23,7 @@ from resmg_zoo.core.hashing import file_sha256
 from resmg_zoo.data.datasets import load_dataset
 from resmg_zoo.tools.push_to_hub import main as publish
 from resmg_zoo.train.checkpoint import checkpoint_weights_path
-from resmg_zoo.weights.manifest import MANIFEST_NAME, ManifestError, load_manifest, validate_entry
+from resmg_zoo.weights.manifest import MANIFEST_NAME, PUBLISHED_FILES, ManifestError, load_manifest, validate_entry
 
 
 @pytest.fixture
@@ -67,9 +68,20 @@ def test_published_folder_and_manifest_entry(mirror: Path, run: Path) -> None:
     config = json.loads((folder / "config.json").read_text())
     assert config["architecture"] == MODEL and config["num_classes"] == 10
     assert config["model_args"]["widths"] == WIDTHS and config["model_args"]["in_chans"] == 1
+    assert config["label_names"] == [str(d) for d in range(10)]  # the run's classes
     card = (folder / "README.md").read_text()
-    assert card.startswith("---\nlibrary_name: timm\nlicense: mit\n") and "model-index:" in card
-    assert f"value: {entry['top1']}" in card and "datasets:\n- mnist" in card
+    data = ModelCard.load(folder / "README.md").data  # as the Hub reads it
+    assert (data.library_name, data.license, data.pipeline_tag) == ("timm", "mit", "image-classification")
+    assert data.datasets == ["ylecun/mnist"] and data.model_name == f"{MODEL}.{TAG}"
+    top1, top5 = data.eval_results
+    assert (top1.metric_type, top1.metric_value, top1.dataset_type, top1.dataset_split) == (
+        "accuracy",
+        entry["top1"],
+        "ylecun/mnist",
+        "test",
+    )
+    assert (top5.metric_type, top5.metric_value) == ("top_5_accuracy", entry["top5"])
+    assert "@article{he2019constrained," in card and "arXiv:1911.10428" in card
     flip = _last_metrics(run)["test_flip_top1"]
     assert f"| mnist test, flip-averaged (2 passes) | {flip:.2f} % |" in card
     train_images = json.loads((run / "config.json").read_text())["train_images"]
@@ -135,15 +147,46 @@ def _copy_mirror(mirror: Path, tmp_path: Path) -> Path:
     return copy
 
 
-def test_one_tampered_byte_is_a_sha256_error(mirror: Path, tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize("how", ["by name", "local-dir"])
+def test_one_tampered_byte_is_a_sha256_error(how: str, mirror: Path, tmp_path: Path, monkeypatch) -> None:
+    """Through the mirror, and through a ``local-dir:`` folder whose config.json names a published id."""
     copy = _copy_mirror(mirror, tmp_path)
     weights = copy / HUB_ID / "model.safetensors"
     data = bytearray(weights.read_bytes())
     data[-100] ^= 0x01
     weights.write_bytes(bytes(data))
     monkeypatch.setenv("RESMG_ZOO_HUB_DIR", str(copy))
-    with pytest.raises(WeightsIntegrityError, match=rf"sha256 mismatch for {MODEL}\.{TAG}: .*model\.safetensors"):
-        timm.create_model(f"{MODEL}.{TAG}", pretrained=True)
+    name, looked = (f"{MODEL}.{TAG}", "mirror") if how == "by name" else (f"local-dir:{copy / HUB_ID}", "local-dir")
+    with pytest.raises(WeightsIntegrityError, match=rf"sha256 mismatch for {MODEL}\.{TAG}: .*{looked}"):
+        timm.create_model(name, pretrained=True)
+
+
+def test_a_cache_dir_that_cannot_be_written_is_named(mirror: Path, tmp_path: Path) -> None:
+    """``cache_dir`` is the client's cache; one that cannot be written is named before any download
+    (as root no folder is read-only, so the test puts a file where the cache would be made)."""
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    with serve(mirror) as (endpoint, _log):
+        env = _hub_env(endpoint, mirror, tmp_path)
+        cache = str(blocked / "cache")
+        code = f"import timm, resmg_zoo; timm.create_model('{MODEL}.{TAG}', pretrained=True, cache_dir={cache!r})"
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines()[-1].startswith("resmg_zoo.weights.resolve.PretrainedWeightsUnavailable")
+    assert f"the Hugging Face cache {cache} cannot be written" in done.stderr, done.stderr[-2000:]
+
+
+def test_cache_dir_is_honoured(mirror: Path, tmp_path: Path) -> None:
+    with serve(mirror) as (endpoint, _log):
+        env = _hub_env(endpoint, mirror, tmp_path)
+        cache = tmp_path / "my-cache"
+        code = (
+            f"import timm, resmg_zoo; timm.create_model('hf-hub:{HUB_ID}', pretrained=True, cache_dir={str(cache)!r})"
+        )
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert [p.name for p in cache.rglob("model.safetensors")] == ["model.safetensors"]
+    assert not list((tmp_path / "hf").rglob("model.safetensors"))  # not the default cache
 
 
 def test_a_truncated_file_is_a_clear_error(mirror: Path, tmp_path: Path, monkeypatch) -> None:
@@ -176,7 +219,7 @@ def test_unpublished_tag_names_the_published_ones(use_mirror: Path) -> None:
     with pytest.raises(
         PretrainedWeightsUnavailable,
         match=rf"no pretrained weights are published for {MODEL}\.cifar100 .*"
-        rf"Published tags of {MODEL}: mnist",
+        rf"Published tags of {MODEL}: cifar10, mnist",
     ):
         timm.create_model(f"{MODEL}.cifar100", pretrained=True)
 
@@ -295,31 +338,129 @@ def test_a_tampered_file_on_the_hub_is_a_sha256_error(mirror: Path, tmp_path: Pa
     assert result[f"hf-hub:{HUB_ID}"].startswith("WeightsIntegrityError: sha256 mismatch")
 
 
-def test_upload_path_at_the_hfapi_boundary(run: Path, tmp_path: Path, monkeypatch) -> None:
-    calls: list[tuple] = []
+PUSH = [sys.executable, "-m", "resmg_zoo.tools.push_to_hub"]
 
-    class RecordingApi:
-        def create_repo(self, repo_id: str, **kwargs: object) -> None:
-            calls.append(("create_repo", repo_id, kwargs))
 
-        def upload_folder(self, repo_id: str, folder_path: str, **kwargs: object) -> None:
-            calls.append(("upload_folder", repo_id, sorted(p.name for p in Path(folder_path).iterdir())))
+def _upload_env(endpoint: str, tmp_path: Path) -> dict[str, str]:
+    """A process that uploads to and downloads from the stand-in with the real client (a token, its own
+    cache; Xet storage, which the stand-in does not imitate, off as a user would turn it off)."""
+    env = dict(os.environ, HF_ENDPOINT=endpoint, HF_TOKEN="hf_standin", HF_HUB_DISABLE_XET="1")
+    env |= dict(HF_HOME=str(tmp_path / "hf"), RESMG_ZOO_HUB_DIR=str(tmp_path / "manifests"))
+    env.pop("HF_HUB_OFFLINE", None)
+    return env
 
-    import huggingface_hub
 
-    monkeypatch.setattr(huggingface_hub, "HfApi", RecordingApi)
-    repo_manifest = tmp_path / MANIFEST_NAME
-    monkeypatch.setattr(publish_module, "repo_manifest_path", lambda: repo_manifest)
-    assert publish(["--run", str(run), "--repo-id", "someone/custom.mnist", "--tag", "mnist"]) == 2  # id must fit
-    assert publish(["--run", str(run), "--repo-id", f"someone/{MODEL}.{TAG}"]) == 0
-    assert calls[0][:2] == ("create_repo", f"someone/{MODEL}.{TAG}")
-    assert calls[1] == (
-        "upload_folder",
-        f"someone/{MODEL}.{TAG}",
-        ["README.md", "config.json", "metrics.json", "model.safetensors", "recipe.json"],
-    )
-    (entry,) = load_manifest(repo_manifest)["entries"]
-    assert entry["hub_id"] == f"someone/{MODEL}.{TAG}"
+def test_upload_publishes_the_repo_it_names_pinned_to_its_commit(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--repo-id`` through the real huggingface_hub client against the local stand-in: the folder,
+    its config.json, its card and the entry all name that repo; the entry records the commit made and
+    the Hub's LFS sha256 agreed; loading reads that commit, also after a later push and offline."""
+    repo_id = f"alice/{MODEL}.{TAG}"
+    record = tmp_path / "manifests" / MANIFEST_NAME  # the manifest RESMG_ZOO_HUB_DIR points the loader at
+    served = tmp_path / "served"
+    served.mkdir()
+    with serve(served) as (endpoint, log):
+        env = _upload_env(endpoint, tmp_path)
+        push = [*PUSH, "--run", str(run), "--repo-id", repo_id, "--manifest", str(record)]
+        first = subprocess.run(push, env=env, capture_output=True, text=True, timeout=300)
+        assert first.returncode == 0, first.stderr[-3000:]
+        (entry,) = load_manifest(record)["entries"]
+        assert entry["hub_id"] == repo_id and len(entry["revision"]) == 40
+        assert f"at revision {entry['revision']}" in first.stdout
+        assert any(line.startswith("PUT /_lfs/") for line in log)  # the weights went through the LFS API
+        assert any(f"/paths-info/{entry['revision']}" in line for line in log)
+        # what the Hub now holds, as a user downloads it
+        folder = tmp_path / "downloaded"
+        fetch = (
+            "import sys; from huggingface_hub import hf_hub_download\n"
+            "for name in sys.argv[4:]: hf_hub_download(sys.argv[1], name, revision=sys.argv[2], local_dir=sys.argv[3])"
+        )
+        files = [repo_id, entry["revision"], str(folder), *PUBLISHED_FILES]
+        assert subprocess.run([sys.executable, "-c", fetch, *files], env=env, timeout=120).returncode == 0
+        assert publish_module.verify_folder(folder, entry) == []
+        assert ModelCard.load(folder / "README.md").data.eval_results[0].metric_value == entry["top1"]
+        assert f'revision="{entry["revision"]}"' not in (folder / "README.md").read_text()  # made before the commit
+        # a later push of other weights to main: the pinned entry still loads its own commit
+        pinned_log = len(log)
+        name = f"hf-hub:{repo_id}"
+        loaded = _hub_subprocess([name], env)
+        assert isinstance(loaded[name], dict) and loaded[name]["warnings"] == [], loaded  # sha256 checked
+        assert any(f"/{repo_id}/resolve/{entry['revision']}/model.safetensors" in line for line in log[pinned_log:])
+        second = subprocess.run(
+            [*PUSH, "--run", str(run), "--repo-id", repo_id, "--manifest", str(tmp_path / "other.json")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert second.returncode == 0, second.stderr[-3000:]
+        assert load_manifest(tmp_path / "other.json")["entries"][0]["revision"] != entry["revision"]
+        later = len(log)
+        again = _hub_subprocess([name], dict(env, HF_HOME=str(tmp_path / "fresh-cache")))  # downloads again
+        assert again == loaded
+        assert any(f"/resolve/{entry['revision']}/" in line for line in log[later:])
+        assert not any("/resolve/main/model.safetensors" in line for line in log[later:])
+        bogus = "f" * 40  # a revision the Hub does not have: asked for, or recorded in the manifest
+        asked = _hub_subprocess([f"{name}@{bogus}"], env)[f"{name}@{bogus}"]
+        assert asked.startswith("RevisionNotFoundError") and bogus in asked  # timm reads config.json there first
+        record.write_text(record.read_text().replace(entry["revision"], bogus))
+        recorded = _hub_subprocess([name], dict(env, HF_HOME=str(tmp_path / "third-cache")))[name]
+        assert recorded.startswith("PretrainedWeightsUnavailable") and f"has no revision '{bogus}'" in recorded
+        record.write_text(record.read_text().replace(bogus, entry["revision"]))
+    pinned = f"{name}@{entry['revision']}"
+    offline = _hub_subprocess([name, pinned], dict(env, HF_HUB_OFFLINE="1"))  # the stand-in is gone
+    assert offline[name] == loaded[name]  # the pinned commit, from the cache
+    assert offline[pinned]["logits"] == loaded[name]["logits"]
+
+
+@pytest.mark.parametrize(
+    "flags, named",
+    [
+        (["--repo-id", "../../etc"], "'../../etc'"),
+        (["--repo-id", "alice/x/y"], "'alice/x/y'"),
+        (["--repo-id", "alice/my model"], "'alice/my model'"),
+        (["--repo-id", "alice/custom.mnist"], "alice/custom.mnist"),  # not <org>/<model>.<tag>
+        (["--mirror", "MIRROR", "--org", "../.."], f"'../../{MODEL}.{TAG}'"),
+        (["--mirror", "MIRROR", "--org", "a b"], f"'a b/{MODEL}.{TAG}'"),
+    ],
+)
+def test_a_bad_hub_id_is_refused_before_anything_is_written(
+    run: Path, tmp_path: Path, flags: list[str], named: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mirror = tmp_path / "deep" / "mirror"
+    record = tmp_path / "manifest.json"
+    flags = [str(mirror) if f == "MIRROR" else f for f in flags]
+    assert publish(["--run", str(run), *flags, "--manifest", str(record)]) == 2
+    err = capsys.readouterr().err
+    assert named in err, err
+    assert not mirror.exists() and not record.exists() and sorted(tmp_path.iterdir()) == []
+
+
+def test_a_publish_racing_another_of_the_same_id_is_refused(
+    run: Path, mirror: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from resmg_zoo.weights.publish import publishing
+
+    copy = _copy_mirror(mirror, tmp_path)
+    before = {p: p.read_bytes() for p in copy.rglob("*") if p.is_file() and not p.name.endswith(".lock")}
+    with publishing(HUB_ID, copy / ORG):  # another publisher of the id, mid-way
+        assert publish(["--run", str(run), "--mirror", str(copy), "--org", ORG]) == 2
+    err = capsys.readouterr().err
+    assert "another process is writing the published folder" in err and HUB_ID in err
+    assert {p: p.read_bytes() for p in before} == before
+    assert publish(["--run", str(run), "--mirror", str(copy), "--org", ORG]) == 0  # once it is done: fine
+
+
+def test_republishing_swaps_the_folder_in_one_step(run: Path, mirror: Path, tmp_path: Path) -> None:
+    """The folder is written and verified beside its place, then exchanged: no moment without it,
+    nothing left beside it."""
+    copy = _copy_mirror(mirror, tmp_path)
+    inode = (copy / HUB_ID).stat().st_ino
+    assert publish(["--run", str(run), "--mirror", str(copy), "--org", ORG]) == 0
+    assert (copy / HUB_ID).stat().st_ino != inode  # a new folder took the old one's place
+    assert sorted(p.name for p in (copy / ORG).iterdir() if not p.name.endswith(".lock")) == [HUB_ID.split("/")[1]]
+    assert publish_module.verify_folder(copy / HUB_ID, load_manifest(copy / MANIFEST_NAME)["entries"][0]) == []
 
 
 def test_dry_run_lists_the_files(run: Path, capsys: pytest.CaptureFixture[str]) -> None:

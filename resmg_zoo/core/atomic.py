@@ -7,8 +7,13 @@ umask (``0644``/``0755`` under the usual ``022``), not the private ``0600``/``07
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import errno
 import os
+import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -58,3 +63,72 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+class LockedError(RuntimeError):
+    """Another process holds the lock: the message names the lock file and what it guards."""
+
+
+@contextmanager
+def exclusive_lock(path: str | Path, what: str, wait: float = 0.0) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (made if missing) for the ``with`` block: two writers
+    of ``what`` never interleave. If another process holds it, try again for ``wait`` seconds, then
+    raise :class:`LockedError`. The lock goes with the process: a killed writer leaves nothing to clean up."""
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise LockedError(
+                        f"another process is writing {what} (it holds the lock {path}); "
+                        "wait for it to finish, then run this again"
+                    ) from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+_RENAME_EXCHANGE = 2  # linux/fs.h
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step with Linux's ``renameat2(RENAME_EXCHANGE)``; ``False`` where the system
+    has no such call (then the caller falls back to two renames)."""
+    libc_name = ctypes.util.find_library("c")
+    if libc_name is None:
+        return False
+    libc = ctypes.CDLL(libc_name, use_errno=True)
+    if not hasattr(libc, "renameat2"):
+        return False
+    at_fdcwd = -100
+    if libc.renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def replace_folder(new: Path, target: Path) -> None:
+    """Put the folder ``new`` at ``target`` (same file system): readers of ``target`` see the old folder
+    or the new one, complete, never neither (an atomic exchange where the system has one). The old
+    folder is removed afterwards; ``new`` no longer exists when this returns."""
+    if not target.exists():
+        os.rename(new, target)
+        return
+    if _exchange(new, target):
+        shutil.rmtree(new)  # now holds the old folder
+        return
+    aside = target.with_name(f".{target.name}.old-{os.getpid()}")
+    os.rename(target, aside)
+    os.rename(new, target)
+    shutil.rmtree(aside)

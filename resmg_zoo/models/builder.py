@@ -11,6 +11,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterable
 from functools import partial
+from pathlib import Path
 from typing import Any, Optional, TypeVar
 
 from timm.models import build_model_with_cfg, generate_default_cfgs
@@ -19,7 +20,7 @@ from torch import nn
 from ..core.tags import DEFAULT_TAG, LICENSE, PAPER_ID, PAPER_TITLE, TAGS, pool_size, resolve_tag
 from ..weights.loading import fit_state_dict
 from ..weights.manifest import load_manifest, repo_manifest_path
-from ..weights.resolve import ResolvedWeights, find_published, resolve_weights
+from ..weights.resolve import ResolvedWeights, find_published, resolve_weights, verify_local_folder
 
 ModelT = TypeVar("ModelT", bound=nn.Module)
 
@@ -36,6 +37,7 @@ def _cfg(model: str, tag: str, entries: dict[tuple[str, str], dict[str, Any]]) -
         "interpolation": "bilinear",
         "mean": info.mean,
         "std": info.std,
+        "label_names": info.label_names,
         "first_conv": "conv1",
         "classifier": "fc",
         "license": LICENSE,
@@ -79,7 +81,7 @@ def build_zoo_model(
     tag = resolve_tag(pretrained_cfg)  # an unknown tag fails here, naming the valid ones
     where = f"the weights of {variant}.{tag}"
     if pretrained:
-        resolved = _published_weights(variant, tag, pretrained_cfg, overlay)
+        resolved = _published_weights(variant, tag, pretrained_cfg, overlay, kwargs.get("cache_dir"))
         if resolved is not None:
             overlay |= resolved.cfg_overlay()
             kwargs = {**resolved.architecture_args, **kwargs}
@@ -99,24 +101,34 @@ def build_zoo_model(
 
 
 def _published_weights(
-    variant: str, tag: str, pretrained_cfg: Any, overlay: dict[str, Any]
+    variant: str, tag: str, pretrained_cfg: Any, overlay: dict[str, Any], cache_dir: Any = None
 ) -> Optional[ResolvedWeights]:
-    """The verified published file, or ``None`` where the caller names the weights' source."""
+    """The verified published file, or ``None`` where the caller names the weights' source (a
+    ``local-dir:`` folder whose ``config.json`` names a published id is sha256-checked here too)."""
     source = _cfg_value(pretrained_cfg, "source")
-    if overlay.get("file") or overlay.get("state_dict") or source == "local-dir":
+    if overlay.get("file") or overlay.get("state_dict"):
+        return None
+    if source == "local-dir":
+        folder = Path(_cfg_value(pretrained_cfg, "file"))
+        if verify_local_folder(variant, tag, folder, _cfg_value(pretrained_cfg, "hf_hub_id")) is None:
+            _unchecked(f"local-dir:{folder}")
         return None
     if overlay.get("hf_hub_id"):  # the caller names the Hub repo
-        return resolve_weights(variant, tag, overlay["hf_hub_id"])
+        return resolve_weights(variant, tag, overlay["hf_hub_id"], cache_dir)
     if source == "hf-hub":
         hub = _cfg_value(pretrained_cfg, "hf_hub_id")
         if find_published(variant, tag, hub) is None:
-            warnings.warn(
-                f"hf-hub:{hub} is not in any resmg_zoo weights manifest: loading it as timm does, with no sha256 check",
-                stacklevel=4,
-            )
+            _unchecked(f"hf-hub:{hub}")
             return None
-        return resolve_weights(variant, tag, hub)
-    return resolve_weights(variant, tag)
+        return resolve_weights(variant, tag, hub, cache_dir)
+    return resolve_weights(variant, tag, cache_dir=cache_dir)
+
+
+def _unchecked(name: str) -> None:
+    warnings.warn(
+        f"{name} is not in any resmg_zoo weights manifest: loading it as timm does, with no sha256 check",
+        stacklevel=5,
+    )
 
 
 def _check_fit(state: dict[str, Any], model: nn.Module, where: str) -> dict[str, Any]:

@@ -29,6 +29,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
+from ..core.atomic import atomic_path
 from ..core.cli import EXIT_USAGE, parse_model_kwargs
 from ..core.counting import count_parameters
 from ..data.datasets import default_data_dir
@@ -154,9 +155,8 @@ def export(
     input_size = (model.conv1.in_channels, *input_size[1:])
     generator = torch.Generator().manual_seed(0)
     example = torch.randn(2, *input_size, generator=generator)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad():
-        run = (export_onnx if fmt == "onnx" else export_torchscript)(model, example, path)
+    with atomic_path(path) as written, torch.no_grad():  # written aside; renamed onto path only once checked
+        run = (export_onnx if fmt == "onnx" else export_torchscript)(model, example, written)
         diffs = []
         for batch in (1, 5):  # not the example's batch size: the batch dimension is dynamic
             x = torch.randn(batch, *input_size, generator=generator)
@@ -170,18 +170,18 @@ def export(
             if not torch.equal(got.argmax(1), expected.argmax(1)):
                 raise AssertionError("the exported model predicts other classes than eager PyTorch on real images")
             real_diff = (got - expected).abs().max().item()
-    report = ExportReport(
-        name,
-        fmt,
-        str(path),
-        path.stat().st_size,
-        count_parameters(model),
-        max(diffs),
-        real_diff,
-        0 if real is None else len(real),
-    )
-    if fmt == "onnx":
-        report.conv_nodes, report.conv_weights = onnx_conv_sharing(path)
+        report = ExportReport(
+            name,
+            fmt,
+            str(path),
+            written.stat().st_size,
+            count_parameters(model),
+            max(diffs),
+            real_diff,
+            0 if real is None else len(real),
+        )
+        if fmt == "onnx":
+            report.conv_nodes, report.conv_weights = onnx_conv_sharing(written)
     return report
 
 

@@ -1,10 +1,12 @@
-"""Publish a finished training run as a Hugging Face Hub model folder and a manifest entry (SPEC §3).
+"""Publish a finished training run as a Hugging Face Hub model folder and a manifest entry.
 
-    python scripts/push_to_hub.py --run runs/mnist-quick --mirror ~/resmg_hub        # local mirror
-    python scripts/push_to_hub.py --run runs/mnist-quick --repo-id org/name.tag       # the Hub (needs a token)
-    python scripts/push_to_hub.py --run runs/mnist-quick --dry-run                   # list what would be sent
+    resmg-push --run runs/mnist-quick --mirror ~/resmg_hub                  # a local mirror
+    resmg-push --run runs/mnist-quick --repo-id alice/preact_resnet18_sharedA.mnist   # the Hub (needs a token)
+    resmg-push --run runs/mnist-quick --dry-run                             # list what would be sent
 
 The folder's layout and the entry are :mod:`resmg_zoo.weights.publish`'s; this command reads the run.
+The repo id is ``<org>/<model>.<tag>`` (``--org`` sets the org, ``--repo-id`` the whole id); the
+folder, its ``config.json``, its card and the manifest entry all name it.
 """
 
 from __future__ import annotations
@@ -15,22 +17,30 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
+from huggingface_hub.errors import HfHubHTTPError
+
+from ..core.atomic import LockedError
 from ..core.cli import EXIT_USAGE
-from ..core.tags import DEFAULT_HUB_ORG, TAGS
+from ..core.tags import DEFAULT_HUB_ORG, TAGS, HubIdError, check_hub_id, hub_id
 from ..train.checkpoint import CheckpointError
 from ..train.run import Run, RunError
 from ..weights.loading import WeightsIntegrityError
-from ..weights.manifest import MANIFEST_NAME, repo_manifest_path
+from ..weights.manifest import MANIFEST_NAME, ManifestError, checkout_root, repo_manifest_path
 from ..weights.publish import PublishError, TrainedWeights, staged_files, to_mirror, upload
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python scripts/push_to_hub.py", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="resmg-push", description=__doc__.split("\n\n")[0])
     p.add_argument("--run", required=True, help="a finished training run folder")
     p.add_argument("--tag", default=None, help=f"pretrained tag (default: the run's dataset); one of {', '.join(TAGS)}")
     p.add_argument("--org", default=DEFAULT_HUB_ORG, help="Hub organisation of the id <org>/<model>.<tag>")
     p.add_argument(
         "--record", action="store_true", help="with --mirror: also add the entry to the repository's manifest"
+    )
+    p.add_argument(
+        "--manifest",
+        default=None,
+        help="the manifest that --record and --repo-id write (default: the package's, in a source checkout)",
     )
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--mirror", help="write <mirror>/<hub id>/ and <mirror>/weights_manifest.json")
@@ -39,24 +49,42 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def record_manifest(path: Optional[str]) -> Path:
+    """The manifest an upload or ``--record`` writes: ``--manifest``, else the package's in a source
+    checkout. Checked before anything is written or sent."""
+    if path is not None:
+        return Path(path)
+    if checkout_root() is None:
+        raise ManifestError(
+            f"this resmg_zoo is an installed package: its manifest ({repo_manifest_path()}) is not written. "
+            "Pass --manifest PATH for the entry, or publish from a source checkout (pip install -e .)"
+        )
+    return repo_manifest_path()
+
+
 def publish(argv: Optional[list[str]] = None) -> dict[str, Any]:
     """Run the command line; returns the manifest entry."""
     args = build_parser().parse_args(argv)
+    if args.repo_id is not None:
+        check_hub_id(args.repo_id, "--repo-id")
+    record = record_manifest(args.manifest) if args.repo_id or args.record else None
     run = Run.open(args.run)
     run.require_finished()
     source = TrainedWeights(run.config, run.metrics(), run.weights_path())
     tag = source.tag(args.tag)
+    repo_id = args.repo_id or hub_id(run.config["model"], tag, args.org)
     if args.mirror:
-        entry, target = to_mirror(source, Path(args.mirror), tag, args.org, record=args.record)
+        entry, target = to_mirror(source, Path(args.mirror), tag, repo_id, record=record)
         print(f"published {entry['hub_id']} to {target} and {Path(args.mirror) / MANIFEST_NAME}")
-        if args.record:
-            print(f"recorded its entry in {repo_manifest_path()}")
+        if record is not None:
+            print(f"recorded its entry in {record}")
         return entry
     if args.repo_id:
-        entry = upload(source, args.repo_id, tag, args.org)
-        print(f"uploaded {args.repo_id}; added its entry to {repo_manifest_path()}")
+        assert record is not None
+        entry = upload(source, repo_id, tag, record)
+        print(f"uploaded {repo_id} at revision {entry['revision']}; added its entry to {record}")
         return entry
-    entry, files = staged_files(source, tag, args.org)
+    entry, files = staged_files(source, tag, repo_id)
     print(f"dry run: would upload to {entry['hub_id']}:")
     for name, size in files:
         print(f"  {name}  {size:,} bytes")
@@ -67,7 +95,17 @@ def publish(argv: Optional[list[str]] = None) -> dict[str, Any]:
 def main(argv: Optional[list[str]] = None) -> int:
     try:
         publish(argv)
-    except (PublishError, RunError, CheckpointError, WeightsIntegrityError, ValueError, FileNotFoundError) as err:
+    except (
+        PublishError,
+        RunError,
+        CheckpointError,
+        WeightsIntegrityError,
+        ManifestError,
+        HubIdError,
+        LockedError,
+        HfHubHTTPError,  # the Hub refused: no token, no write access, an id taken
+        FileNotFoundError,
+    ) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
     return 0

@@ -272,6 +272,7 @@ class Trainer:
             dataset_source=dataset.source,
             dataset_sha256=dataset.sha256,
             num_classes=dataset.num_classes,
+            classes=list(dataset.classes),
             input_size=list(dataset.input_size),
             train_images=len(train_split),
             val_images=len(val_split) if val_split is not None else 0,

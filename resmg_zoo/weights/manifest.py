@@ -1,24 +1,37 @@
-"""``weights_manifest.json``: every published checkpoint, with the run behind it (SPEC §3).
+"""``weights_manifest.json``: every published checkpoint, with the run behind it.
 
 Schema (version 1)::
 
     {"schema_version": 1,
      "entries": [{"model", "tag", "hub_id", "file", "sha256", "bytes", "params", "dataset", "top1", "top5",
-                  "model_args", "dtype", "recipe", "hardware", "wall_seconds", "date", "command"}, ...]}
+                  "model_args", "dtype", "recipe", "hardware", "wall_seconds", "date", "command",
+                  optional: "revision", "check"}, ...]}
 
-An entry is written only by ``scripts/push_to_hub.py`` from a real training run, or imported from a
-mirror that it wrote (:mod:`resmg_zoo.weights.mirror`, which verifies every folder first).
+``revision`` is the Hub commit that the upload created (loading pins it); an entry published to a
+mirror has none, since a mirror has no commits. ``check`` is the re-evaluation recorded when the
+entry was imported (see :mod:`resmg_zoo.tools.mirror`).
+
+An entry is written only by ``push_to_hub`` from a real training run, or imported from a mirror that
+it wrote (:mod:`resmg_zoo.tools.mirror`, which verifies every folder first).
+
+**Where the manifest lives.** The package carries it (``resmg_zoo/weights/weights_manifest.json``),
+so an installed wheel knows its weights; that copy is the one read. A source checkout also has the
+top-level ``weights_manifest.json`` that the project's layout names: :func:`save_manifest` writes
+both, byte for byte, and a test fails if they ever differ. An installed (non-editable) package never
+writes its manifest.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Optional
 
-from ..core.atomic import write_text_atomic
-from ..core.tags import TAGS
+from ..core.atomic import exclusive_lock, write_text_atomic
+from ..core.tags import TAGS, HubIdError, check_hub_id
 
 MANIFEST_NAME = "weights_manifest.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -44,7 +57,9 @@ REQUIRED_KEYS: dict[str, type | tuple[type, ...]] = {
     "date": str,
     "command": str,
 }
+OPTIONAL_KEYS: dict[str, type] = {"revision": str, "check": dict}
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
+COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
 class ManifestError(ValueError):
@@ -52,8 +67,51 @@ class ManifestError(ValueError):
 
 
 def repo_manifest_path() -> Path:
-    """The manifest at the repository root (beside ``hubconf.py``)."""
-    return Path(__file__).resolve().parents[2] / MANIFEST_NAME
+    """The package's manifest: the one every installed copy of resmg_zoo reads."""
+    return Path(__file__).resolve().with_name(MANIFEST_NAME)
+
+
+def checkout_root() -> Optional[Path]:
+    """The source checkout the package runs from (``pyproject.toml`` and ``hubconf.py`` beside
+    ``resmg_zoo/``), or ``None`` for an installed wheel."""
+    root = Path(__file__).resolve().parents[2]
+    return root if (root / "pyproject.toml").is_file() and (root / "hubconf.py").is_file() else None
+
+
+def checkout_manifest_path() -> Optional[Path]:
+    """The top-level copy of the package's manifest in a source checkout (``None`` in a wheel)."""
+    root = checkout_root()
+    return root / MANIFEST_NAME if root is not None else None
+
+
+def manifest_text(data: dict[str, Any]) -> str:
+    """A manifest as it is stored: sorted entries, two-space JSON, a final newline."""
+    data = dict(data, entries=sorted(data["entries"], key=lambda e: (e["model"], e["tag"], e["hub_id"])))
+    return json.dumps(data, indent=2) + "\n"
+
+
+def save_manifest(path: Path, data: dict[str, Any]) -> None:
+    """Write a manifest atomically. The package's manifest is written with its top-level copy, and only
+    in a source checkout: an installed package's manifest is part of the release."""
+    text = manifest_text(data)
+    if path.resolve() == repo_manifest_path():
+        copy = checkout_manifest_path()
+        if copy is None:
+            raise ManifestError(
+                f"{path} belongs to an installed resmg_zoo package and is not written; record entries from a "
+                "source checkout (pip install -e .), or write a manifest of your own (--manifest PATH)"
+            )
+        write_text_atomic(path, text)
+        write_text_atomic(copy, text)
+        return
+    write_text_atomic(path, text)
+
+
+@contextmanager
+def manifest_lock(path: Path) -> Iterator[None]:
+    """One writer of the manifest at ``path`` at a time (see :func:`exclusive_lock`)."""
+    with exclusive_lock(path.with_name(f".{path.name}.lock"), f"the manifest {path}", wait=30.0):
+        yield
 
 
 def empty_manifest() -> dict[str, Any]:
@@ -84,8 +142,17 @@ def validate_entry(entry: dict[str, Any], check_params: bool = True) -> list[str
             problems.append(f"{name}: missing key {key!r}")
         elif not isinstance(entry[key], kind) or isinstance(entry[key], bool):
             problems.append(f"{name}: {key!r} has type {type(entry[key]).__name__}")
+    for key, kind in OPTIONAL_KEYS.items():
+        if key in entry and not isinstance(entry[key], kind):
+            problems.append(f"{name}: {key!r} has type {type(entry[key]).__name__}")
     if problems:
         return problems
+    try:
+        check_hub_id(entry["hub_id"])
+    except HubIdError as err:
+        return [f"{name}: {err}"]
+    if "revision" in entry and not COMMIT.match(entry["revision"]):
+        problems.append(f"{name}: revision {entry['revision']!r} is not a 40-hex-digit commit id")
     if not SHA256.match(entry["sha256"]):
         problems.append(f"{name}: sha256 {entry['sha256']!r} is not 64 lowercase hex digits")
     if entry["tag"] not in TAGS:
@@ -117,16 +184,13 @@ def validate_manifest(data: Any, check_params: bool = True) -> list[str]:
     return problems
 
 
-def find_entry(manifest: dict[str, Any], hub_id: str) -> Optional[dict[str, Any]]:
-    return next((e for e in manifest["entries"] if e["hub_id"] == hub_id), None)
-
-
 def add_entry(path: Path, entry: dict[str, Any]) -> None:
-    """Validate ``entry`` and put it in the manifest at ``path`` (replacing one with its hub id)."""
+    """Validate ``entry`` and put it in the manifest at ``path`` (replacing one with its hub id), under
+    the manifest's lock: read, change and write are one step for every other writer."""
     problems = validate_entry(entry)
     if problems:
         raise ManifestError("; ".join(problems))
-    manifest = load_manifest(path)
-    manifest["entries"] = [e for e in manifest["entries"] if e["hub_id"] != entry["hub_id"]] + [entry]
-    manifest["entries"].sort(key=lambda e: (e["model"], e["tag"], e["hub_id"]))
-    write_text_atomic(path, json.dumps(manifest, indent=2) + "\n")
+    with manifest_lock(path):
+        manifest = load_manifest(path)
+        manifest["entries"] = [e for e in manifest["entries"] if e["hub_id"] != entry["hub_id"]] + [entry]
+        save_manifest(path, manifest)

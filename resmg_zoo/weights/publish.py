@@ -1,32 +1,36 @@
-"""Publishing trained weights as a Hugging Face Hub model folder and a manifest entry (SPEC §3).
+"""Publishing trained weights as a Hugging Face Hub model folder and a manifest entry.
 
 The folder — ``model.safetensors``, ``config.json`` in timm's format, a model card ``README.md``,
 ``metrics.json`` and ``recipe.json`` — loads as is with ``timm.create_model("hf-hub:<id>")`` or
-``timm.create_model("local-dir:<folder>")``. It goes to a mirror (:func:`to_mirror`, the Hub's
-layout on a disk) or to the Hub (:func:`upload`); ``scripts/push_to_hub.py`` is the command
-(:mod:`resmg_zoo.tools.push_to_hub`), which reads a finished training run.
+``timm.create_model("local-dir:<folder>")``. It is written aside and checked against its entry
+(:func:`verify_folder`) before it goes anywhere: to a mirror (:func:`to_mirror`, the Hub's layout on
+a disk, swapped into place in one step) or to the Hub (:func:`upload`, which records the commit it
+made and checks the Hub's sha256 of the weights). One publisher of an id at a time (a lock).
+``push_to_hub`` is the command (:mod:`resmg_zoo.tools.push_to_hub`), which reads a finished run.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import timm
-from timm.models import model_entrypoint
-from timm.models._hub import save_config_for_hf
 
-from ..core.atomic import make_shareable, write_text_atomic
+from ..core.atomic import exclusive_lock, make_shareable, replace_folder, write_text_atomic
 from ..core.counting import count_parameters
 from ..core.hashing import file_sha256
-from ..core.tags import LICENSE, PAPER_ID, PAPER_TITLE, TAGS, hub_id
-from .loading import load_weights
-from .manifest import MANIFEST_NAME, WEIGHTS_NAME, add_entry, repo_manifest_path, validate_entry
+from ..core.tags import TAGS, check_hub_id
+from .card import label_names_for, write_card, write_config
+from .loading import WeightsIntegrityError, fit_state_dict, load_weights
+from .manifest import MANIFEST_NAME, PUBLISHED_FILES, WEIGHTS_NAME, add_entry, validate_entry
 
 
 class PublishError(ValueError):
@@ -60,16 +64,17 @@ class TrainedWeights:
         return tag
 
 
-def build_entry(source: TrainedWeights, tag: str, org: str) -> dict[str, Any]:
-    """The manifest entry of ``source`` published as ``<org>/<model>.<tag>``; its parameter count
-    is that of the model rebuilt from the entry, which must take the weights exactly."""
+def build_entry(source: TrainedWeights, tag: str, repo_id: str) -> dict[str, Any]:
+    """The manifest entry of ``source`` published as the Hub repo ``repo_id`` (``<org>/<model>.<tag>``);
+    its parameter count is that of the model rebuilt from the entry, which must take the weights exactly."""
     config, last, weights = source.config, source.metrics[-1], source.weights
+    check_hub_id(repo_id)
     model = timm.create_model(config["model"], pretrained_cfg=tag, **source.model_args)
     load_weights(model, weights, f"{weights} ({config['model']}, {source.model_args})")
-    return dict(
+    entry = dict(
         model=config["model"],
         tag=tag,
-        hub_id=hub_id(config["model"], tag, org),
+        hub_id=repo_id,
         file=WEIGHTS_NAME,
         sha256=file_sha256(weights),
         bytes=weights.stat().st_size,
@@ -85,179 +90,180 @@ def build_entry(source: TrainedWeights, tag: str, org: str) -> dict[str, Any]:
         date=datetime.now(timezone.utc).strftime("%Y-%m-%d"),
         command=config.get("command") or "",
     )
-
-
-def recipe_summary(recipe: dict[str, Any], config: dict[str, Any]) -> str:
-    """One sentence of every training setting in ``recipe`` (the run's ``recipe_settings`` plus
-    precision and seed); the levers a recipe leaves off (EMA, label smoothing, low resolution) only
-    where they are on."""
-    parts = [
-        f"`{recipe['name']}`: {recipe['epochs']:g} epochs on {config['train_images']:,} train images",
-        f"batch {recipe['batch_size']}, SGD lr {recipe['lr']} (momentum {recipe['momentum']}, "
-        f"nesterov {recipe['nesterov']})",
-        f"weight decay {recipe['weight_decay']}",
-        f"{recipe['schedule']} schedule after {recipe['warmup_epochs']:g} warm-up epochs",
-        f"augmentation `{recipe['augment']}`",
-    ]
-    if recipe.get("label_smoothing"):
-        parts.append(f"label smoothing {recipe['label_smoothing']}")
-    if recipe.get("ema_decay"):
-        parts.append(f"an EMA of the weights (decay {recipe['ema_decay']}, evaluated as `ema_*`)")
-    if recipe.get("low_res"):
-        parts.append(f"{recipe['low_res']}-pixel batches for the first {recipe['low_res_epochs']:g} epochs")
-    return ", ".join(parts) + f", {recipe['precision']}, seed {recipe['seed']}"
-
-
-def flip_row(last: dict[str, Any], entry: dict[str, Any], config: dict[str, Any]) -> str:
-    """The model card's row for flip-averaged test accuracy, where the run measured it (else empty)."""
-    if "test_flip_top1" not in last:
-        return ""
-    return f"| {entry['dataset']} test, flip-averaged (2 passes) | {last['test_flip_top1']:.2f} % | — | " + (
-        f"{config['test_images']:,} |\n"
-    )
-
-
-def model_card(entry: dict[str, Any], source: TrainedWeights) -> str:
-    """The Hub model card: YAML metadata (library, license, datasets, model-index) and a body."""
-    model, tag = entry["model"], entry["tag"]
-    config, rows = source.config, source.metrics
-    dataset_id = entry["dataset"]
-    recipe = entry["recipe"]
-    front = f"""---
-library_name: timm
-license: {LICENSE}
-tags:
-- image-classification
-- timm
-- resmg_zoo
-datasets:
-- {dataset_id}
-model-index:
-- name: {model}.{tag}
-  results:
-  - task:
-      type: image-classification
-    dataset:
-      name: {entry["dataset"]}
-      type: {dataset_id}
-      split: test
-    metrics:
-    - type: accuracy
-      name: top-1 accuracy
-      value: {entry["top1"]}
-    - type: top_5_accuracy
-      name: top-5 accuracy
-      value: {entry["top5"]}
----
-"""
-    paper_line = (model_entrypoint(model).__doc__ or model).strip().split("\n")[0]  # the model's own docstring
-    return (
-        front
-        + f"""
-# {model}.{tag}
-
-{paper_line}
-
-From *{PAPER_TITLE}* (He, Chen, Zhang, Xu; {PAPER_ID}), packaged by resmg_zoo.
-
-## Measured
-
-| split | top-1 | top-5 | images |
-|---|---|---|---|
-| {entry["dataset"]} test | {entry["top1"]:.2f} % | {entry["top5"]:.2f} % | {config["test_images"]:,} |
-{flip_row(rows[-1], entry, config)}
-Measured by the training run that produced these weights, at its last epoch ({rows[-1]["epoch"]}),
-in {config["precision"]} on {entry["hardware"]}; {entry["wall_seconds"]:.0f} s of training.
-Weights are stored in {entry["dtype"]} exactly as trained. Parameters: {entry["params"]:,}.
-
-## Recipe
-
-{recipe_summary(recipe, config)}. Command:
-
-```
-{entry["command"]}
-```
-
-## Use
-
-```python
-import timm, resmg_zoo
-model = timm.create_model("hf-hub:{entry["hub_id"]}", pretrained=True)
-model = timm.create_model("{model}.{tag}", pretrained=True)           # resolved by resmg_zoo
-import torch
-model = torch.hub.load("<owner>/resmg_zoo", "{model}", pretrained=True, dataset="{tag}")
-```
-
-Model arguments: `{json.dumps(entry["model_args"])}`; sha256 of `{WEIGHTS_NAME}`: `{entry["sha256"]}`.
-"""
-    )
-
-
-def write_folder(source: TrainedWeights, folder: Path, tag: str, org: str) -> dict[str, Any]:
-    """Write the Hub-layout folder of ``source`` into ``folder``; return its manifest entry."""
-    entry = build_entry(source, tag, org)
     problems = validate_entry(entry)
-    if problems:
+    if problems:  # e.g. an id that is not <org>/<model>.<tag>: nothing is written
         raise PublishError("; ".join(problems))
-    model = timm.create_model(entry["model"], pretrained_cfg=tag, **entry["model_args"])
+    return entry
+
+
+def write_folder(source: TrainedWeights, folder: Path, entry: dict[str, Any]) -> None:
+    """Write the Hub-layout folder of ``source``, published as ``entry``, into ``folder``."""
+    config = source.config
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source.weights, folder / WEIGHTS_NAME)
-    save_config_for_hf(
-        model,
-        str(folder / "config.json"),
-        model_args={k: v for k, v in entry["model_args"].items() if k != "num_classes"},
-        model_config={"pretrained_cfg": {"hf_hub_id": entry["hub_id"], "tag": tag}},
-    )
-    write_text_atomic(folder / "README.md", model_card(entry, source))
+    write_config(folder, entry, label_names_for(entry, config.get("classes")))
+    write_card(folder, entry, source.metrics, (config.get("train_images"), config.get("test_images")))
     write_text_atomic(folder / "metrics.json", json.dumps(source.metrics, indent=2) + "\n")
     write_text_atomic(
         folder / "recipe.json", json.dumps(dict(entry["recipe"], command=entry["command"]), indent=2) + "\n"
     )
-    return entry
 
 
-def to_mirror(source: TrainedWeights, mirror: Path, tag: str, org: str, record: bool = False) -> tuple[dict, Path]:
-    """Publish into ``<mirror>/<hub id>/`` (written aside, then renamed into place) and the mirror's
-    manifest; ``record`` also adds the entry to the repository's manifest. Returns the entry and folder."""
-    staging = Path(tempfile.mkdtemp(prefix=".publish-", dir=mirror if mirror.exists() else None))
+def verify_folder(folder: Path, entry: dict[str, Any]) -> list[str]:
+    """What differs between a published folder and its manifest entry (empty when nothing does).
+
+    Checked: the five files are there; ``model.safetensors`` has the entry's bytes and sha256;
+    ``config.json`` names the entry's architecture, tag and hub id and its ``model_args`` agree with
+    the entry's; the model rebuilt from the entry's ``model_args`` has the entry's parameter count
+    and takes every tensor of the file, shape for shape; ``metrics.json``'s last test top-1 is the entry's.
+    """
+    from safetensors.torch import load_file
+
+    problems = [f"{name}: missing" for name in PUBLISHED_FILES if not (folder / name).is_file()]
+    problems += validate_entry(entry, check_params=False)
+    if problems:
+        return problems
+    weights = folder / WEIGHTS_NAME
+    size = weights.stat().st_size
+    if size != entry["bytes"]:
+        problems.append(f"model.safetensors: {size:,} bytes, the entry says {entry['bytes']:,}")
+    digest = file_sha256(weights)
+    if digest != entry["sha256"]:
+        problems.append(f"model.safetensors: sha256 {digest}, the entry says {entry['sha256']}")
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        rows = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        return [*problems, f"not valid JSON: {err}"]
+    problems += config_problems(config, entry)
+    last_top1 = rows[-1].get("test_top1") if isinstance(rows, list) and rows else None
+    if last_top1 is None or round(last_top1, 4) != entry["top1"]:
+        problems.append(f"metrics.json: last test_top1 is {last_top1}, the entry says {entry['top1']}")
+    if problems:
+        return problems
+    try:
+        model = timm.create_model(entry["model"], pretrained_cfg=entry["tag"], **entry["model_args"])
+    except Exception as err:  # an unknown model or model_args that do not build
+        return [f"cannot build {entry['model']} from the entry's model_args {entry['model_args']}: {err}"]
+    if count_parameters(model) != entry["params"]:
+        problems.append(
+            f"the rebuilt model has {count_parameters(model):,} parameters, the entry says {entry['params']:,}"
+        )
+    try:
+        state = load_file(str(weights))
+        fit_state_dict(state, model, WEIGHTS_NAME, strict=True)  # every tensor, head and stem included
+    except WeightsIntegrityError as err:
+        problems.append(str(err))
+    except Exception as err:  # a file safetensors cannot read
+        problems.append(f"model.safetensors is not a readable safetensors file: {err}")
+    return problems
+
+
+def config_problems(config: dict[str, Any], entry: dict[str, Any]) -> list[str]:
+    """Where a folder's ``config.json`` names another architecture, tag, repo or model arguments than the entry."""
+    problems = []
+    cfg = config.get("pretrained_cfg") or {}
+    for what, theirs, ours in (
+        ("architecture", config.get("architecture"), entry["model"]),
+        ("pretrained_cfg.tag", cfg.get("tag"), entry["tag"]),
+        ("pretrained_cfg.hf_hub_id", cfg.get("hf_hub_id"), entry["hub_id"]),
+    ):
+        if theirs != ours:
+            problems.append(f"config.json: {what} is {theirs!r}, the entry says {ours!r}")
+    config_args = {**(config.get("model_args") or {}), "num_classes": config.get("num_classes")}
+    for key, value in entry["model_args"].items():
+        if key in config_args and _same(config_args[key]) != _same(value):
+            problems.append(f"config.json: model_args.{key} is {config_args[key]!r}, the entry says {value!r}")
+    return problems
+
+
+def _same(value: Any) -> Any:
+    """``"8,16"``, ``[8, 16]`` and ``(8, 16)`` are one value of ``model_args``."""
+    if isinstance(value, str) and re.fullmatch(r"\d+(,\d+)+", value.replace(" ", "")):
+        return [int(v) for v in value.replace(" ", "").split(",")]
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+@contextmanager
+def publishing(repo_id: str, where: Path) -> Iterator[None]:
+    """One publisher of ``repo_id`` at a time: a lock file in ``where`` (the mirror's org folder, or
+    the folder of the manifest an upload records in); a second publisher fails at once."""
+    namespace, name = check_hub_id(repo_id).split("/")
+    with exclusive_lock(where / f".{namespace}.{name}.publish.lock", f"the published folder {repo_id}"):
+        yield
+
+
+def staged(source: TrainedWeights, entry: dict[str, Any], parent: Optional[Path] = None) -> Path:
+    """The folder of ``entry`` written into a new hidden folder of ``parent`` (a temporary folder
+    without one) and verified; a folder that does not verify is removed and raises :class:`PublishError`."""
+    staging = Path(tempfile.mkdtemp(prefix=".publish-", dir=parent))
     make_shareable(staging)  # the published folder, once renamed: 0755 under umask 022, not 0700
     try:
-        entry = write_folder(source, staging, tag, org)
-        target = mirror / entry["hub_id"]
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if target.exists():
-            shutil.rmtree(target)
-        shutil.move(str(staging), target)
-    finally:
+        write_folder(source, staging, entry)
+        problems = verify_folder(staging, entry)
+        if problems:
+            raise PublishError(f"the folder written for {entry['hub_id']} does not verify: " + "; ".join(problems))
+    except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
-    add_entry(mirror / MANIFEST_NAME, entry)
-    if record:
-        add_entry(repo_manifest_path(), entry)
+        raise
+    return staging
+
+
+def to_mirror(
+    source: TrainedWeights, mirror: Path, tag: str, repo_id: str, record: Optional[Path] = None
+) -> tuple[dict, Path]:
+    """Publish into ``<mirror>/<repo id>/`` and the mirror's manifest; ``record``: also into that
+    manifest (the repository's). The folder is written and verified beside its place, then swapped in
+    in one step, so a reader sees the old folder or the new one, complete. Returns the entry and folder."""
+    entry = build_entry(source, tag, repo_id)
+    target = mirror / entry["hub_id"]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with publishing(entry["hub_id"], target.parent):
+        staging = staged(source, entry, target.parent)
+        try:
+            replace_folder(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        add_entry(mirror / MANIFEST_NAME, entry)
+        if record is not None:
+            add_entry(record, entry)
     return entry, target
 
 
-def staged_files(source: TrainedWeights, tag: str, org: str) -> tuple[dict[str, Any], list[tuple[str, int]]]:
+def staged_files(source: TrainedWeights, tag: str, repo_id: str) -> tuple[dict[str, Any], list[tuple[str, int]]]:
     """The entry and the ``(name, bytes)`` of every file a publication would send, written nowhere."""
-    with tempfile.TemporaryDirectory() as tmp:
-        entry = write_folder(source, Path(tmp), tag, org)
-        return entry, [(f.name, f.stat().st_size) for f in sorted(Path(tmp).iterdir())]
+    entry = build_entry(source, tag, repo_id)
+    folder = staged(source, entry)
+    try:
+        return entry, [(f.name, f.stat().st_size) for f in sorted(folder.iterdir())]
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
-def upload(source: TrainedWeights, repo_id: str, tag: str, org: str) -> dict[str, Any]:
-    """Upload the folder to the Hub repo ``repo_id`` with ``huggingface_hub`` (its token), then add
-    the entry to the repository's manifest. The id must be ``<org>/<model>.<tag>``."""
+def upload(source: TrainedWeights, repo_id: str, tag: str, record: Path) -> dict[str, Any]:
+    """Upload the verified folder to the Hub repo ``repo_id`` with ``huggingface_hub`` (its token and
+    endpoint), check the sha256 that the Hub reports for the uploaded weights (its LFS metadata at the
+    new commit), then record the entry, with that commit as ``revision``, in the manifest ``record``."""
     from huggingface_hub import HfApi
 
-    with tempfile.TemporaryDirectory() as tmp:
-        entry = write_folder(source, Path(tmp), tag, org)
-        entry["hub_id"] = repo_id
-        problems = validate_entry(entry, check_params=False)
-        if problems:  # checked before anything is sent
-            raise PublishError("; ".join(problems))
-        api = HfApi()
-        api.create_repo(repo_id, repo_type="model", exist_ok=True)
-        api.upload_folder(
-            repo_id=repo_id, folder_path=tmp, commit_message=f"resmg_zoo: {entry['model']}.{entry['tag']}"
-        )
-    add_entry(repo_manifest_path(), entry)
+    entry = build_entry(source, tag, repo_id)
+    with publishing(repo_id, record.parent):
+        folder = staged(source, entry)
+        try:
+            api = HfApi()
+            api.create_repo(repo_id, repo_type="model", exist_ok=True)
+            commit = api.upload_folder(
+                repo_id=repo_id, folder_path=str(folder), commit_message=f"resmg_zoo: {entry['model']}.{entry['tag']}"
+            )
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        (remote,) = api.get_paths_info(repo_id, [WEIGHTS_NAME], revision=commit.oid, expand=True)
+        hub_sha256 = remote.lfs.sha256 if getattr(remote, "lfs", None) else None
+        if hub_sha256 != entry["sha256"]:
+            raise PublishError(
+                f"the Hub reports sha256 {hub_sha256} for {repo_id}/{WEIGHTS_NAME} at {commit.oid}, but the file "
+                f"sent has {entry['sha256']}; {record} is unchanged — upload again"
+            )
+        entry["revision"] = commit.oid
+        add_entry(record, entry)
     return entry

@@ -1,22 +1,27 @@
-"""Published weights for ``pretrained=True``: which exist, where, and that they are the published bytes (SPEC §3).
+"""Published weights for ``pretrained=True``: which exist, where, and that they are the published bytes.
 
-*Which exist*: the entries of the repository's ``weights_manifest.json`` (the only ones timm lists),
+*Which exist*: the entries of the package's ``weights_manifest.json`` (the only ones timm lists),
 then those of a mirror's own manifest ``$RESMG_ZOO_HUB_DIR/weights_manifest.json`` for weights the
-repository has not imported yet (``python -m resmg_zoo.weights.mirror import``). Where both list a hub id,
-the repository's entry (its sha256) is the one trusted. ``model.tag`` means the hub id that the
-mirror hosts, if it hosts one, else the first listed.
+package has not imported yet (``resmg-mirror import``). Where both list a hub id, the package's
+entry (its sha256) is the one trusted. ``model.tag`` means the hub id that the mirror hosts, if it
+hosts one, else the first listed.
 
-*Where*: the mirror folder ``$RESMG_ZOO_HUB_DIR/<hub id>/``, then the Hugging Face Hub through
-``huggingface_hub`` (its cache; ``HF_HUB_OFFLINE`` honoured). The entry's sha256 is checked before
-anything reads the file. The verified file is then loaded by timm's own ``load_pretrained`` (see
-:mod:`resmg_zoo.zoo`), with :func:`resmg_zoo.loading.fit_state_dict` as its filter so that a key that does not fit
-is an error naming the model, tag and file; only safetensors are ever read.
+*Where*: the mirror folder ``$RESMG_ZOO_HUB_DIR/<hub id>/`` (whose ``config.json`` must name that
+id), then the Hugging Face Hub through ``huggingface_hub`` at the entry's pinned ``revision`` (its
+cache, or ``cache_dir``; ``HF_HUB_OFFLINE`` honoured; a pinned commit loads offline from the cache).
+A mirror has no commits: what it holds is trusted by its sha256 alone. The entry's sha256 is checked
+before anything reads the file, whichever way it came (``local-dir:`` and ``hf-hub:<id>@<rev>``
+included). The verified file is then loaded by timm's own ``load_pretrained`` (see
+:mod:`resmg_zoo.models.builder`), with :func:`resmg_zoo.weights.loading.fit_state_dict` as its filter
+so that a key that does not fit is an error naming the model, tag and file; only safetensors are ever read.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -69,12 +74,20 @@ def published() -> list[Published]:
     return list(found.values())
 
 
+def split_revision(hub: str) -> tuple[str, Optional[str]]:
+    """``"org/name@rev"`` → ``("org/name", "rev")`` (timm's ``hf-hub:<id>@<revision>``)."""
+    repo_id, _, revision = hub.partition("@")
+    return repo_id, revision or None
+
+
 def find_published(model: str, tag: str, hub: Optional[str] = None) -> Optional[Published]:
-    """The published checkpoint with hub id ``hub``; without one, that of ``model.tag`` — the one the
-    mirror hosts where ``$RESMG_ZOO_HUB_DIR`` holds one, else the first listed."""
+    """The published checkpoint with hub id ``hub`` (a ``@revision`` suffix ignored); without one,
+    that of ``model.tag`` — the one the mirror hosts where ``$RESMG_ZOO_HUB_DIR`` holds one, else the
+    first listed."""
     candidates = published()
     if hub is not None:
-        return next((p for p in candidates if p.hub_id == hub), None)
+        repo_id = split_revision(hub)[0]
+        return next((p for p in candidates if p.hub_id == repo_id), None)
     ours = [p for p in candidates if (p.entry["model"], p.entry["tag"]) == (model, tag)]
     mirror = hub_dir()
     hosted = [p for p in ours if mirror is not None and (mirror / p.hub_id / WEIGHTS_NAME).is_file()]
@@ -148,7 +161,7 @@ def verify_sha256(path: Path, found: Published, looked: list[str]) -> None:
         if theirs is not None and theirs["sha256"] == actual:
             hint = (
                 f"The mirror's own manifest lists this file: the mirror holds newer weights than {found.manifest}; "
-                f"run `python -m resmg_zoo.weights.mirror import {mirror}` to take them."
+                f"run `resmg-mirror import {mirror} --evaluate` to take them."
             )
     raise WeightsIntegrityError(
         f"sha256 mismatch for {found.name}: {path} has sha256 {actual} ({size:,} bytes) but {found.manifest} "
@@ -156,24 +169,57 @@ def verify_sha256(path: Path, found: Published, looked: list[str]) -> None:
     )
 
 
-def resolve_weights(model: str, tag: str, hub: Optional[str] = None) -> ResolvedWeights:
-    """Find the published file of ``model.tag`` (or of hub id ``hub``) and check its sha256."""
+def resolve_weights(
+    model: str, tag: str, hub: Optional[str] = None, cache_dir: Optional[str | Path] = None
+) -> ResolvedWeights:
+    """Find the published file of ``model.tag`` (or of hub id ``hub``, ``@revision`` allowed) and
+    check its sha256. A revision given with ``hub`` is read from the Hub only (a mirror has no commits)."""
     found = find_published(model, tag, hub)
     if found is None:
         raise PretrainedWeightsUnavailable(unpublished_message(model, tag, hub))
+    asked = split_revision(hub)[1] if hub else None
+    revision = asked or found.entry.get("revision")
     looked: list[str] = []
     mirror = hub_dir()
-    if mirror is not None:
+    if mirror is not None and asked:
+        looked.append(f"not the mirror {mirror}: it has no commits, and revision {asked} was asked for")
+    elif mirror is not None:
         folder = mirror / found.hub_id
         looked.append(f"mirror {folder} (RESMG_ZOO_HUB_DIR)")
         if (folder / WEIGHTS_NAME).is_file():
+            check_mirror_folder(folder, found)
             verify_sha256(folder / WEIGHTS_NAME, found, looked)
             return ResolvedWeights(model, tag, folder / WEIGHTS_NAME, f"mirror:{folder}", found)
     else:
         looked.append("no mirror (RESMG_ZOO_HUB_DIR unset)")
-    path = _download(found, looked)
+    path = _download(found, revision, cache_dir, looked)
     verify_sha256(path, found, looked)
-    return ResolvedWeights(model, tag, path, f"hf-hub:{found.hub_id}", found)
+    return ResolvedWeights(model, tag, path, f"hf-hub:{found.hub_id}@{revision or 'main'}", found)
+
+
+def check_mirror_folder(folder: Path, found: Published) -> None:
+    """A mirror folder must be the repo it stands for: its ``config.json`` names the entry's hub id."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        named = (config.get("pretrained_cfg") or {}).get("hf_hub_id")
+    except (OSError, json.JSONDecodeError, AttributeError) as err:
+        raise WeightsIntegrityError(
+            f"{folder / 'config.json'}: unreadable ({err}); the mirror folder is damaged"
+        ) from None
+    if named != found.hub_id:
+        raise WeightsIntegrityError(
+            f"{folder / 'config.json'} names the repo {named!r}, but the folder stands for {found.hub_id} "
+            f"({found.manifest}): the mirror folder holds another repo's files; publish it again"
+        )
+
+
+def verify_local_folder(model: str, tag: str, folder: Path, hub: Optional[str]) -> Optional[Published]:
+    """A ``local-dir:`` folder whose ``config.json`` names a published hub id: its weights must have
+    that entry's sha256 (``None`` where no manifest lists the id: timm loads it unchecked)."""
+    found = find_published(model, tag, hub) if hub else None
+    if found is not None:
+        verify_sha256(folder / WEIGHTS_NAME, found, [f"local-dir {folder}"])
+    return found
 
 
 def hub_unreachable(endpoint: str, timeout: float = 3.0) -> Optional[str]:
@@ -191,23 +237,56 @@ def hub_unreachable(endpoint: str, timeout: float = 3.0) -> Optional[str]:
     return None
 
 
-def _download(found: Published, looked: list[str]) -> Path:
-    """The file from the Hub through ``huggingface_hub`` (its cache first when offline): the client's
-    retries only where the Hub answers; ``looked`` says which of these happened."""
+def writable_cache(cache_dir: Optional[str | Path]) -> Path:
+    """The Hugging Face cache that a download writes (``cache_dir``, else the client's own), tried for
+    writing first so that one that cannot be written is named rather than failing deep in the client."""
+    from huggingface_hub import constants
+
+    folder = Path(cache_dir or constants.HF_HUB_CACHE).expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise PretrainedWeightsUnavailable(
+            f"the Hugging Face cache {folder} cannot be written ({err.strerror or err}): pass a writable "
+            "cache_dir=, set HF_HUB_CACHE to one, or set HF_HUB_OFFLINE=1 to read what it already holds"
+        ) from None
+    return folder
+
+
+def _download(found: Published, revision: Optional[str], cache_dir: Optional[str | Path], looked: list[str]) -> Path:
+    """The file from the Hub through ``huggingface_hub`` at ``revision`` (its cache first when
+    offline): the client's retries only where the Hub answers; ``looked`` says which of these happened."""
     from huggingface_hub import constants, hf_hub_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RevisionNotFoundError
 
     endpoint = constants.ENDPOINT
     unreachable = None if constants.HF_HUB_OFFLINE else hub_unreachable(endpoint)
+    at = f" at revision {revision}" if revision else " at main (no revision recorded)"
     if constants.HF_HUB_OFFLINE:
         looked.append("the local Hugging Face cache (HF_HUB_OFFLINE is set: the Hub was not contacted)")
     elif unreachable:
         looked.append(f"the local Hugging Face cache (the Hub at {endpoint} cannot be reached: {unreachable})")
     else:
-        looked.append(f"the Hugging Face Hub repo {found.hub_id} at {endpoint}, through the local cache")
+        looked.append(f"the Hugging Face Hub repo {found.hub_id}{at} at {endpoint}, through the local cache")
+    local_only = constants.HF_HUB_OFFLINE or unreachable is not None
+    if not local_only:
+        writable_cache(cache_dir)
     try:
-        local_only = constants.HF_HUB_OFFLINE or unreachable is not None
-        return Path(hf_hub_download(repo_id=found.hub_id, filename=WEIGHTS_NAME, local_files_only=local_only))
+        return Path(
+            hf_hub_download(
+                repo_id=found.hub_id,
+                filename=WEIGHTS_NAME,
+                revision=revision,
+                cache_dir=cache_dir,
+                local_files_only=local_only,
+            )
+        )
+    except RevisionNotFoundError:
+        raise PretrainedWeightsUnavailable(
+            f"the Hub repo {found.hub_id} has no revision {revision!r} ({found.name}). Looked in: {'; '.join(looked)}"
+        ) from None
     except LocalEntryNotFoundError:
         raise PretrainedWeightsUnavailable(
             f"the weights of {found.name} are not in the local Hugging Face cache and the Hub was not reached. "

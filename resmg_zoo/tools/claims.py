@@ -1,0 +1,69 @@
+"""A published entry's accuracy, re-measured on the real test split: in full when a mirror is
+imported, and on a fixed stratified subset whose exact count of correct images the entry then
+records (``check``), so that the claim can be re-checked in seconds rather than minutes.
+
+Both run in fp32 (bf16 rounds differently on every CPU kind; fp32 agrees to the image across the
+machines measured so far, and the count is compared with a tolerance of a few images anyway).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import timm
+import torch
+
+from ..data.datasets import ImageDataset, ImageSplit, load_dataset
+from ..data.loader import Materializer
+from ..train.distributed import DistEnv
+from ..train.evaluation import evaluate_split
+from ..weights.loading import load_weights
+from ..weights.manifest import WEIGHTS_NAME
+
+PER_CLASS = 100  # images of each class in the subset: 1,000 for a 10-class test split
+TOP1_TOLERANCE = 0.05  # points, on the full test split (5 images of 10,000)
+COUNT_TOLERANCE = 2  # images of the subset (borderline images may flip between CPU kinds)
+BATCH = 250
+
+
+def stratified_subset(split: ImageSplit, per_class: int = PER_CLASS) -> ImageSplit:
+    """The first ``per_class`` images of every class, in the split's order (deterministic)."""
+    picked = [
+        (split.labels == label).nonzero().flatten()[:per_class] for label in split.labels.unique(sorted=True).tolist()
+    ]
+    return split.subset(torch.cat(picked).sort().values)
+
+
+def published_model(entry: dict[str, Any], weights: Path) -> torch.nn.Module:
+    """The entry's architecture with ``weights`` loaded exactly."""
+    model = timm.create_model(entry["model"], pretrained_cfg=entry["tag"], **entry["model_args"])
+    load_weights(model, weights, f"{weights} ({entry['hub_id']})")
+    return model.to(memory_format=torch.channels_last).eval()
+
+
+def entry_dataset(entry: dict[str, Any], data_dir: Optional[str] = None) -> ImageDataset:
+    return load_dataset(entry["dataset"], data_dir=data_dir)
+
+
+def count_correct(model: torch.nn.Module, dataset: ImageDataset, split: ImageSplit) -> dict[str, Any]:
+    data = Materializer(split, dataset.mean, dataset.std, channels_last=True)
+    result = evaluate_split(model, data, BATCH, "fp32", DistEnv())
+    return dict(images=result["count"], correct=round(result["top1"] * result["count"] / 100), top1=result["top1"])
+
+
+def measure_claim(entry: dict[str, Any], folder: Path, data_dir: Optional[str] = None) -> dict[str, Any]:
+    """The ``check`` record of an entry: full test top-1 and the subset's exact count, in fp32."""
+    model = published_model(entry, folder / WEIGHTS_NAME)
+    dataset = entry_dataset(entry, data_dir)
+    full = count_correct(model, dataset, dataset.split("test"))
+    subset = count_correct(model, dataset, stratified_subset(dataset.split("test")))
+    return dict(
+        split="test",
+        per_class=PER_CLASS,
+        images=subset["images"],
+        correct=subset["correct"],
+        precision="fp32",
+        full_top1=round(full["top1"], 4),
+        full_images=full["images"],
+    )

@@ -1,0 +1,195 @@
+"""A weights mirror (the Hub's layout on a shared disk, as ``push_to_hub --mirror`` writes it): verify
+its folders and take its entries into the repository's manifest, or rewrite the metadata of folders
+already published.
+
+    python -m resmg_zoo.tools.mirror import ../shared/hub --evaluate   # verify, re-evaluate, then merge its entries
+    python -m resmg_zoo.tools.mirror import ../shared/hub --prune      # ... and drop entries it does not host
+    python -m resmg_zoo.tools.mirror refresh MIRROR/resmg-zoo/NAME...  # new config.json + model card, weights untouched
+
+Nothing changes unless every folder verifies; the message names each folder and what differs.
+``--evaluate`` re-measures each new or changed entry on the full test split of ``$RESMG_ZOO_DATA``
+(fp32), refuses a top-1 more than 0.05 points from the entry's, and records in the entry the exact
+number of correct images on a fixed stratified subset (``check``), which the published-claims test
+then re-counts in seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+from ..core.atomic import LockedError
+from ..core.cli import EXIT_USAGE
+from ..core.tags import HubIdError, check_hub_id
+from ..weights.card import label_names_for, standard_split_sizes, write_card, write_config
+from ..weights.manifest import (
+    MANIFEST_NAME,
+    SCHEMA_VERSION,
+    ManifestError,
+    load_manifest,
+    manifest_lock,
+    repo_manifest_path,
+    save_manifest,
+    validate_manifest,
+)
+from ..weights.publish import publishing, verify_folder
+from .claims import TOP1_TOLERANCE, measure_claim
+
+COMPARED_WITHOUT = ("check", "revision")  # what an import adds to a mirror's entry
+
+
+def mirror_entries(mirror: Path) -> tuple[Path, list[dict[str, Any]]]:
+    """The mirror's manifest and its entries (every hub id checked before it becomes a path)."""
+    source = mirror / MANIFEST_NAME
+    if not source.is_file():
+        raise ManifestError(f"{mirror} is not a weights mirror: no {MANIFEST_NAME} in it")
+    return source, load_manifest(source)["entries"]
+
+
+def verify_mirror(mirror: Path) -> list[dict[str, Any]]:
+    """Every folder of ``mirror`` checked against the mirror's manifest, and no folder it does not
+    list; raises :class:`ManifestError` naming each problem. Returns the entries."""
+    source, entries = mirror_entries(mirror)
+    problems = []
+    for entry in entries:
+        folder = mirror / entry["hub_id"]
+        problems += (
+            [f"{folder}: {p}" for p in verify_folder(folder, entry)]
+            if folder.is_dir()
+            else [f"{folder}: no such folder, but {source} lists {entry['hub_id']}"]
+        )
+    listed = {e["hub_id"] for e in entries}
+    for folder in sorted(p for p in mirror.glob("*/*") if p.is_dir() and not p.name.startswith(".")):
+        if folder.relative_to(mirror).as_posix() not in listed:
+            problems.append(f"{folder}: a published folder that {source} does not list")
+    if problems:
+        raise ManifestError(f"{mirror} does not verify:\n  " + "\n  ".join(problems))
+    return entries
+
+
+def _published_part(entry: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in entry.items() if k not in COMPARED_WITHOUT}
+
+
+def import_mirror(
+    mirror: Path, target: Path, prune: bool = False, evaluate: bool = False, data_dir: Optional[str] = None
+) -> dict[str, list[str]]:
+    """Verify ``mirror``, then merge its entries into the manifest at ``target`` (same hub id: replaced;
+    an entry that did not change keeps its recorded ``check``). ``prune`` drops the entries of
+    ``target`` that the mirror does not host; ``evaluate`` re-measures every new or changed entry
+    (see the module docstring). On any problem raises :class:`ManifestError` and changes nothing.
+    Returns the hub ids ``added``, ``updated``, ``unchanged`` and ``pruned``."""
+    try:
+        entries = verify_mirror(mirror)
+    except ManifestError as err:
+        raise ManifestError(f"{err}\n{target} is unchanged") from None
+    with manifest_lock(target):
+        current = load_manifest(target)
+        before = {e["hub_id"]: e for e in current["entries"]}
+        report: dict[str, list[str]] = {"added": [], "updated": [], "unchanged": [], "pruned": []}
+        merged_entries = []
+        for entry in entries:
+            old = before.get(entry["hub_id"])
+            if old is not None and _published_part(old) == _published_part(entry):
+                report["unchanged"].append(entry["hub_id"])
+                entry = old
+            else:
+                report["added" if old is None else "updated"].append(entry["hub_id"])
+            if evaluate and "check" not in entry:
+                entry = dict(entry, check=_checked(mirror, entry, target, data_dir))
+            merged_entries.append(entry)
+        listed = {e["hub_id"] for e in entries}
+        kept = [e for e in current["entries"] if e["hub_id"] not in listed]
+        if prune:
+            report["pruned"] = [e["hub_id"] for e in kept]
+            kept = []
+        merged = {"schema_version": SCHEMA_VERSION, "entries": [*kept, *merged_entries]}
+        problems = validate_manifest(merged)
+        if problems:
+            raise ManifestError(
+                f"the merged manifest would not be valid; {target} is unchanged: " + "; ".join(problems)
+            )
+        if sorted(map(json.dumps, merged["entries"])) != sorted(map(json.dumps, current["entries"])):
+            save_manifest(target, merged)
+    return report
+
+
+def _checked(mirror: Path, entry: dict[str, Any], target: Path, data_dir: Optional[str]) -> dict[str, Any]:
+    """The entry's ``check`` record, or :class:`ManifestError` where the full test split disagrees."""
+    check = measure_claim(entry, mirror / entry["hub_id"], data_dir)
+    if abs(check["full_top1"] - entry["top1"]) > TOP1_TOLERANCE:
+        raise ManifestError(
+            f"{entry['hub_id']}: top-1 on the full test split is {check['full_top1']:.2f}, the entry says "
+            f"{entry['top1']:.2f} (more than {TOP1_TOLERANCE} points apart); {target} is unchanged"
+        )
+    print(
+        f"{entry['hub_id']}: full test top-1 {check['full_top1']:.2f} (entry {entry['top1']:.2f}); "
+        f"{check['correct']}/{check['images']} on the stratified subset",
+        file=sys.stderr,
+    )
+    return check
+
+
+def refresh_folder(folder: Path) -> dict[str, Any]:
+    """Rewrite ``config.json`` and ``README.md`` of a published mirror folder from its own files and
+    its entry in the mirror's manifest (the folder is ``<mirror>/<org>/<name>``). The weights are
+    untouched, and the folder must verify before and after. Returns the entry."""
+    folder = folder.resolve()
+    mirror = folder.parents[1]
+    repo_id = check_hub_id(folder.relative_to(mirror).as_posix(), "the folder's hub id")
+    source, entries = mirror_entries(mirror)
+    entry = next((e for e in entries if e["hub_id"] == repo_id), None)
+    if entry is None:
+        raise ManifestError(f"{folder}: {source} lists no entry for {repo_id}")
+    with publishing(repo_id, folder.parent):
+        problems = verify_folder(folder, entry)
+        if problems:
+            raise ManifestError(f"{folder} does not verify, so it is not refreshed: " + "; ".join(problems))
+        rows = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+        old = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        write_config(folder, entry, old.get("label_names") or label_names_for(entry, None))
+        write_card(folder, entry, rows, standard_split_sizes(entry))
+        problems = verify_folder(folder, entry)
+    if problems:
+        raise ManifestError(f"{folder} no longer verifies after the refresh: " + "; ".join(problems))
+    return entry
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="resmg-mirror", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    take = commands.add_parser("import", help="verify a mirror and merge its entries into the manifest")
+    take.add_argument("mirror", help="a folder written by push_to_hub --mirror (e.g. ../shared/hub)")
+    take.add_argument("--manifest", default=str(repo_manifest_path()), help="the manifest to update")
+    take.add_argument("--prune", action="store_true", help="drop the manifest's entries that the mirror does not host")
+    take.add_argument(
+        "--evaluate", action="store_true", help="re-measure new entries on the real test split and record a check"
+    )
+    take.add_argument("--data", default=None, help="folder with <dataset>.zip (default $RESMG_ZOO_DATA)")
+    refresh = commands.add_parser("refresh", help="rewrite config.json and README.md of published folders")
+    refresh.add_argument("folders", nargs="+", help="<mirror>/<org>/<model>.<tag> folders")
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "import":
+            report = import_mirror(Path(args.mirror), Path(args.manifest), args.prune, args.evaluate, args.data)
+            for key, ids in report.items():
+                print(f"{key}: {', '.join(ids) or '-'}")
+        else:
+            for folder in args.folders:
+                entry = refresh_folder(Path(folder))
+                print(f"refreshed {folder} ({entry['hub_id']}): config.json, README.md; sha256 {entry['sha256']}")
+    except (ManifestError, HubIdError, LockedError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
