@@ -1,4 +1,4 @@
-"""SPEC §6: bad input raises a clear error naming what was expected."""
+"""docs/contract.md §6: bad input raises a clear error naming what was expected."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Datasets from the real archives: layout, cache, torchvision path, broken archives (SPEC §4, §6)."""
+"""Datasets from the real archives: layout, cache, torchvision path, broken archives (docs/contract.md §4, §6)."""
 
 from __future__ import annotations
 

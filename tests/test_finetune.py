@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from resmg_zoo.core.hashing import file_sha256
 from resmg_zoo.data.datasets import load_dataset
-from resmg_zoo.data.relabel import main as relabel
+from resmg_zoo.tools.relabel import main as relabel
 from resmg_zoo.train.checkpoint import checkpoint_weights_path
 from resmg_zoo.train.cli import main as train
 

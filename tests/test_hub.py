@@ -1,10 +1,15 @@
-"""torch.hub: list/help/load of hubconf.py for all 16 models, through torch.hub's own code."""
+"""torch.hub: list/help/load of hubconf.py for every registered model, through torch.hub's own code."""
 
 from __future__ import annotations
 
+import ast
+import importlib
+import re
+import sys
 from pathlib import Path
 
 import pytest
+import tomllib
 import torch
 import torch.hub
 from conftest import MODEL_NAMES, REPO_ROOT
@@ -55,6 +60,41 @@ def test_unknown_dataset_lists_the_tags() -> None:
         torch.hub.load(str(REPO_ROOT), "resnet18_sharedA", source="local", dataset="imagenet")
 
 
-def test_hubconf_declares_dependencies() -> None:
-    text = Path(REPO_ROOT, "hubconf.py").read_text()
-    assert text.index("dependencies =") < text.index("import resmg_zoo")
+def test_hubconf_declares_importable_dependencies_before_importing_the_package() -> None:
+    """torch.hub checks ``dependencies`` before it runs the rest of hubconf: the list must be assigned
+    before the first import of resmg_zoo, and every name in it must be a declared, importable package."""
+    tree = ast.parse(Path(REPO_ROOT, "hubconf.py").read_text())
+    statements = list(tree.body)
+    declared = next(
+        i for i, n in enumerate(statements) if isinstance(n, ast.Assign) and n.targets[0].id == "dependencies"
+    )
+    first_import = next(
+        i
+        for i, n in enumerate(statements)
+        if isinstance(n, (ast.Import, ast.ImportFrom))
+        and any("resmg_zoo" in (getattr(n, "module", None) or a.name) for a in n.names)
+    )
+    assert declared < first_import
+    names = ast.literal_eval(statements[declared].value)
+    requirements = tomllib.loads(Path(REPO_ROOT, "pyproject.toml").read_text())["project"]["dependencies"]
+    required = {re.split(r"[<>=\s]", r)[0].replace("-", "_").lower() for r in requirements}
+    for name in names:
+        assert name.lower() in required, f"{name} is not a dependency in pyproject.toml"
+        importlib.import_module(name)
+    torch.hub._check_dependencies(importlib.import_module("hubconf"))  # torch.hub's own check passes
+
+
+def test_importing_hubconf_builds_no_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Entry points carry their docstrings lazily: importing hubconf counts no parameters, builds no model."""
+    import resmg_zoo.models.hub as hub
+
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("a model was built while importing hubconf")
+
+    monkeypatch.setattr(hub, "param_count", refuse)
+    monkeypatch.syspath_prepend(str(REPO_ROOT))
+    monkeypatch.delitem(sys.modules, "hubconf", raising=False)
+    module = importlib.import_module("hubconf")
+    assert callable(module.preact_resnet18_sharedA)
+    with pytest.raises(AssertionError, match="while importing hubconf"):
+        module.preact_resnet18_sharedA.__doc__  # noqa: B018  (the first read builds the docstring)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -45,23 +46,11 @@ print(json.dumps(dict(
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The wheel of this checkout (``pip wheel --no-deps``, no build isolation: setuptools is installed)."""
     out = tmp_path_factory.mktemp("wheel")
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "-q",
-            "-w",
-            str(out),
-            str(REPO_ROOT),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    source = tmp_path_factory.mktemp("source") / "resmg_zoo"  # a clean copy: no stale build/ of the checkout
+    skip = shutil.ignore_patterns(".git", "build", "runs", "exports", "*.egg-info", "__pycache__", ".*cache")
+    shutil.copytree(REPO_ROOT, source, ignore=skip)
+    build = ["pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(source)]
+    done = subprocess.run([sys.executable, "-m", *build], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     (path,) = out.glob("resmg_zoo-*.whl")
     return path
@@ -74,7 +63,7 @@ def test_the_wheel_carries_the_manifest_and_the_commands(wheel: Path) -> None:
         entry_points = archive.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert packaged == repo_manifest_path().read_bytes()
     assert not any(n.startswith(("tests/", "scripts/")) for n in names)
-    for command in ("resmg-train", "resmg-push", "resmg-mirror", "resmg-classify"):
+    for command in ("resmg-train", "resmg-push", "resmg-mirror", "resmg-classify", "resmg-relabel"):
         assert command in entry_points
 
 

@@ -1,4 +1,4 @@
-"""SPEC §1: exact parameter counts, one tensor per shared operator, safetensors-ready state dicts."""
+"""docs/contract.md §1: exact parameter counts, one tensor per shared operator, safetensors-ready state dicts."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from safetensors.torch import load_file, save_file
 
 from resmg_zoo.core.counting import count_parameters, param_count
 
-# The contract's table (SPEC §1): CIFAR-10 head, 3 input channels, default pool_block="conv".
-SPEC_COUNTS = {
+# The contract's table (docs/contract.md §1): CIFAR-10 head, 3 input channels, default pool_block="conv".
+CONTRACT_COUNTS = {
     "resnet18": (11_173_962, 8_040_522, 11_137_098, 8_003_658),
     "preact_resnet18": (11_172_170, 8_038_730, 11_135_306, 8_001_866),
     "resnet34": (21_282_122, 13_098_314, 16_194_890, 8_011_082),
@@ -21,10 +21,10 @@ SPEC_COUNTS = {
 SUFFIXES = ("unshared", "sharedA", "sharedB", "sharedAB")
 
 
-@pytest.mark.parametrize("base", SPEC_COUNTS)
+@pytest.mark.parametrize("base", CONTRACT_COUNTS)
 @pytest.mark.parametrize("index", range(4), ids=SUFFIXES)
 def test_exact_counts_of_the_spec(base: str, index: int) -> None:
-    assert param_count(f"{base}_{SUFFIXES[index]}") == SPEC_COUNTS[base][index]
+    assert param_count(f"{base}_{SUFFIXES[index]}") == CONTRACT_COUNTS[base][index]
 
 
 @pytest.mark.parametrize("name, expected", [("resnet18_sharedB", 9_588_810), ("resnet18_sharedAB", 6_455_370)])

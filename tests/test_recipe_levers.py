@@ -1,4 +1,4 @@
-"""The time-to-accuracy levers of issue 15 on real CIFAR-10 images: the one-cycle schedule, an EMA of
+"""The time-to-accuracy levers on real CIFAR-10 images: the one-cycle schedule, an EMA of
 the weights, progressive resizing, test-time flip averaging, and the time-to-accuracy report."""
 
 from __future__ import annotations

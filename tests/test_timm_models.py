@@ -308,7 +308,7 @@ def test_model_forward_fx(model_name, batch_size):
     assert torch.all(fx_outputs == outputs)
     assert outputs.shape[0] == batch_size
     assert not torch.isnan(outputs).any(), "Output included NaNs"
-    # the zoo's addition: the input check (SPEC §6) is a node of the traced graph, and runs there
+    # the zoo's addition: the input check (docs/contract.md §6) is a node of the traced graph, and runs there
     with pytest.raises(ValueError, match="input channels"):
         model(torch.randn((batch_size, input_size[0] + 1, *input_size[1:])))
 

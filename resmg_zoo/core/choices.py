@@ -1,4 +1,4 @@
-"""Validation of options: an unknown value names every valid choice, a list of sizes is checked (SPEC §6)."""
+"""Validation of options: an unknown value names every valid choice, a list of sizes is checked (contract §6)."""
 
 from __future__ import annotations
 

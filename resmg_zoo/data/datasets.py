@@ -1,4 +1,4 @@
-"""Image-classification datasets as uint8 tensors in memory (SPEC §4).
+"""Image-classification datasets as uint8 tensors in memory (docs/contract.md §4).
 
 Sources, in the order :func:`load_dataset` tries them:
 

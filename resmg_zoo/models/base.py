@@ -1,5 +1,5 @@
 """The base of both model families: a stem, resolution levels (``stages``), and timm's head API
-around them, with the input check of SPEC §6."""
+around them, with the input check of docs/contract.md §6."""
 
 from collections.abc import Iterator, Sequence
 from typing import Optional, Union
@@ -73,7 +73,7 @@ class LevelNetwork(nn.Module):
         self.init_head(num_classes, global_pool)
 
     def check_input(self, x: Tensor) -> Tensor:
-        """``x``, or a ``ValueError`` for an input the model cannot classify (SPEC §6)."""
+        """``x``, or a ``ValueError`` for an input the model cannot classify (docs/contract.md §6)."""
         return check_image_batch(x, self.in_chans, self.min_input_size)
 
     def forward_features(self, x: Tensor) -> Tensor:

@@ -1,5 +1,5 @@
 """What the model families share around timm's builder: a pretrained cfg per dataset tag, and the
-build itself with the published weights (SPEC §2–§3).
+build itself with the published weights (docs/contract.md §2, docs/weights.md).
 
 Every registered name gets a cfg per tag of :data:`resmg_zoo.core.tags.TAGS` (``.cifar10`` the
 default). Only a tag that the repository's ``weights_manifest.json`` lists carries a hub id, so

@@ -3,8 +3,8 @@ for every registered model, with a docstring that gives its parameters and measu
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from functools import cache
+from typing import Any, Optional
 
 import timm
 from torch import nn
@@ -15,8 +15,14 @@ from ..weights.manifest import load_manifest, repo_manifest_path
 from .variants import VARIANTS, FResNetVariant
 
 
+@cache
+def published_entries() -> tuple[dict[str, Any], ...]:
+    """The package manifest's entries, read once per process."""
+    return tuple(load_manifest(repo_manifest_path())["entries"])
+
+
 def _measured_lines(name: str) -> list[str]:
-    entries = [e for e in load_manifest(repo_manifest_path())["entries"] if e["model"] == name]
+    entries = [e for e in published_entries() if e["model"] == name]
     if not entries:
         return ["Accuracy: no checkpoint of this model is published yet (weights_manifest.json), so none is measured."]
     return ["Measured accuracy of the published checkpoints (weights_manifest.json):"] + [
@@ -58,13 +64,31 @@ def entrypoint_doc(name: str) -> str:
     )
 
 
-def make_entrypoint(name: str) -> Callable[..., nn.Module]:
-    """A function ``name(pretrained=False, dataset="cifar10", **kwargs)`` that builds the model."""
+class HubEntrypoint:
+    """The torch.hub entry point of one model: ``name(pretrained=False, dataset="cifar10", **kwargs)``.
 
-    def entrypoint(pretrained: bool = False, dataset: str = "cifar10", **kwargs: Any) -> nn.Module:
+    Its docstring (parameters counted from built models, the manifest's accuracies) is made when
+    ``torch.hub.help`` or ``help()`` first asks for it, not when ``hubconf`` is imported: importing
+    hubconf costs what importing resmg_zoo does, not 54 model builds."""
+
+    def __init__(self, name: str) -> None:
+        self.__name__ = self.__qualname__ = name
+        self._doc: Optional[str] = None
+
+    @property
+    def __doc__(self) -> str:  # type: ignore[override]
+        if self._doc is None:
+            self._doc = entrypoint_doc(self.__name__)
+        return self._doc
+
+    def __call__(self, pretrained: bool = False, dataset: str = "cifar10", **kwargs: Any) -> nn.Module:
         tag = get_tag(dataset).name
-        return timm.create_model(f"{name}.{tag}", pretrained=pretrained, **kwargs)
+        return timm.create_model(f"{self.__name__}.{tag}", pretrained=pretrained, **kwargs)
 
-    entrypoint.__name__ = entrypoint.__qualname__ = name
-    entrypoint.__doc__ = entrypoint_doc(name)
-    return entrypoint
+    def __repr__(self) -> str:
+        return f"<torch.hub entry point {self.__name__}>"
+
+
+def make_entrypoint(name: str) -> HubEntrypoint:
+    """The torch.hub entry point that builds ``name`` (see :class:`HubEntrypoint`)."""
+    return HubEntrypoint(name)

@@ -1,4 +1,4 @@
-"""The input check every model runs before its stem (SPEC §6): a clear ``ValueError``, TorchScript-safe.
+"""The input check every model runs before its stem (docs/contract.md §6): a clear ``ValueError``, TorchScript-safe.
 
 No ``from __future__ import annotations`` in the model modules: ``torch.fx`` copies a forward's
 annotations into the code of a traced graph, and TorchScript cannot read them as strings.

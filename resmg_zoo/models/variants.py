@@ -1,7 +1,7 @@
 """What each registered name means, in the paper's terms: the catalogue the docstrings, the hub
 entry points and the parameter tables are written from.
 
-Two families (SPEC §1–2): the 16 (pre-act) ResNets with operator sharing, and F-ResNet (Algorithm 2)
+Two families (docs/contract.md §1–2): the 16 (pre-act) ResNets with operator sharing, and F-ResNet (Algorithm 2)
 with ``fresnet18`` and ``mgnet``, the setting of it that is MgNet. The registered functions in
 :mod:`~resmg_zoo.models.resnet` and :mod:`~resmg_zoo.models.fresnet` give each name its
 ``model_args`` as timm writes them; a test checks that they build what this catalogue says.

@@ -41,7 +41,7 @@ TABLE_TITLES = {
 
 @dataclass(frozen=True)
 class Budget:
-    """How much training a row gets: a recipe of :mod:`resmg_zoo.recipes` and what changes it."""
+    """How much training a row gets: a recipe of :mod:`resmg_zoo.train.recipes` and what changes it."""
 
     name: str
     recipe: str
@@ -73,7 +73,7 @@ BUDGETS: dict[str, Budget] = {
             (),
             "auto",
             True,
-            "full width, the `sprint` recipe (issue 15's time-to-accuracy recipe: see `recipes.py`), bf16 autocast "
+            "full width, the `sprint` recipe (the time-to-accuracy recipe: see `recipes.py`), bf16 autocast "
             "where it is measured faster than fp32 on this machine (else fp32) + channels_last",
         ),
         Budget(

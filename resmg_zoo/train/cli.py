@@ -13,7 +13,7 @@ ImageFolder ``--dataset`` (``--image-size``/``--channels`` convert its images), 
 ``--head-lr-mult``, ``--warmup-epochs`` and ``--label-smoothing``. ``config.json`` records where the
 initial weights came from (hub id or path, and sha256).
 
-This module reads the command line into a :class:`RunConfig`; :mod:`.engine` trains it.
+This module reads the command line into a :class:`~.config.RunConfig`; :mod:`.engine` trains it.
 """
 
 from __future__ import annotations

@@ -77,12 +77,8 @@ RECIPES: dict[str, Recipe] = {
             weight_decay=5e-4,
             label_smoothing=0.1,
             val_size=0,
-            description="Time to accuracy on CPU (issue 15), chosen by measurement (docs/time-to-accuracy.md): "
-            "the `short` optimiser and per-step cosine on all of train, 16 epochs CIFAR / 3 MNIST, with weight "
-            "decay 5e-4 (every depth; measured at 18) and label smoothing 0.1, which paid at 8 epochs (quarter "
-            "width, 2 seeds: +0.4 to +1.0 val, +1.7 to +2.1 test). One-cycle, 24-pixel early epochs and batch 256 "
-            "at lr 0.2 did not pay (2 epochs, 2 seeds), nor did an EMA of the weights (2 and 8 epochs); report "
-            "flip averaging separately (logged after the last epoch).",
+            description="Time to accuracy on CPU (docs/time-to-accuracy.md): the `short` optimiser and per-step "
+            "cosine on all of train, 16 epochs CIFAR / 3 MNIST, weight decay 5e-4 and label smoothing 0.1.",
         ),
         Recipe(
             "quick",

@@ -1,6 +1,6 @@
 """Build a new ImageFolder zip from an existing one by merging its classes into new labels.
 
-    python -m resmg_zoo.data.relabel ../shared/data/cifar10.zip runs/vehicles_animals.zip \\
+    resmg-relabel ../shared/data/cifar10.zip runs/vehicles_animals.zip \\
         --map vehicle=airplane,automobile,ship,truck animal=bird,cat,deer,dog,frog,horse \\
         --per-class train=500 test=200
 
@@ -84,7 +84,7 @@ def relabel(
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m resmg_zoo.data.relabel", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="resmg-relabel", description=__doc__.split("\n\n")[0])
     parser.add_argument("source", type=Path, help="an ImageFolder zip (<split>/<class>/<file>)")
     parser.add_argument("target", type=Path, help="the zip to write")
     parser.add_argument("--map", nargs="+", required=True, metavar="NEW=OLD1,OLD2", help="new class = source classes")
