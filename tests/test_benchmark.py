@@ -36,6 +36,12 @@ def test_benchmark_writes_rows_with_the_reference(tmp_path: Path, capsys: pytest
     assert ours["flops"] == ref["flops"] > 1e9  # sharing A saves parameters, not FLOPs
     assert ref["train_vs_reference"] == ref["infer_vs_reference"] == 1.0
     assert ours["train_img_s"] > 0 and by_model["loader (crop+flip)"]["loader_img_s"] > 0
+    for row in (ours, ref):  # the % of peak is the measured rate × FLOPs over the same run's bf16 peak
+        assert row["train_pct_peak"] == pytest.approx(
+            100 * row["train_img_s"] * row["train_flops"] / row["peak_bf16_flops"]
+        )
+        assert row["infer_pct_peak"] == pytest.approx(100 * row["infer_img_s"] * row["flops"] / row["peak_bf16_flops"])
+    assert ours["train_vs_reference"] == pytest.approx(ours["train_img_s"] / ref["train_img_s"])
     assert 4 * ours["params"] <= ours["checkpoint_bytes"] < 4 * ours["params"] + 200_000  # fp32 + header, BN buffers
     assert 0 < ours["train_pct_peak"] and 0 < ours["infer_pct_peak"] and ours["peak_bf16_flops"] > 0
     # training FLOPs are counted (forward + backward), about 3 forward passes

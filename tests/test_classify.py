@@ -92,7 +92,7 @@ def test_a_training_run_and_its_class_names(run: Path, digits: Path, capsys) -> 
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--model", "nosuchmodel.cifar10", "x.jpg"], "Unknown model"),
+        (["--model", "nosuchmodel.cifar10", "x.jpg"], "unknown model"),
         (["--model", "preact_resnet18_sharedA.cifar100", "x.jpg"], "no pretrained weights are published"),
         (["--model", MODEL, "--topk", "0", "x.jpg"], "--topk must be at least 1"),
     ],

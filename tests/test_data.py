@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import struct
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from realdata import real_data_dir, subset_zip
+from realdata import REPO_ROOT, real_data_dir, subset_zip
 
 from resmg_zoo.data import datasets as data_module
 from resmg_zoo.data.datasets import DatasetError, load_dataset, split_train_val
@@ -39,13 +44,13 @@ def test_real_mnist_by_name(mnist: data_module.ImageDataset) -> None:
 
 
 def test_second_load_reads_the_sha256_keyed_cache(mnist: data_module.ImageDataset, monkeypatch) -> None:
-    cache = data_module.default_cache_dir() / f"{mnist.sha256}.v{data_module.CACHE_VERSION}.safetensors"
+    cache = data_module.default_cache_dir() / f"{mnist.sha256}.L.28x28.v{data_module.CACHE_VERSION}.safetensors"
     assert cache.exists()
 
     def no_decoding(*_args: object) -> None:
         raise AssertionError("decoded images although the cache holds them")
 
-    monkeypatch.setattr(data_module, "_decode_split", no_decoding)
+    monkeypatch.setattr(data_module, "decode_split", no_decoding)
     again = load_dataset("mnist", data_dir=real_data_dir())
     assert torch.equal(again.split("test").images, mnist.split("test").images)
 
@@ -92,7 +97,7 @@ def test_torchvision_path_reads_mnist_files(small: Path, tmp_path: Path) -> None
 def test_missing_dataset_says_where_it_looked(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match=r"cifar100 not found: looked for .*cifar100\.zip"):
         load_dataset("cifar100", data_dir=tmp_path)
-    with pytest.raises(DatasetError, match="known datasets: mnist, cifar10, cifar100"):
+    with pytest.raises(DatasetError, match="known datasets: cifar10, cifar100, mnist"):
         load_dataset("imagenet", data_dir=tmp_path)
 
 
@@ -198,3 +203,112 @@ def test_materializer_side_is_that_of_the_batches_it_returns(small: Path) -> Non
     for pad_to in (0, 32):
         data = Materializer(split, dataset.mean, dataset.std, "crop", pad_to=pad_to)
         assert data(batch)[0].shape[-2:] == (data.side, data.side) == ((pad_to or 28),) * 2
+
+
+def test_one_archive_under_two_names_gets_each_names_normalisation(small: Path, tmp_path: Path) -> None:
+    """The cache holds what the archive decodes to, not what a name implies: the same digits as
+    ``mnist.zip`` take MNIST's standard mean/std, under another name their own measured statistics —
+    whichever name was loaded first (the cache used to hand the first name's statistics to the second)."""
+    as_mnist = tmp_path / "data" / "mnist.zip"
+    as_mnist.parent.mkdir()
+    as_mnist.write_bytes(small.read_bytes())
+    cache = tmp_path / "cache"
+    own = load_dataset(str(small), cache_dir=cache)  # "digits": measured
+    known = load_dataset("mnist", data_dir=as_mnist.parent, cache_dir=cache)
+    again = load_dataset(str(small), cache_dir=cache)
+    assert known.mean == (0.1307,) and known.std == (0.3081,)
+    assert own.mean == again.mean != known.mean
+    # one cache file per decoded format (MNIST's fixed 28×28 vs the first image's size), none per name
+    assert sorted(p.name.split(".", 1)[1] for p in cache.glob("*.safetensors")) == [
+        "L.28x28.v2.safetensors",
+        "L.native.v2.safetensors",
+    ]
+    x = own.split("train").images.to(torch.float64) / 255  # the float64 reference, on a small split
+    assert own.mean[0] == pytest.approx(x.mean().item(), abs=1e-9) and own.std[0] == pytest.approx(
+        x.std().item(), abs=1e-9
+    )
+
+
+def test_pixel_statistics_in_chunks_equal_the_whole_split_in_float64() -> None:
+    images = torch.randint(0, 256, (1000, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    mean, std = data_module.pixel_stats(images, chunk=128)
+    x = images.to(torch.float64) / 255
+    torch.testing.assert_close(torch.tensor(mean, dtype=torch.float64), x.mean(dim=(0, 2, 3)), rtol=0, atol=1e-12)
+    torch.testing.assert_close(torch.tensor(std, dtype=torch.float64), x.std(dim=(0, 2, 3)), rtol=0, atol=1e-12)
+
+
+def test_a_member_that_would_decompress_beyond_the_limit_is_refused_unread(tmp_path: Path, monkeypatch) -> None:
+    """A crafted zip: 80 MB of zeros in one "image" is ~80 KB deflated. Refused from the declared size,
+    before any member is decompressed."""
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("train/a/x.png", b"\0" * (80 << 20))
+        archive.writestr("test/a/y.png", b"\0" * 100)
+
+    def no_reading(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("a member was decompressed")
+
+    monkeypatch.setattr(zipfile.ZipFile, "read", no_reading)
+    with pytest.raises(DatasetError, match=r"bomb\.zip: member train/a/x\.png declares 83,886,080 bytes"):
+        load_dataset(str(bomb), cache_dir=tmp_path)
+
+
+def test_a_dataset_is_added_in_one_place(tmp_path: Path) -> None:
+    """One entry in the registry, nothing else: a new dataset (here 4 classes of real CIFAR-10, as if it
+    were its own) gets its decoded format, mean/std, augmentation, recipe epochs and a model cfg, and trains."""
+    data = tmp_path / "data"
+    data.mkdir()
+    classes = {"airplane": "plane", "automobile": "car", "ship": "boat", "truck": "lorry"}
+    subset_zip(real_data_dir() / "cifar10.zip", data / "vehicles.zip", {"train": 25, "test": 5}, rename=classes)
+    archive = data / "vehicles.zip"
+    with zipfile.ZipFile(archive) as src, zipfile.ZipFile(data / "v.zip", "w") as dst:
+        for name in src.namelist():
+            if name.split("/")[1] in classes.values():
+                dst.writestr(name, src.read(name))
+    (data / "v.zip").replace(archive)
+    package = tmp_path / "site" / "resmg_zoo"  # a copy of the package with one entry added to its registry
+    shutil.copytree(REPO_ROOT / "resmg_zoo", package, ignore=shutil.ignore_patterns("__pycache__"))
+    registry = package / "core" / "tags.py"
+    first = '        DatasetTag(\n            name="cifar10",'
+    entry = """        DatasetTag(
+            name="vehicles",
+            label_names=("boat", "car", "lorry", "plane"),
+            input_size=(3, 32, 32),
+            mean=(0.5, 0.5, 0.5),
+            std=(0.25, 0.25, 0.25),
+            augment="crop",
+            epochs={"paper": 2, "short": 1, "sprint": 1},
+            torchvision="CIFAR10",
+            hub_dataset="someone/vehicles",
+            train_images=100,
+            test_images=20,
+        ),
+"""
+    text = registry.read_text()
+    assert text.count(first) == 1
+    registry.write_text(text.replace(first, entry + first))
+    program = f"""
+import json
+import timm, resmg_zoo
+from resmg_zoo.data.datasets import load_dataset
+from resmg_zoo.train.cli import main
+assert resmg_zoo.__file__.startswith({str(package)!r})
+dataset = load_dataset("vehicles", data_dir={str(data)!r})
+code = main(["--model", "preact_resnet18_sharedA", "--model-kwargs", "widths=8,8,16,16", "--dataset", "vehicles",
+             "--data", {str(data)!r}, "--recipe", "short", "--val-size", "20", "--batch-size", "20", "--quiet",
+             "--out", {str(tmp_path / "run")!r}])
+config = json.load(open({str(tmp_path / "run" / "config.json")!r}))
+cfg = timm.create_model("preact_resnet18_sharedA.vehicles").pretrained_cfg
+print(json.dumps(dict(code=code, mean=dataset.mean, classes=dataset.classes, recipe=config["recipe_settings"],
+                      labels=list(cfg["label_names"]), input_size=list(cfg["input_size"]))))
+"""
+    env = dict(os.environ, PYTHONPATH=str(package.parent))
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["code"] == 0 and report["mean"] == [0.5, 0.5, 0.5]
+    assert report["classes"] == ["boat", "car", "lorry", "plane"] == report["labels"]
+    assert report["recipe"]["epochs"] == 1 and report["recipe"]["augment"] == "crop"
+    assert report["input_size"] == [3, 32, 32]

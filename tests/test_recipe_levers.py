@@ -288,7 +288,12 @@ def test_auto_precision_is_bf16_on_cuda_without_timing_the_cpu(
     assert preferred_precision("cuda") == "bf16"
 
 
-def test_matmul_peak_measures_both_precisions_on_this_cpu() -> None:
-    for dtype in (torch.float32, torch.bfloat16):
-        rate = matmul_peak(dtype, sizes=(256,), flops_per_size=1e8)
-        assert 1e8 < rate < 1e14, (dtype, rate)
+def test_matmul_peak_is_flops_of_the_fastest_call_over_its_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a clock on which every call takes 2 ms but the second of the 64×64 ones 1 ms: the peak is
+    2·64³ FLOPs over 1 ms, the best call over every size and every call (at least 3 per size)."""
+    readings = iter([0.0, 0.002, 1.0, 1.001, 2.0, 2.002] + [10.0 + 0.002 * i for i in range(40)])
+    monkeypatch.setattr(hardware.time, "perf_counter", lambda: next(readings))
+    assert matmul_peak(torch.float32, sizes=(64, 32), flops_per_size=1) == pytest.approx(2 * 64**3 / 0.001)
+    for dtype in (torch.float32, torch.bfloat16):  # and the real clock: both precisions run
+        monkeypatch.undo()
+        assert matmul_peak(dtype, sizes=(128,), flops_per_size=1e7) > 0

@@ -214,3 +214,41 @@ def test_kill_minus_nine_anywhere_then_resume_ends_bit_identical(digits: Path, t
     pointer = read_pointer(out)
     assert sorted(p.name for p in out.glob("ckpt-*")) == sorted([pointer["weights"], pointer["state"]])
     assert not list(out.glob(".*.tmp"))
+
+
+def test_a_truncated_config_on_resume_is_a_usage_error_naming_the_file(digits: Path, tmp_path: Path, capsys) -> None:
+    """A run's config.json cut to 40 bytes, then --resume: exit 2 and one line that names the file."""
+    out = tmp_path / "run"
+    assert train(_args(digits, out, "--epochs", "1")) == 0
+    config = out / "config.json"
+    config.write_bytes(config.read_bytes()[:40])
+    capsys.readouterr()
+    assert train(_args(digits, out, "--epochs", "2", "--resume")) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"--resume: {config} cannot be read as a run's settings" in err and "Traceback" not in err
+
+
+def test_a_bug_inside_the_model_keeps_its_traceback(digits: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    """Only a UsageError is the user's to fix: a ValueError raised inside the model (here injected in the
+    forward of a level) is a bug, and reaches the caller as itself — the command line exits 1 with its traceback."""
+    from resmg_zoo.models.resnet import ResMgLevel
+
+    def broken(self, x):
+        raise ValueError("an injected fault inside the model")
+
+    monkeypatch.setattr(ResMgLevel, "forward", broken)
+    with pytest.raises(ValueError, match="an injected fault inside the model"):
+        train(_args(digits, tmp_path / "run", "--epochs", "1"))
+    script = (
+        "import sys, resmg_zoo.models.resnet as r\n"
+        "r.ResMgLevel.forward = lambda self, x: (_ for _ in ()).throw(ValueError('an injected fault'))\n"
+        "from resmg_zoo.train.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, *_args(digits, tmp_path / "run2", "--epochs", "1")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1 and "Traceback" in done.stderr and "ValueError: an injected fault" in done.stderr

@@ -21,9 +21,12 @@ from safetensors.torch import load_file
 from resmg_zoo.core.cli import EXIT_NONFINITE
 from resmg_zoo.core.hardware import preferred_precision
 from resmg_zoo.tools.evaluate import run_evaluation
+from resmg_zoo.tools.push_to_hub import main as publish
 from resmg_zoo.train.checkpoint import checkpoint_weights_path
 from resmg_zoo.train.cli import main
 from resmg_zoo.train.log import read_steps
+from resmg_zoo.weights.manifest import MANIFEST_NAME, load_manifest
+from resmg_zoo.weights.publish import verify_folder
 
 
 @pytest.fixture(scope="module")
@@ -242,3 +245,49 @@ def test_an_unknown_model_is_refused_before_any_data_is_read(tmp_path: Path, cap
     err = capsys.readouterr().err
     assert "unknown model 'preact_resnet18_sharedC'" in err and "preact_resnet18_sharedA" in err
     assert not (tmp_path / "run").exists()
+
+
+# The code as it was before the typed errors, the dataset registry and the v2 dataset cache: a run
+# folder it wrote must still resume to the same result and publish with today's code.
+EARLIER = "15140d6360a19704454cd3186910b69d25b6cc5c"
+
+
+@pytest.fixture(scope="module")
+def earlier_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``resmg_zoo/`` at :data:`EARLIER`, from the repository's own history (``git archive``)."""
+    has = subprocess.run(["git", "-C", str(REPO_ROOT), "cat-file", "-e", f"{EARLIER}^{{commit}}"], capture_output=True)
+    if has.returncode != 0:
+        pytest.skip(f"this clone does not hold commit {EARLIER[:12]} (a shallow clone)")
+    site = tmp_path_factory.mktemp("earlier")
+    tar = subprocess.run(
+        ["git", "-C", str(REPO_ROOT), "archive", EARLIER, "resmg_zoo"], capture_output=True, check=True
+    )
+    subprocess.run(["tar", "-x", "-C", str(site)], input=tar.stdout, check=True)
+    return site
+
+
+def test_a_run_folder_of_earlier_code_resumes_identically_and_publishes(
+    earlier_package: Path, straight_run: Path, mnist_small: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    script = "import sys\nfrom resmg_zoo.train.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    env = dict(os.environ, PYTHONPATH=str(earlier_package))
+    done = subprocess.run(
+        [sys.executable, "-c", script, *_args(mnist_small, out, "--epochs", "1")],
+        cwd=tmp_path,  # not the checkout: the earlier package is the one imported
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "classes" not in json.loads((out / "config.json").read_text())  # written by the earlier code
+    assert main(_args(mnist_small, out, "--epochs", "2", "--resume")) == 0  # today's code takes it over
+    _assert_identical(_weights(out), _weights(straight_run))
+    mirror = tmp_path / "mirror"
+    assert publish(["--run", str(out), "--mirror", str(mirror), "--org", "resmg-test", "--tag", "mnist"]) == 0
+    folder = mirror / "resmg-test" / "preact_resnet18_sharedA.mnist"
+    (entry,) = load_manifest(mirror / MANIFEST_NAME)["entries"]
+    assert verify_folder(folder, entry) == []
+    # the earlier run recorded no class names and trained on an archive of its own: none are invented
+    assert "label_names" not in json.loads((folder / "config.json").read_text())

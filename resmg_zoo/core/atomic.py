@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from .errors import UsageError
+
 
 def current_umask() -> int:
     """The process umask (read by setting it and putting it back)."""
@@ -34,14 +36,16 @@ def make_shareable(path: str | Path) -> None:
 
 
 @contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, keep_suffix: bool = False) -> Iterator[Path]:
     """``with atomic_path(p) as tmp:`` write ``tmp``; on success it is fsynced and renamed onto ``p``.
 
-    On error the temporary file is removed and ``p`` is left as it was.
+    On error the temporary file is removed and ``p`` is left as it was. ``keep_suffix``: the
+    temporary name ends in ``p``'s suffix too, for writers that insist on one (``torch.export.save``).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    suffix = f".tmp{path.suffix}" if keep_suffix else ".tmp"
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(name)
     try:
@@ -65,7 +69,7 @@ def write_text_atomic(path: str | Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-class LockedError(RuntimeError):
+class LockedError(UsageError, RuntimeError):
     """Another process holds the lock: the message names the lock file and what it guards."""
 
 

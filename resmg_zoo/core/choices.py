@@ -6,6 +6,8 @@ import difflib
 from collections.abc import Iterable, Sequence
 from typing import Union
 
+from .errors import UsageError
+
 
 def check_choice(option: str, value: str, choices: Iterable[str]) -> str:
     """Return ``value`` if it is one of ``choices``; otherwise raise ``ValueError`` listing them all.
@@ -18,7 +20,7 @@ def check_choice(option: str, value: str, choices: Iterable[str]) -> str:
     close = difflib.get_close_matches(str(value), choices, n=3, cutoff=0.5)
     close += [c for c in choices if c.lower() == str(value).lower() and c not in close]
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    raise ValueError(f"unknown {option} {value!r}; valid choices are {', '.join(repr(c) for c in choices)}.{hint}")
+    raise UsageError(f"unknown {option} {value!r}; valid choices are {', '.join(repr(c) for c in choices)}.{hint}")
 
 
 def parse_ints(name: str, value: Union[str, Sequence[int]]) -> tuple[int, ...]:
@@ -28,7 +30,7 @@ def parse_ints(name: str, value: Union[str, Sequence[int]]) -> tuple[int, ...]:
     try:
         parsed = tuple(int(v) for v in value)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a sequence of positive integers, got {value!r}") from None
+        raise UsageError(f"{name} must be a sequence of positive integers, got {value!r}") from None
     if not parsed or any(v < 1 for v in parsed):
-        raise ValueError(f"{name} must be a sequence of positive integers, got {value!r}")
+        raise UsageError(f"{name} must be a sequence of positive integers, got {value!r}")
     return parsed

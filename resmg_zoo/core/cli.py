@@ -8,7 +8,10 @@ from typing import Any, Optional
 
 import torch
 
-EXIT_USAGE = 2  # a clear error about the input (argparse's own code for bad arguments)
+from .errors import EXIT_USAGE, UsageError
+
+__all__ = ["EXIT_NONFINITE", "EXIT_USAGE", "autocast_context", "parse_model_kwargs", "parse_value", "pick_device"]
+
 EXIT_NONFINITE = 3  # training stopped on a NaN/inf loss; the last good checkpoint is kept
 
 
@@ -33,7 +36,7 @@ def parse_model_kwargs(items: Optional[list[str]]) -> dict[str, Any]:
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ValueError(f"--model-kwargs takes key=value pairs, got {item!r}")
+            raise UsageError(f"--model-kwargs takes key=value pairs, got {item!r}")
         kwargs[key] = parse_value(value)
     return kwargs
 

@@ -16,8 +16,13 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def param_count(name: str, **kwargs: Any) -> int:
-    """Parameters of ``timm.create_model(name, **kwargs)``, built on the meta device (cached)."""
-    return _param_count(name, tuple(sorted(kwargs.items())))
+    """Parameters of ``timm.create_model(name, **kwargs)``, built on the meta device (cached; list
+    arguments such as ``widths=[8, 16]`` are cached as tuples)."""
+    return _param_count(name, tuple(sorted((k, _frozen(v)) for k, v in kwargs.items())))
+
+
+def _frozen(value: Any) -> Any:
+    return tuple(_frozen(v) for v in value) if isinstance(value, list) else value
 
 
 @cache

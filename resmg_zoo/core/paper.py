@@ -10,6 +10,8 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from .errors import UsageError
+
 TABLE_KEYS: dict[int, str] = {
     1: "table1_cifar10_fresnet",
     2: "table2_mnist",
@@ -28,7 +30,7 @@ def paper_tables() -> dict[str, Any]:
 def paper_rows(table: int) -> list[dict[str, Any]]:
     """The rows of the paper's Table ``table`` (1–4)."""
     if table not in TABLE_KEYS:
-        raise ValueError(f"the paper has Tables 1–4, not {table!r}")
+        raise UsageError(f"the paper has Tables 1–4, not {table!r}")
     return list(paper_tables()[TABLE_KEYS[table]])
 
 

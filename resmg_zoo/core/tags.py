@@ -1,11 +1,17 @@
-"""The pretrained tags (datasets) every model is registered with, and their input statistics."""
+"""The dataset registry: every fact about a dataset in one entry — its classes, input size and
+channels, mean/std, standard augmentation, torchvision class, split sizes, Hub id and the epochs of
+each recipe. Each entry is also a pretrained tag (``<model>.<tag>``) that every model is registered
+with. Adding a dataset is adding one entry to :data:`TAGS`; the loader, the recipes, the model cfgs
+and the model cards read it from there."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from .choices import check_choice
+from .errors import UsageError
 
 PAPER_ID = "arXiv:1911.10428"
 PAPER_TITLE = "Constrained Linear Data-feature Mapping for Image Classification"
@@ -19,26 +25,41 @@ PAPER_BIBTEX = """@article{he2019constrained,
 }"""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class DatasetTag:
-    """What a ``<model>.<tag>`` checkpoint expects as input and predicts as output."""
+    """One dataset: what a ``<model>.<tag>`` checkpoint expects as input and predicts as output, and
+    how it is trained by default.
+
+    ``epochs``: the epochs of each named recipe that leaves them to the dataset (``paper``, ``short``,
+    ``sprint``); ``augment``: the standard augmentation (``none``, ``crop``, ``crop_flip``);
+    ``torchvision``: the class in ``torchvision.datasets`` that downloads it."""
 
     name: str
-    num_classes: int
-    input_size: tuple[int, int, int]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
     label_names: tuple[str, ...]
+    input_size: tuple[int, int, int]
+    mean: tuple[float, ...]  # per channel, 0–1 scale: the usual statistics of the training set
+    std: tuple[float, ...]
+    augment: str
+    epochs: Mapping[str, int]
+    torchvision: str
     hub_dataset: str  # the dataset's id on the Hugging Face Hub, for model cards
     train_images: int  # the sizes of the standard train and test splits
     test_images: int
 
     @property
+    def num_classes(self) -> int:
+        return len(self.label_names)
+
+    @property
     def in_chans(self) -> int:
         return self.input_size[0]
 
+    @property
+    def pil_mode(self) -> str:
+        """What every image decodes to: ``L`` (grayscale) or ``RGB``."""
+        return "L" if self.in_chans == 1 else "RGB"
 
-# Mean/std are the usual per-channel statistics of each training set (0–1 scale).
+
 # Class names in label order (torchvision's; for CIFAR-10 and MNIST also the sorted folder names of the archives).
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 CIFAR100_CLASSES = tuple(
@@ -52,16 +73,49 @@ CIFAR100_CLASSES = tuple(
 )
 MNIST_CLASSES = tuple(str(d) for d in range(10))
 TAGS: dict[str, DatasetTag] = {
-    "cifar10": DatasetTag(
-        "cifar10", 10, (3, 32, 32), (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
-        CIFAR10_CLASSES, "uoft-cs/cifar10", 50_000, 10_000,
-    ),
-    "cifar100": DatasetTag(
-        "cifar100", 100, (3, 32, 32), (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762),
-        CIFAR100_CLASSES, "uoft-cs/cifar100", 50_000, 10_000,
-    ),
-    "mnist": DatasetTag("mnist", 10, (1, 28, 28), (0.1307,), (0.3081,), MNIST_CLASSES, "ylecun/mnist", 60_000, 10_000),
-}  # fmt: skip
+    tag.name: tag
+    for tag in (
+        DatasetTag(
+            name="cifar10",
+            label_names=CIFAR10_CLASSES,
+            input_size=(3, 32, 32),
+            mean=(0.4914, 0.4822, 0.4465),
+            std=(0.2470, 0.2435, 0.2616),
+            augment="crop_flip",
+            epochs={"paper": 120, "short": 15, "sprint": 16},
+            torchvision="CIFAR10",
+            hub_dataset="uoft-cs/cifar10",
+            train_images=50_000,
+            test_images=10_000,
+        ),
+        DatasetTag(
+            name="cifar100",
+            label_names=CIFAR100_CLASSES,
+            input_size=(3, 32, 32),
+            mean=(0.5071, 0.4865, 0.4409),
+            std=(0.2673, 0.2564, 0.2762),
+            augment="crop_flip",
+            epochs={"paper": 120, "short": 15, "sprint": 16},
+            torchvision="CIFAR100",
+            hub_dataset="uoft-cs/cifar100",
+            train_images=50_000,
+            test_images=10_000,
+        ),
+        DatasetTag(
+            name="mnist",
+            label_names=MNIST_CLASSES,
+            input_size=(1, 28, 28),
+            mean=(0.1307,),
+            std=(0.3081,),
+            augment="none",
+            epochs={"paper": 60, "short": 3, "sprint": 3},
+            torchvision="MNIST",
+            hub_dataset="ylecun/mnist",
+            train_images=60_000,
+            test_images=10_000,
+        ),
+    )
+}
 DEFAULT_TAG = "cifar10"
 
 
@@ -81,7 +135,7 @@ def resolve_tag(pretrained_cfg: Any) -> str:
     return get_tag(tag).name if tag else DEFAULT_TAG
 
 
-class HubIdError(ValueError):
+class HubIdError(UsageError):
     """A Hub repository id that huggingface_hub would refuse (or that would escape a folder as a path)."""
 
 

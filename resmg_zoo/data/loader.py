@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..core.choices import check_choice
+from ..core.errors import UsageError
 from .datasets import ImageSplit
 
 AUGMENTATIONS = ("none", "crop", "crop_flip")
@@ -51,9 +52,9 @@ class EpochPlan:
 
     def __init__(self, num_samples: int, batch_size: int, seed: int, shuffle: bool = True, drop_last: bool = True):
         if batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
+            raise UsageError(f"batch_size must be positive, got {batch_size}")
         if drop_last and num_samples < batch_size:
-            raise ValueError(f"batch size {batch_size} is larger than the {num_samples} training images")
+            raise UsageError(f"batch size {batch_size} is larger than the {num_samples} training images")
         self.num_samples, self.batch_size, self.seed = num_samples, batch_size, seed
         self.shuffle, self.drop_last = shuffle, drop_last
 
@@ -127,7 +128,7 @@ class Materializer:
 def _pad_to(images: Tensor, size: int) -> Tensor:
     h, w = images.shape[-2:]
     if h > size or w > size:
-        raise ValueError(f"cannot pad {h}x{w} images to {size}x{size}")
+        raise UsageError(f"cannot pad {h}x{w} images to {size}x{size}")
     top, left = (size - h) // 2, (size - w) // 2
     return F.pad(images, (left, size - w - left, top, size - h - top))
 

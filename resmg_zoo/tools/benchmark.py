@@ -36,6 +36,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from ..core.choices import parse_ints
 from ..core.cli import autocast_context
 from ..core.counting import count_parameters
+from ..core.errors import UsageError
 from ..core.hardware import describe_hardware, matmul_peak
 from ..data.datasets import ImageSplit
 from ..data.loader import EpochPlan, Materializer
@@ -292,7 +293,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         parse_ints("--peak-sizes", args.peak_sizes)
-    except ValueError as err:
+    except UsageError as err:
         parser.error(str(err))
     rows = run(args)
     print(

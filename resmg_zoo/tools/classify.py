@@ -27,19 +27,17 @@ from huggingface_hub.errors import HfHubHTTPError
 from PIL import Image, UnidentifiedImageError
 from timm.data import create_transform, resolve_model_data_config
 
-from ..core.atomic import LockedError
+from ..core.choices import check_choice
 from ..core.cli import EXIT_USAGE
-from ..core.tags import TAGS
+from ..core.errors import UsageError
 from ..data.datasets import IMAGE_SUFFIXES
-from ..train.checkpoint import CheckpointError
-from ..train.run import Run, RunError
-from ..weights.loading import WeightsIntegrityError
-from ..weights.resolve import PretrainedWeightsUnavailable
+from ..models.variants import VARIANTS
+from ..train.run import Run
 
 FORMATS = ("table", "json", "csv")
 
 
-class ClassifyError(ValueError):
+class ClassifyError(UsageError):
     """Input the user can fix (no model, no images); the message says which."""
 
 
@@ -63,6 +61,8 @@ def load_classifier(args: argparse.Namespace) -> tuple[torch.nn.Module, list[str
         model = run.build_model()
         names = run.config.get("classes")
     else:
+        if not args.model.startswith(("hf-hub:", "local-dir:")):
+            check_choice("model", args.model.split(".")[0], VARIANTS)  # close names, not timm's bare word
         model = timm.create_model(args.model, pretrained=True, cache_dir=args.cache_dir).eval()
         names = None
     names = names or list(model.pretrained_cfg.get("label_names") or [])
@@ -150,21 +150,8 @@ def render(results: list[dict[str, Any]], fmt: str) -> str:
 def main(argv: Optional[list[str]] = None) -> int:
     try:
         results, skipped, fmt = classify(argv)
-    except (
-        ClassifyError,
-        RunError,
-        CheckpointError,
-        WeightsIntegrityError,
-        PretrainedWeightsUnavailable,
-        LockedError,
-        HfHubHTTPError,  # e.g. hf-hub:<id>@<revision> that the Hub does not have
-    ) as err:
+    except (UsageError, HfHubHTTPError) as err:  # HfHubHTTPError: e.g. hf-hub:<id>@<revision> the Hub lacks
         print(f"error: {err}", file=sys.stderr)
-        return EXIT_USAGE
-    except RuntimeError as err:
-        if not str(err).startswith("Unknown model"):  # timm's word for a name it does not know
-            raise
-        print(f"error: {err}; registered models: resmg_zoo.list_models(), tags: {', '.join(TAGS)}", file=sys.stderr)
         return EXIT_USAGE
     for line in skipped:
         print(f"skipped {line}", file=sys.stderr)

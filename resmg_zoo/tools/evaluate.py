@@ -17,13 +17,14 @@ import timm
 import torch
 
 from ..core.cli import EXIT_USAGE, parse_model_kwargs, pick_device
+from ..core.errors import UsageError
 from ..data.datasets import DatasetError, load_dataset, split_train_val
 from ..data.loader import Materializer
 from ..train.checkpoint import CheckpointError
 from ..train.distributed import DistEnv
 from ..train.evaluation import evaluate_split
 from ..train.run import Run
-from ..weights.loading import WeightsIntegrityError, load_weights
+from ..weights.loading import load_weights
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,14 +54,14 @@ def run_evaluation(argv: Optional[list[str]] = None) -> dict[str, Any]:
     run = Run.open(args.run) if args.run else None
     config: dict[str, Any] = run.config if run else {}
     if args.ema and run is None:
-        raise ValueError("--ema needs --run (the EMA weights of a training run)")
+        raise UsageError("--ema needs --run (the EMA weights of a training run)")
     if run is None and not args.model:
-        raise ValueError("--weights needs --model")
+        raise UsageError("--weights needs --model")
     if run is not None and args.model and args.model != run.model_name:
-        raise ValueError(f"--model {args.model!r}: the run in {run.path} trained {run.model_name!r}")
+        raise UsageError(f"--model {args.model!r}: the run in {run.path} trained {run.model_name!r}")
     dataset_name = args.dataset or config.get("dataset")
     if not dataset_name:
-        raise ValueError("--dataset is required with --weights")
+        raise UsageError("--dataset is required with --weights")
     dataset = load_dataset(
         dataset_name, data_dir=args.data, image_size=config.get("image_size"), channels=config.get("channels")
     )
@@ -116,7 +117,7 @@ def run_evaluation(argv: Optional[list[str]] = None) -> dict[str, Any]:
 def main(argv: Optional[list[str]] = None) -> int:
     try:
         result = run_evaluation(argv)
-    except (ValueError, CheckpointError, WeightsIntegrityError, FileNotFoundError) as err:
+    except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
     print(json.dumps(result))

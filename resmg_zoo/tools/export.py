@@ -1,8 +1,13 @@
-"""Export a model to TorchScript or ONNX and check the file against eager PyTorch.
+"""Export a model as ``torch.export`` (``.pt2``), ONNX or — legacy — TorchScript, and check the file
+against eager PyTorch.
 
-    python scripts/export.py --model preact_resnet18_sharedA.mnist --pretrained --format onnx
-    python scripts/export.py --model fresnet18 --checkpoint runs/reproduce/table1-cpu-tiny/linear-both \\
-        --format torchscript
+    resmg-export --model preact_resnet18_sharedA.mnist --pretrained --format pt2
+    resmg-export --model preact_resnet18_sharedA.mnist --pretrained --format onnx
+    resmg-export --model fresnet18 --checkpoint runs/reproduce/table1-cpu-tiny/linear-both --format torchscript
+
+``pt2`` is what torch recommends now: ``torch.export.save`` of the exported program, loaded with
+``torch.export.load(path).module()``. TorchScript is kept for users who still need it; torch 2.14
+deprecates it, and its FutureWarnings are silenced here, where the choice is deliberate.
 
 The exported file takes a dynamic batch. It is checked on random inputs at two batch sizes and on
 real test images of the model's dataset (the tag's ``<name>.zip`` in ``$RESMG_ZOO_DATA``, or the
@@ -17,6 +22,7 @@ import argparse
 import io
 import json
 import sys
+import warnings
 import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -32,12 +38,14 @@ from torch import Tensor, nn
 from ..core.atomic import atomic_path
 from ..core.cli import EXIT_USAGE, parse_model_kwargs
 from ..core.counting import count_parameters
+from ..core.errors import UsageError
 from ..data.datasets import default_data_dir
-from ..train.finetune import InitError, resolve_init
+from ..train.finetune import resolve_init
 from ..train.run import Run
-from ..weights.loading import WeightsIntegrityError, load_weights
+from ..weights.loading import load_weights
 
-FORMATS = ("torchscript", "onnx")
+FORMATS = ("pt2", "onnx", "torchscript")
+SUFFIXES = {"pt2": "pt2", "onnx": "onnx", "torchscript": "pt"}
 
 
 @dataclass
@@ -65,7 +73,7 @@ def build(
     published folder (its ``config.json``'s ``model_args``) or a safetensors file (``--model-kwargs``).
     """
     if pretrained and checkpoint:
-        raise ValueError("give --pretrained or --checkpoint, not both")
+        raise UsageError("give --pretrained or --checkpoint, not both")
     if not checkpoint:
         return timm.create_model(name, pretrained=pretrained, **model_kwargs).eval(), None
     arch = name.split(".", 1)[0]
@@ -112,10 +120,22 @@ def _per_channel(values: Any, in_chans: int) -> Tensor:
     return torch.tensor(values).view(1, -1, 1, 1)
 
 
+def export_pt2(model: nn.Module, example: Tensor, path: Path) -> Callable[[Tensor], Tensor]:
+    """``torch.export.export`` with a dynamic batch (input checks included) → ``torch.export.save`` to
+    ``path``; returns the program reloaded with ``torch.export.load``."""
+    batch = torch.export.Dim("batch", min=1)
+    program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+    torch.export.save(program, str(path))
+    loaded = torch.export.load(str(path)).module()
+    return lambda x: loaded(x)
+
+
 def export_torchscript(model: nn.Module, example: Tensor, path: Path) -> Callable[[Tensor], Tensor]:
-    """``torch.jit.script`` (input checks included) → ``path``; returns the reloaded module."""
-    torch.jit.save(torch.jit.script(model), str(path))
-    loaded = torch.jit.load(str(path))
+    """Legacy: ``torch.jit.script`` (input checks included) → ``path``; returns the reloaded module."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=FutureWarning)
+        torch.jit.save(torch.jit.script(model), str(path))
+        loaded = torch.jit.load(str(path))
     return lambda x: loaded(x)
 
 
@@ -138,6 +158,9 @@ def export_onnx(model: nn.Module, example: Tensor, path: Path) -> Callable[[Tens
     return lambda x: torch.from_numpy(session.run(None, {"image": x.numpy()})[0])
 
 
+EXPORTERS = {"pt2": export_pt2, "onnx": export_onnx, "torchscript": export_torchscript}
+
+
 def onnx_conv_sharing(path: Path) -> tuple[int, int]:
     """Convolution nodes and distinct convolution weights in an ONNX file."""
     import onnx
@@ -155,8 +178,9 @@ def export(
     input_size = (model.conv1.in_channels, *input_size[1:])
     generator = torch.Generator().manual_seed(0)
     example = torch.randn(2, *input_size, generator=generator)
-    with atomic_path(path) as written, torch.no_grad():  # written aside; renamed onto path only once checked
-        run = (export_onnx if fmt == "onnx" else export_torchscript)(model, example, written)
+    # written aside, renamed onto path only once checked
+    with atomic_path(path, keep_suffix=True) as written, torch.no_grad():
+        run = EXPORTERS[fmt](model, example, written)
         diffs = []
         for batch in (1, 5):  # not the example's batch size: the batch dimension is dynamic
             x = torch.randn(batch, *input_size, generator=generator)
@@ -196,15 +220,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--model-kwargs", nargs="*", default=None, metavar="KEY=VALUE")
     parser.add_argument("--real-images", type=int, default=8, help="real test images in the check (0: none)")
     args = parser.parse_args(argv)
-    suffix = "pt" if args.format == "torchscript" else "onnx"
-    out = Path(args.out or f"exports/{args.model}.{suffix}")
+    out = Path(args.out or f"exports/{args.model}.{SUFFIXES[args.format]}")
     try:
         model, archive = build(args.model, args.pretrained, args.checkpoint, parse_model_kwargs(args.model_kwargs))
         real, where = real_inputs(model, archive, args.real_images) if args.real_images else (None, "not asked")
         if real is None:
             print(f"warning: real-image check skipped: {where}", file=sys.stderr)
         report = export(model, args.model, args.format, out, real)
-    except (ValueError, InitError, WeightsIntegrityError, RuntimeError, FileNotFoundError) as err:
+    except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except AssertionError as err:

@@ -24,10 +24,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..core.cli import EXIT_USAGE
+from ..core.errors import UsageError
 from ..data.loader import EpochPlan, Materializer
-from ..train.checkpoint import CheckpointError
 from ..train.run import Run
-from ..weights.loading import WeightsIntegrityError
 
 
 def filter_normalised_direction(model: nn.Module, generator: torch.Generator) -> dict[str, Tensor]:
@@ -131,7 +130,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         run = Run.open(args.run)
         model, dataset, config = run.build_model(), run.dataset(args.data), run.config
-    except (ValueError, CheckpointError, WeightsIntegrityError, FileNotFoundError) as err:
+    except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
     split = dataset.split(args.split)

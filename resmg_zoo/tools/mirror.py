@@ -21,9 +21,9 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-from ..core.atomic import LockedError
 from ..core.cli import EXIT_USAGE
-from ..core.tags import HubIdError, check_hub_id
+from ..core.errors import UsageError
+from ..core.tags import check_hub_id
 from ..weights.card import label_names_for, standard_split_sizes, write_card, write_config
 from ..weights.manifest import (
     MANIFEST_NAME,
@@ -185,7 +185,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             for folder in args.folders:
                 entry = refresh_folder(Path(folder))
                 print(f"refreshed {folder} ({entry['hub_id']}): config.json, README.md; sha256 {entry['sha256']}")
-    except (ManifestError, HubIdError, LockedError) as err:
+    except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
     return 0

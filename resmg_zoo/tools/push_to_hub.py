@@ -19,14 +19,12 @@ from typing import Any, Optional
 
 from huggingface_hub.errors import HfHubHTTPError
 
-from ..core.atomic import LockedError
 from ..core.cli import EXIT_USAGE
-from ..core.tags import DEFAULT_HUB_ORG, TAGS, HubIdError, check_hub_id, hub_id
-from ..train.checkpoint import CheckpointError
-from ..train.run import Run, RunError
-from ..weights.loading import WeightsIntegrityError
+from ..core.errors import UsageError
+from ..core.tags import DEFAULT_HUB_ORG, TAGS, check_hub_id, hub_id
+from ..train.run import Run
 from ..weights.manifest import MANIFEST_NAME, ManifestError, checkout_root, repo_manifest_path
-from ..weights.publish import PublishError, TrainedWeights, staged_files, to_mirror, upload
+from ..weights.publish import TrainedWeights, staged_files, to_mirror, upload
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,17 +93,7 @@ def publish(argv: Optional[list[str]] = None) -> dict[str, Any]:
 def main(argv: Optional[list[str]] = None) -> int:
     try:
         publish(argv)
-    except (
-        PublishError,
-        RunError,
-        CheckpointError,
-        WeightsIntegrityError,
-        ManifestError,
-        HubIdError,
-        LockedError,
-        HfHubHTTPError,  # the Hub refused: no token, no write access, an id taken
-        FileNotFoundError,
-    ) as err:
+    except (UsageError, HfHubHTTPError) as err:  # HfHubHTTPError: the Hub refused (no token, no write access)
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
     return 0

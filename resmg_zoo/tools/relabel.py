@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..core.atomic import atomic_path
+from ..core.errors import UsageError
 
 
 def parse_mapping(items: list[str]) -> dict[str, str]:
@@ -28,10 +29,10 @@ def parse_mapping(items: list[str]) -> dict[str, str]:
     for item in items:
         new, sep, old = item.partition("=")
         if not sep or not new or not old:
-            raise ValueError(f"--map takes NEW=OLD1,OLD2,..., got {item!r}")
+            raise UsageError(f"--map takes NEW=OLD1,OLD2,..., got {item!r}")
         for source in (c.strip() for c in old.split(",") if c.strip()):
             if source in mapping:
-                raise ValueError(f"source class {source!r} is mapped twice ({mapping[source]!r} and {new!r})")
+                raise UsageError(f"source class {source!r} is mapped twice ({mapping[source]!r} and {new!r})")
             mapping[source] = new
     return mapping
 
@@ -41,7 +42,7 @@ def parse_limits(items: Optional[list[str]], option: str = "--per-class") -> dic
     for item in items or []:
         split, sep, count = item.partition("=")
         if not sep or not count.isdigit():
-            raise ValueError(f"{option} takes SPLIT=N, got {item!r}")
+            raise UsageError(f"{option} takes SPLIT=N, got {item!r}")
         limits[split] = int(count)
     return limits
 
@@ -54,12 +55,16 @@ def relabel(
     offsets: Optional[dict[str, int]] = None,
 ) -> dict[str, int]:
     """Write ``target``; returns the number of images per ``split/new_class``."""
-    with zipfile.ZipFile(source) as src:
+    try:
+        archive = zipfile.ZipFile(source)
+    except (OSError, zipfile.BadZipFile) as err:
+        raise UsageError(f"{source} is not a readable zip archive: {err}") from None
+    with archive as src:
         names = [n for n in src.namelist() if not n.endswith("/")]
         found = {n.split("/")[1] for n in names if n.count("/") == 2}
         missing = sorted(set(mapping) - found)
         if missing:
-            raise ValueError(f"{source} has no class {', '.join(missing)}; its classes are {', '.join(sorted(found))}")
+            raise UsageError(f"{source} has no class {', '.join(missing)}; its classes are {', '.join(sorted(found))}")
         offsets = offsets or {}
         seen: dict[tuple[str, str], int] = {}
         taken: dict[tuple[str, str], int] = {}
@@ -94,7 +99,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         limits, offsets = parse_limits(args.per_class), parse_limits(args.offset, "--offset")
         counts = relabel(args.source, args.target, parse_mapping(args.map), limits, offsets)
-    except (ValueError, OSError, zipfile.BadZipFile) as err:
+    except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))

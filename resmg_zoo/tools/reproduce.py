@@ -26,6 +26,7 @@ from typing import Any, Optional
 from ..core.choices import parse_ints
 from ..core.cli import EXIT_NONFINITE
 from ..core.counting import param_count
+from ..core.errors import UsageError
 from ..core.hardware import preferred_precision
 from ..core.paper import TABLE_DATASETS, TABLE_KEYS, paper_rows
 from ..models.variants import FORM_SYMBOLS
@@ -143,7 +144,7 @@ def select_rows(table: int, wanted: Optional[str]) -> list[Row]:
     names = [w.strip() for w in wanted.split(",") if w.strip()]
     unknown = [n for n in names if n not in by_id]
     if unknown:
-        raise ValueError(f"Table {table} has no row {', '.join(map(repr, unknown))}; its rows are {', '.join(by_id)}")
+        raise UsageError(f"Table {table} has no row {', '.join(map(repr, unknown))}; its rows are {', '.join(by_id)}")
     return [by_id[n] for n in names]
 
 
@@ -152,9 +153,9 @@ def parse_seeds(text: str) -> tuple[int, ...]:
     try:
         seeds = tuple(int(v) for v in text.split(","))
     except ValueError:
-        raise ValueError(f"--seeds must be comma-separated non-negative integers, got {text!r}") from None
+        raise UsageError(f"--seeds must be comma-separated non-negative integers, got {text!r}") from None
     if any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
-        raise ValueError(f"--seeds must be distinct non-negative integers, got {text!r}")
+        raise UsageError(f"--seeds must be distinct non-negative integers, got {text!r}")
     return seeds
 
 
@@ -329,7 +330,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         rows = select_rows(args.table, args.rows)
         seeds = parse_seeds(args.seeds)
-    except ValueError as err:
+    except UsageError as err:
         parser.error(str(err))
     return reproduce(args.table, BUDGETS[args.budget], rows, Path(args.out), args.data, args.report, seeds)
 

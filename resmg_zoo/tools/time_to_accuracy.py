@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..core.cli import EXIT_USAGE
+from ..core.errors import UsageError
 from ..core.paper import paper_result
 from ..train.recipes import resolve_recipe
 from ..train.run import Run, RunError
@@ -44,9 +45,9 @@ def parse_targets(text: str) -> tuple[float, ...]:
     try:
         targets = tuple(float(v) for v in text.split(","))
     except ValueError:
-        raise ValueError(f"--targets must be comma-separated percentages, got {text!r}") from None
+        raise UsageError(f"--targets must be comma-separated percentages, got {text!r}") from None
     if not all(0 < t <= 100 for t in targets):
-        raise ValueError(f"--targets must lie in (0, 100], got {text!r}")
+        raise UsageError(f"--targets must lie in (0, 100], got {text!r}")
     return targets
 
 
@@ -207,7 +208,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             table = "\n".join(epoch_table(run, args.metric, targets) for run in runs)
         else:
             table = report(runs, args.metric, targets)
-    except ValueError as err:
+    except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
     print(table, end="")

@@ -22,13 +22,14 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ..core.atomic import atomic_path, write_text_atomic
+from ..core.errors import UsageError
 from ..core.hashing import file_sha256
 from ..weights.loading import load_weights
 
 POINTER = "checkpoint.json"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UsageError, RuntimeError):
     """A checkpoint that is missing, corrupt or does not fit the model; the message names the file."""
 
 

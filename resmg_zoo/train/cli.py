@@ -28,9 +28,9 @@ from typing import Any, Optional
 import torch
 
 from ..core.cli import EXIT_NONFINITE, EXIT_USAGE, pick_device
+from ..core.errors import UsageError
 from ..core.tags import DEFAULT_TAG, TAGS
 from ..data.loader import AUGMENTATIONS
-from .checkpoint import CheckpointError
 from .distributed import init_distributed, shutdown
 from .engine import NonFiniteLoss, Trainer
 from .finetune import FREEZE_HELP, HEAD_CHOICES
@@ -152,7 +152,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     except NonFiniteLoss as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_NONFINITE
-    except (ValueError, FileNotFoundError, FileExistsError, CheckpointError) as err:
+    except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
     if row and int(os.environ.get("RANK", "0")) == 0:

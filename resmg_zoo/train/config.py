@@ -11,6 +11,7 @@ from typing import Any
 
 from ..core.choices import check_choice
 from ..core.cli import parse_model_kwargs
+from ..core.errors import UsageError
 from ..core.tags import DEFAULT_TAG
 from ..models.variants import VARIANTS
 from .recipes import RECIPES, Recipe, check_recipe, resolve_recipe
@@ -87,6 +88,20 @@ class RunConfig:
         return {**self.settings, "recipe_settings": asdict(self.recipe)}
 
 
+def saved_config(path: Path) -> dict[str, Any]:
+    """A run's ``config.json`` for ``--resume``; a :class:`UsageError` naming the file if it is not one."""
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UsageError(
+            f"--resume: {path} cannot be read as a run's settings ({err}); it is damaged or not a run's "
+            "config.json. Restore it (it is written once, when the run starts), or start a new run in another --out"
+        ) from None
+    if not isinstance(saved, dict) or not isinstance(saved.get("recipe_settings"), dict):
+        raise UsageError(f"--resume: {path} is not a run's config.json (no recipe_settings)")
+    return saved
+
+
 def resolve_config(args: argparse.Namespace, run_dir: Path) -> RunConfig:
     """Settings from the command line and defaults, or — with ``--resume`` — from the run folder."""
     given = {k: getattr(args, k) for k in RUN_SETTINGS if k != "model_kwargs" and getattr(args, k) is not None}
@@ -94,7 +109,7 @@ def resolve_config(args: argparse.Namespace, run_dir: Path) -> RunConfig:
         given["model_kwargs"] = parse_model_kwargs(args.model_kwargs)
     overrides = {k: getattr(args, k) for k in RECIPE_FLAGS if getattr(args, k) is not None}
     if args.resume:
-        saved = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+        saved = saved_config(run_dir / "config.json")
         saved_recipe = saved["recipe_settings"]
         conflicts = {k: (v, saved.get(k)) for k, v in given.items() if saved.get(k) != v}
         conflicts |= {
@@ -103,7 +118,7 @@ def resolve_config(args: argparse.Namespace, run_dir: Path) -> RunConfig:
             if k not in RESUMABLE_OVERRIDES and saved_recipe.get(k) != v
         }
         if conflicts:
-            raise ValueError(
+            raise UsageError(
                 "--resume continues the run as configured in "
                 f"{run_dir / 'config.json'}; these arguments differ from it (given, saved): {conflicts}. "
                 f"Only {', '.join('--' + k.replace('_', '-') for k in RESUMABLE_OVERRIDES)} may change on resume."
@@ -117,7 +132,7 @@ def resolve_config(args: argparse.Namespace, run_dir: Path) -> RunConfig:
     settings = {**DEFAULTS, **given}
     if settings["accum_steps"] < 1:
         accum = settings["accum_steps"]
-        raise ValueError(f"--accum-steps {accum}: expected at least 1; nothing was trained or written")
+        raise UsageError(f"--accum-steps {accum}: expected at least 1; nothing was trained or written")
     check_choice("recipe", settings["recipe"], RECIPES)
     check_choice("model", settings["model"], VARIANTS)  # before any data is read
     dataset_key = Path(settings["dataset"]).name.removesuffix(".zip")

@@ -33,6 +33,7 @@ from torch import nn
 from .. import __version__
 from ..core.atomic import write_text_atomic
 from ..core.cli import autocast_context
+from ..core.errors import UsageError
 from ..core.hardware import describe_hardware
 from ..data.datasets import ImageDataset, load_dataset, split_train_val
 from ..data.loader import EpochPlan, Materializer, resize_batch
@@ -50,7 +51,7 @@ from .evaluation import evaluate_split
 from .finetune import apply_init, freeze, hold_frozen_norms, optimizer_groups, resolve_init
 from .log import append_steps, plot_curve, read_metrics, read_steps, write_metrics, write_steps
 from .recipes import low_res_at, lr_factor
-from .run import CONFIG_NAME, make_run_dir
+from .run import CONFIG_NAME, RunError, make_run_dir
 
 EVAL_BATCH_SIZE = 512
 
@@ -140,13 +141,11 @@ class Trainer:
         self.env, self.device, self.quiet = env, device, args.quiet
         self.run_dir = Path(args.out) if args.out else default_out(args)
         if args.resume and not (self.run_dir / CONFIG_NAME).exists():
-            raise FileNotFoundError(f"--resume: no run to continue in {self.run_dir} (no config.json)")
+            raise RunError(f"--resume: no run to continue in {self.run_dir} (no config.json)")
         if not args.resume and (self.run_dir / POINTER).exists():
-            raise FileExistsError(
-                f"{self.run_dir} already holds a run; pass --resume to continue it or choose another --out"
-            )
+            raise RunError(f"{self.run_dir} already holds a run; pass --resume to continue it or choose another --out")
         if args.checkpoint_every < 0:
-            raise ValueError(f"--checkpoint-every {args.checkpoint_every}: expected 0 (per epoch) or a number of steps")
+            raise UsageError(f"--checkpoint-every {args.checkpoint_every}: expected 0 (per epoch) or a number of steps")
         if args.resume and not (self.run_dir / POINTER).exists():
             raise CheckpointError(
                 f"--resume: the run in {self.run_dir} stopped before its first checkpoint, so there is nothing to "
@@ -157,7 +156,7 @@ class Trainer:
             make_run_dir(self.run_dir)
         s, recipe = self.settings, self.recipe = self.config.settings, self.config.recipe
         if recipe.batch_size % (env.world_size * s["accum_steps"]):
-            raise ValueError(
+            raise UsageError(
                 f"batch size {recipe.batch_size} must divide by world size {env.world_size} "
                 f"× accum steps {s['accum_steps']}"
             )
@@ -245,7 +244,7 @@ class Trainer:
             if cut
             else ""
         )
-        raise ValueError(
+        raise RunError(
             f"--resume: nothing to train: the run in {self.run_dir} has finished epoch {state.epoch} "
             f"(step {state.global_step}){why}. Pass --epochs {state.epoch + 1} or more to train further"
             + (" (or start a new run with the longer --epochs)" if cut else "")

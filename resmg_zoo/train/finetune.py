@@ -24,6 +24,7 @@ from typing import Any, Optional
 from timm.models import group_parameters
 from torch import nn
 
+from ..core.errors import UsageError
 from ..core.hashing import file_sha256
 from ..weights.loading import WeightsIntegrityError, load_weights
 from ..weights.manifest import WEIGHTS_NAME
@@ -35,7 +36,7 @@ HEAD_CHOICES = ("auto", "new", "keep")
 FREEZE_HELP = "'body' (all but the head), 'stem', or 'stages.K' (the stem and levels 0..K)"
 
 
-class InitError(ValueError):
+class InitError(UsageError):
     """Initial weights that cannot be used: missing, another architecture, another class count."""
 
 
@@ -129,11 +130,11 @@ def frozen_names(model: nn.Module, spec: str) -> list[str]:
         return list(stem)
     match = re.fullmatch(r"stages\.(\d+)", spec)
     if match is None:
-        raise ValueError(f"--freeze {spec!r}: expected {FREEZE_HELP}")
+        raise UsageError(f"--freeze {spec!r}: expected {FREEZE_HELP}")
     last = int(match.group(1))
     levels = len(getattr(model, "stages", []))
     if last >= levels:
-        raise ValueError(f"--freeze {spec!r}: the model has levels stages.0 .. stages.{levels - 1}")
+        raise UsageError(f"--freeze {spec!r}: the model has levels stages.0 .. stages.{levels - 1}")
     in_levels = [n for n in names if (m := re.match(r"stages\.(\d+)\.", n)) and int(m.group(1)) <= last]
     return list(stem) + in_levels
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, Optional
 
 from ..core.choices import check_choice
+from ..core.errors import UsageError
+from ..core.tags import TAGS
 
 
 @dataclass(frozen=True)
@@ -92,11 +94,7 @@ RECIPES: dict[str, Recipe] = {
     )
 }
 SCHEDULES = ("step", "cosine", "onecycle")
-SHORT_EPOCHS = {"mnist": 3, "cifar10": 15, "cifar100": 15}
-PAPER_EPOCHS = {"mnist": 60, "cifar10": 120, "cifar100": 120}
-SPRINT_EPOCHS = {"mnist": 3, "cifar10": 16, "cifar100": 16}
-EPOCH_RULES = {"paper": PAPER_EPOCHS, "short": SHORT_EPOCHS, "sprint": SPRINT_EPOCHS}
-STANDARD_AUGMENT = {"mnist": "none", "cifar10": "crop_flip", "cifar100": "crop_flip"}
+DEFAULT_EPOCHS = {"paper": 120, "short": 15, "sprint": 16}  # a dataset of one's own: CIFAR's rules
 
 
 def model_depth(model_name: str) -> int:
@@ -111,14 +109,15 @@ def resolve_recipe(name: str, dataset: str, model_name: str, overrides: dict[str
     known = {f.name for f in fields(Recipe)}
     unknown = set(overrides) - known
     if unknown:
-        raise ValueError(f"unknown recipe settings {sorted(unknown)}; valid: {sorted(known)}")
+        raise UsageError(f"unknown recipe settings {sorted(unknown)}; valid: {sorted(known)}")
+    known_dataset = TAGS.get(dataset)  # the registry's entry; None for a dataset of one's own
     if recipe.epochs is None:
-        table = EPOCH_RULES[name]
-        recipe = replace(recipe, epochs=table.get(dataset, table["cifar10"]))
+        epochs = known_dataset.epochs if known_dataset is not None else DEFAULT_EPOCHS
+        recipe = replace(recipe, epochs=epochs[name])
     if recipe.weight_decay is None:
         recipe = replace(recipe, weight_decay=1e-3 if model_depth(model_name) == 34 else 1e-4)
     if recipe.augment is None:
-        recipe = replace(recipe, augment=STANDARD_AUGMENT.get(dataset, "none"))
+        recipe = replace(recipe, augment=known_dataset.augment if known_dataset is not None else "none")
     recipe = replace(recipe, **{k: v for k, v in overrides.items() if v is not None})
     check_choice("schedule", recipe.schedule, SCHEDULES)
     return check_recipe(recipe)
@@ -141,7 +140,7 @@ def check_recipe(recipe: Recipe) -> Recipe:
     for flag, ok, expected in rules:
         if not ok:
             value = getattr(recipe, flag.replace("-", "_"))
-            raise ValueError(f"--{flag} {value}: expected {expected}; nothing was trained or written")
+            raise UsageError(f"--{flag} {value}: expected {expected}; nothing was trained or written")
     return recipe
 
 

@@ -17,6 +17,7 @@ from typing import Any, Optional
 import timm
 from torch import nn
 
+from ..core.errors import UsageError
 from ..core.tags import TAGS
 from ..data.datasets import ImageDataset, load_dataset
 from ..weights.loading import load_weights
@@ -26,7 +27,7 @@ from .log import read_metrics
 CONFIG_NAME = "config.json"
 
 
-class RunError(ValueError):
+class RunError(UsageError):
     """A folder that is not the training run asked for; the message names it and says why."""
 
 

@@ -11,11 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
+from ..core.errors import UsageError
 
-class WeightsIntegrityError(RuntimeError):
+
+class WeightsIntegrityError(UsageError, RuntimeError):
     """A weights file whose sha256 or contents do not match what was published or what the model needs."""
 
 
@@ -85,7 +88,9 @@ def load_weights(
     where = where or str(path)
     try:
         state = load_file(str(path))
-    except Exception as err:  # safetensors' own errors for a truncated or foreign file
+    except OSError as err:  # missing, a folder, no permission: the file is not the problem
+        raise WeightsIntegrityError(f"{where}: {path} cannot be opened: {err.strerror or err}") from None
+    except SafetensorError as err:  # safetensors' own word for a truncated or foreign file
         raise WeightsIntegrityError(f"{where}: {path} is not a readable safetensors file: {err}") from None
     report = fit_state_dict(state, model, where, strict=strict, adapt=True, drop_head=drop_head)
     with torch.no_grad():

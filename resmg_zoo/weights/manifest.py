@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..core.atomic import exclusive_lock, write_text_atomic
+from ..core.errors import UsageError
 from ..core.tags import TAGS, HubIdError, check_hub_id
 
 MANIFEST_NAME = "weights_manifest.json"
@@ -62,7 +63,7 @@ SHA256 = re.compile(r"^[0-9a-f]{64}$")
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
-class ManifestError(ValueError):
+class ManifestError(UsageError):
     """A manifest that does not follow the schema; the message names the file and the entry."""
 
 
@@ -164,7 +165,7 @@ def validate_entry(entry: dict[str, Any], check_params: bool = True) -> list[str
 
         try:
             built = param_count(entry["model"], **entry["model_args"])
-        except Exception as err:  # an unknown model or bad model_args
+        except (UsageError, TypeError, RuntimeError) as err:  # bad model_args, an unknown argument or model
             problems.append(f"{name}: cannot build the model from model_args: {err}")
         else:
             if built != entry["params"]:

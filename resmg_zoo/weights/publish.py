@@ -26,6 +26,7 @@ import timm
 
 from ..core.atomic import exclusive_lock, make_shareable, replace_folder, write_text_atomic
 from ..core.counting import count_parameters
+from ..core.errors import UsageError
 from ..core.hashing import file_sha256
 from ..core.tags import TAGS, check_hub_id
 from .card import label_names_for, write_card, write_config
@@ -33,7 +34,7 @@ from .loading import WeightsIntegrityError, fit_state_dict, load_weights
 from .manifest import MANIFEST_NAME, PUBLISHED_FILES, WEIGHTS_NAME, add_entry, validate_entry
 
 
-class PublishError(ValueError):
+class PublishError(UsageError):
     """Weights that cannot be published; the message says what is missing."""
 
 
@@ -117,6 +118,7 @@ def verify_folder(folder: Path, entry: dict[str, Any]) -> list[str]:
     the entry's; the model rebuilt from the entry's ``model_args`` has the entry's parameter count
     and takes every tensor of the file, shape for shape; ``metrics.json``'s last test top-1 is the entry's.
     """
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     problems = [f"{name}: missing" for name in PUBLISHED_FILES if not (folder / name).is_file()]
@@ -143,7 +145,7 @@ def verify_folder(folder: Path, entry: dict[str, Any]) -> list[str]:
         return problems
     try:
         model = timm.create_model(entry["model"], pretrained_cfg=entry["tag"], **entry["model_args"])
-    except Exception as err:  # an unknown model or model_args that do not build
+    except (UsageError, TypeError, RuntimeError) as err:  # bad model_args, an unknown argument or model
         return [f"cannot build {entry['model']} from the entry's model_args {entry['model_args']}: {err}"]
     if count_parameters(model) != entry["params"]:
         problems.append(
@@ -154,7 +156,7 @@ def verify_folder(folder: Path, entry: dict[str, Any]) -> list[str]:
         fit_state_dict(state, model, WEIGHTS_NAME, strict=True)  # every tensor, head and stem included
     except WeightsIntegrityError as err:
         problems.append(str(err))
-    except Exception as err:  # a file safetensors cannot read
+    except (OSError, SafetensorError) as err:  # a file safetensors cannot read
         problems.append(f"model.safetensors is not a readable safetensors file: {err}")
     return problems
 

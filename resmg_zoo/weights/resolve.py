@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Optional
 from urllib.parse import urlsplit
 
+from ..core.errors import UsageError
 from ..core.hashing import file_sha256
 from ..core.tags import TAGS
 from .loading import WeightsIntegrityError
@@ -35,7 +36,7 @@ from .manifest import MANIFEST_NAME, WEIGHTS_NAME, load_manifest, repo_manifest_
 SOURCE_ARGS = ("num_classes", "in_chans")  # what the weights were trained for, not the architecture
 
 
-class PretrainedWeightsUnavailable(RuntimeError):
+class PretrainedWeightsUnavailable(UsageError, RuntimeError):
     """No published weights for the model and tag could be found; the message lists where it looked."""
 
 
