@@ -175,7 +175,7 @@ def test_time_to_accuracy_report_and_plot(lever_run: Path, tmp_path: Path, capsy
     rows = read_metrics(lever_run)
     target = rows[-1]["test_top1"]
     assert time_to_accuracy.seconds_to(rows, "test_top1", target) == next(
-        r["wall_seconds"] for r in rows if r["test_top1"] >= target
+        r["train_seconds_total"] for r in rows if r["test_top1"] >= target
     )
     assert time_to_accuracy.seconds_to(rows, "test_top1", 100.0 + 1e-9) is None
     plot, md = tmp_path / "tta.png", tmp_path / "tta.md"
@@ -203,11 +203,11 @@ def test_time_to_accuracy_per_epoch_table(lever_run: Path, capsys: pytest.Captur
     table = [[c.strip() for c in line.split("|")[1:-1]] for line in lines[4:] if line.startswith("|")]
     assert [int(t[0]) for t in table] == [r["epoch"] for r in rows]
     for cells, row in zip(table, rows):
-        assert float(cells[2]) == pytest.approx(row["wall_seconds"] / 3600, abs=0.005)
+        assert float(cells[2]) == pytest.approx(row["train_seconds_total"] / 3600, abs=0.005)
         flip = row.get("test_flip_top1")  # logged on the last epoch only: "—" on the others
         assert cells[6] == f"{row['test_top1']:.2f}" and cells[-1] == ("—" if flip is None else f"{flip:.2f}")
     assert table[-1][-1] != "—"
-    hours = f"{first['wall_seconds'] / 3600:.2f}"
+    hours = f"{first['train_seconds_total'] / 3600:.2f}"
     assert lines[-1] == (
         f"`test_top1` first reached {reached:g} %: epoch {first['epoch']} ({hours} h); 100 %: not yet"
         f" (of {len(rows)} finished epochs)."

@@ -59,7 +59,7 @@ def test_run_folder_has_everything(straight_run: Path) -> None:
     assert config["recipe_settings"]["weight_decay"] == 1e-4 and config["train_images"] == 1000
     rows = [json.loads(line) for line in (straight_run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]
-    for key in ("train_loss", "train_top1", "test_top1", "test_top5", "lr", "images_per_second", "wall_seconds"):
+    for key in ("train_loss", "train_top1", "test_top1", "test_top5", "lr", "images_per_second", "train_seconds_total"):
         assert key in rows[-1]
     assert (straight_run / "metrics.csv").read_text().splitlines()[0].startswith("epoch,")
     assert (straight_run / "curve.png").read_bytes()[:4] == b"\x89PNG"
@@ -225,7 +225,7 @@ def test_width_reduced_sharedA_reaches_98_percent_on_real_mnist_in_one_epoch(tmp
     ]
     assert main(args) == 0
     last = json.loads((tmp_path / "mnist" / "metrics.jsonl").read_text().splitlines()[-1])
-    assert last["epoch"] == 1 and last["train_images"] == 54_912  # 429 full batches of 128
+    assert last["epoch"] == 1 and last["images_trained"] == 54_912  # 429 full batches of 128
     assert last["test_top1"] >= 98.0, last
 
 

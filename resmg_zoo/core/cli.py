@@ -1,16 +1,13 @@
-"""What every command-line tool of the package needs: exit codes, ``KEY=VALUE`` model arguments,
-the device and the autocast precision."""
+"""What every command-line tool of the package needs: exit codes and ``KEY=VALUE`` model arguments.
+(The device and the autocast precision are the machine's: :mod:`.hardware`.)"""
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Any, Optional
-
-import torch
 
 from .errors import EXIT_USAGE, UsageError
 
-__all__ = ["EXIT_NONFINITE", "EXIT_USAGE", "autocast_context", "parse_model_kwargs", "parse_value", "pick_device"]
+__all__ = ["EXIT_NONFINITE", "EXIT_USAGE", "parse_model_kwargs", "parse_value"]
 
 EXIT_NONFINITE = 3  # training stopped on a NaN/inf loss; the last good checkpoint is kept
 
@@ -39,17 +36,3 @@ def parse_model_kwargs(items: Optional[list[str]]) -> dict[str, Any]:
             raise UsageError(f"--model-kwargs takes key=value pairs, got {item!r}")
         kwargs[key] = parse_value(value)
     return kwargs
-
-
-def pick_device(name: str) -> torch.device:
-    """``auto`` (CUDA when present, else the CPU), ``cpu`` or ``cuda[:N]``."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def autocast_context(precision: str, device: torch.device) -> Any:
-    """bf16 autocast on ``device`` for ``precision="bf16"``; nothing for fp32."""
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return nullcontext()

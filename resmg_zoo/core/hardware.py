@@ -1,5 +1,5 @@
-"""What the machine is: a one-line description of where a number was measured, and which autocast
-precision is the faster one there."""
+"""What the machine is: a one-line description of where a number was measured, the device to run on,
+and which autocast precision is the faster one there (and its context)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import functools
 import os
 import platform
 import time
+from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -79,3 +81,17 @@ def preferred_precision(device: str = "cpu") -> str:
         return "fp32"
     faster = matmul_peak(torch.bfloat16) >= BF16_MARGIN * matmul_peak(torch.float32)
     return "bf16" if faster else "fp32"
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto`` (CUDA when present, else the CPU), ``cpu`` or ``cuda[:N]``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def autocast_context(precision: str, device: torch.device) -> Any:
+    """bf16 autocast on ``device`` for ``precision="bf16"``; nothing for fp32."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return nullcontext()

@@ -34,10 +34,9 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..core.choices import parse_ints
-from ..core.cli import autocast_context
 from ..core.counting import count_parameters
 from ..core.errors import UsageError
-from ..core.hardware import describe_hardware, matmul_peak
+from ..core.hardware import autocast_context, describe_hardware, matmul_peak
 from ..data.datasets import ImageSplit
 from ..data.loader import EpochPlan, Materializer
 

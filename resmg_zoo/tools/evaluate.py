@@ -16,8 +16,9 @@ from typing import Any, Optional
 import timm
 import torch
 
-from ..core.cli import EXIT_USAGE, parse_model_kwargs, pick_device
+from ..core.cli import EXIT_USAGE, parse_model_kwargs
 from ..core.errors import UsageError
+from ..core.hardware import pick_device
 from ..data.datasets import DatasetError, load_dataset, split_train_val
 from ..data.loader import Materializer
 from ..train.checkpoint import CheckpointError

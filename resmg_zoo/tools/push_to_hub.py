@@ -69,7 +69,7 @@ def publish(argv: Optional[list[str]] = None) -> dict[str, Any]:
     run = Run.open(args.run)
     run.require_finished()
     source = TrainedWeights(run.config, run.metrics(), run.weights_path())
-    tag = source.tag(args.tag)
+    tag = source.pretrained_tag(args.tag)
     repo_id = args.repo_id or hub_id(run.config["model"], tag, args.org)
     if args.mirror:
         entry, target = to_mirror(source, Path(args.mirror), tag, repo_id, record=record)

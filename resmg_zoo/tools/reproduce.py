@@ -7,7 +7,7 @@
 Each row is one training run of ``python -m resmg_zoo.train`` in its own folder
 ``<out>/table<N>-<budget>/<row>``, so the table is resumable row by row: a finished row is read
 back, an interrupted one continues with ``--resume``, a missing one starts. The printed Markdown
-names the budget, the hardware, the data archive and the wall time of every row; it is also
+names the budget, the hardware, the data archive and the training time of every row; it is also
 written to ``<out>/table<N>-<budget>/results.md``.
 """
 
@@ -241,11 +241,11 @@ def _cell(table_dir: Path, row: Row, seeds: list[int]) -> tuple[str, Optional[fl
 
 
 def markdown(table: int, budget: Budget, rows: list[Row], table_dir: Path, seeds: tuple[int, ...] = (0,)) -> str:
-    """Ours beside the paper's (the mean over the finished seeds), with budget, hardware, data and wall time."""
+    """Ours beside the paper's (the mean over the finished seeds), with budget, hardware, data and training time."""
     cells = {r.row_id: _cell(table_dir, r, list(seeds)) for r in rows}
     configs = [Run.open(table_dir / r.row_id).config for r in rows if (table_dir / r.row_id / CONFIG_NAME).exists()]
     first = configs[0] if configs else {}
-    total = sum(res["wall_seconds"] for _, _, done in cells.values() for res in done.values())
+    total = sum(res["train_seconds_total"] for _, _, done in cells.values() for res in done.values())
     all_seeds = sorted({seed for _, _, done in cells.values() for seed in done} | {0})
     seed_text = "seed 0"
     if all_seeds != [0]:
@@ -257,7 +257,7 @@ def markdown(table: int, budget: Budget, rows: list[Row], table_dir: Path, seeds
         f"(sha256 `{str(first.get('dataset_sha256', '?'))[:12]}…`). The paper's column is its own recipe "
         f"(§5.2), not this budget.",
         "",
-        "| row | ours top-1 (%) | paper top-1 (%) | ours − paper | params (ours) | epochs | wall (min) |",
+        "| row | ours top-1 (%) | paper top-1 (%) | ours − paper | params (ours) | epochs | training (min) |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -267,7 +267,7 @@ def markdown(table: int, budget: Budget, rows: list[Row], table_dir: Path, seeds
         if mean is None:
             lines.append(f"| {r.label} | {text} | {r.paper_top1:.2f} | — | {params:,} | — | — |")
             continue
-        wall = sum(res["wall_seconds"] for res in done.values()) / 60
+        wall = sum(res["train_seconds_total"] for res in done.values()) / 60
         lines.append(
             f"| {r.label} | {text} | {r.paper_top1:.2f} | {mean - r.paper_top1:+.2f} | "
             f"{params:,} | {next(iter(done.values()))['epoch']} | {wall:.1f} |"

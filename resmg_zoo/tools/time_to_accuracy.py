@@ -3,7 +3,7 @@
     python scripts/time_to_accuracy.py runs/cifar-paper runs/cifar-short runs/cifar-sprint \\
         --targets 90,93 --plot docs/time-to-accuracy.png --markdown docs/time-to-accuracy.md
 
-Reads only the run folders (``config.json`` and ``metrics.jsonl``): the per-epoch ``wall_seconds``
+Reads only the run folders (``config.json`` and ``metrics.jsonl``): the per-epoch ``train_seconds_total``
 are training seconds (the evaluation after each epoch is not counted). The table gives, per run,
 the minutes at the end of the first epoch whose accuracy reached each target (``—`` if none did),
 the final accuracy, the EMA copy's and the flip-averaged one where the run logged them, the
@@ -59,12 +59,12 @@ def first_epoch_reaching(rows: list[dict[str, Any]], metric: str, target: float)
 def seconds_to(rows: list[dict[str, Any]], metric: str, target: float) -> Optional[float]:
     """Training seconds at the end of the first epoch whose ``metric`` reached ``target``, or ``None``."""
     hit = first_epoch_reaching(rows, metric, target)
-    return None if hit is None else hit["wall_seconds"]
+    return None if hit is None else hit["train_seconds_total"]
 
 
 def curve(run: Run, metric: str) -> list[tuple[float, float]]:
     """(cumulative training seconds, accuracy) after each epoch that logged ``metric``."""
-    return [(r["wall_seconds"], r[metric]) for r in run.metrics() if metric in r]
+    return [(r["train_seconds_total"], r[metric]) for r in run.metrics() if metric in r]
 
 
 def describe(run: Run) -> str:
@@ -122,7 +122,7 @@ def report(runs: list[Run], metric: str, targets: tuple[float, ...]) -> str:
             describe(run),
             recipe_changes(run),
             f"{last['epoch']} / {settings['epochs']:g}",
-            _minutes(last["wall_seconds"]),
+            _minutes(last["train_seconds_total"]),
             *(_minutes(seconds_to(rows, metric, t)) for t in targets),
             f"{last[metric]:.2f}",
             _percent(last.get(ema)),
@@ -143,7 +143,7 @@ def first_reached(rows: list[dict[str, Any]], metric: str, targets: tuple[float,
     parts = []
     for target in targets:
         hit = first_epoch_reaching(rows, metric, target)
-        where = "not yet" if hit is None else f"epoch {hit['epoch']} ({hit['wall_seconds'] / 3600:.2f} h)"
+        where = "not yet" if hit is None else f"epoch {hit['epoch']} ({hit['train_seconds_total'] / 3600:.2f} h)"
         parts.append(f"{target:g} %: {where}")
     return f"`{metric}` first reached " + "; ".join(parts) + f" (of {len(rows)} finished epochs)."
 
@@ -163,7 +163,7 @@ def epoch_table(run: Run, metric: str = "test_top1", targets: tuple[float, ...] 
         cells = [
             str(r["epoch"]),
             f"{r['train_seconds']:.0f}",
-            f"{r['wall_seconds'] / 3600:.2f}",
+            f"{r['train_seconds_total'] / 3600:.2f}",
             f"{r['images_per_second']:.1f}",
             f"{r['lr']:.4f}",
             _percent(r.get("train_top1")),

@@ -38,7 +38,7 @@ def markdown_table(manifest: dict[str, Any]) -> str:
         lines.append(
             f"| `{e['hub_id']}` | {e['params']:,} | {args or 'default'} | {e['top1']:.2f} | {e['top5']:.2f} | "
             f"{_paper_top1(e)} | {recipe['name']}, {recipe['epochs']:g} ep, {recipe['precision']} | "
-            f"{e['wall_seconds'] / 60:.1f} min | {e['hardware']} | {e['date']} |"
+            f"{e['training_seconds'] / 60:.1f} min | {e['hardware']} | {e['date']} |"
         )
     return "\n".join(lines)
 

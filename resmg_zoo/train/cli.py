@@ -27,8 +27,9 @@ from typing import Any, Optional
 
 import torch
 
-from ..core.cli import EXIT_NONFINITE, EXIT_USAGE, pick_device
+from ..core.cli import EXIT_NONFINITE, EXIT_USAGE
 from ..core.errors import UsageError
+from ..core.hardware import pick_device
 from ..core.tags import DEFAULT_TAG, TAGS
 from ..data.loader import AUGMENTATIONS
 from .distributed import init_distributed, shutdown
@@ -156,7 +157,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
     if row and int(os.environ.get("RANK", "0")) == 0:
-        print(json.dumps({k: row[k] for k in row if k.startswith(("test_", "val_", "epoch", "wall"))}))
+        print(json.dumps({k: row[k] for k in row if k.startswith(("test_", "val_", "epoch", "train_seconds_total"))}))
         if "test_top1" in row:
             print(f"test top-1: {row['test_top1']:.2f} %")
     return 0

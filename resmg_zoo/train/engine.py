@@ -32,9 +32,8 @@ from torch import nn
 
 from .. import __version__
 from ..core.atomic import write_text_atomic
-from ..core.cli import autocast_context
 from ..core.errors import UsageError
-from ..core.hardware import describe_hardware
+from ..core.hardware import autocast_context, describe_hardware
 from ..data.datasets import ImageDataset, load_dataset, split_train_val
 from ..data.loader import EpochPlan, Materializer, resize_batch
 from .checkpoint import (
@@ -415,7 +414,7 @@ class Trainer:
             lr=self.optimizer.param_groups[0]["lr"],
             train_loss=sums[0].item() / sums[2].item(),
             train_top1=100.0 * sums[1].item() / sums[2].item(),
-            train_images=int(sums[2].item()),
+            images_trained=int(sums[2].item()),
             train_seconds=seconds,
             images_per_second=sums[2].item() / seconds,
         )
@@ -430,7 +429,7 @@ class Trainer:
                 if last:  # test-time flip averaging, reported beside the plain accuracy
                     flipped = evaluate_split(model, data, EVAL_BATCH_SIZE, precision, self.env, flip=True)
                     row[f"{prefix}{split}_flip_top1"] = flipped["top1"]
-        row["wall_seconds"] = (self.rows[-1]["wall_seconds"] if self.rows else 0.0) + seconds
+        row["train_seconds_total"] = (self.rows[-1]["train_seconds_total"] if self.rows else 0.0) + seconds
         self.rows.append(row)
         self.state.epoch, self.state.step_in_epoch = epoch + 1, 0
         if self.env.is_main:  # before the checkpoint: a kill between the two leaves no checkpoint without its row

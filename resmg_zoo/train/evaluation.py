@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core.cli import autocast_context
+from ..core.hardware import autocast_context
 from ..data.loader import EpochPlan, Materializer
 from .distributed import DistEnv, all_reduce_sum
 

@@ -28,9 +28,20 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
+# Names a row had before they said what they hold: the cumulative training time was "wall_seconds"
+# (it never counted evaluation or waiting), the images trained in the epoch "train_images" (a name the
+# run's config uses for the size of the train split).
+RENAMED = {"wall_seconds": "train_seconds_total", "train_images": "images_trained"}
+
+
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """The per-epoch metrics rows."""
-    return _read_jsonl(run_dir / METRICS_JSONL)
+    """The per-epoch metrics rows (those of an earlier run with today's names, see :data:`RENAMED`).
+
+    Each row: ``epoch``, ``lr``, ``train_loss``, ``train_top1``, ``images_trained`` (this epoch),
+    ``train_seconds`` (this epoch's training, no evaluation), ``images_per_second``, each split's
+    ``<split>_loss``/``_top1``/``_top5`` (``ema_`` too with an EMA; ``_flip_top1`` after the last
+    epoch) and ``train_seconds_total`` (training time of every epoch so far)."""
+    return [{RENAMED.get(k, k): v for k, v in row.items()} for row in _read_jsonl(run_dir / METRICS_JSONL)]
 
 
 def write_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:

@@ -115,7 +115,7 @@ From *{PAPER_TITLE}* (He, Chen, Zhang, Xu; {PAPER_ID}), packaged by resmg_zoo.
 | {entry["dataset"]} test | {entry["top1"]:.2f} % | {entry["top5"]:.2f} % | {images} |
 {flip}
 Measured by the training run that produced these weights, at its last epoch ({last["epoch"]}),
-in {entry["recipe"]["precision"]} on {entry["hardware"]}; {entry["wall_seconds"]:.0f} s of training.
+in {entry["recipe"]["precision"]} on {entry["hardware"]}; {entry["training_seconds"]:.0f} s of training.
 Weights are stored in {entry["dtype"]} exactly as trained. Parameters: {entry["params"]:,}.
 
 ## Recipe

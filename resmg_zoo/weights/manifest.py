@@ -4,7 +4,7 @@ Schema (version 1)::
 
     {"schema_version": 1,
      "entries": [{"model", "tag", "hub_id", "file", "sha256", "bytes", "params", "dataset", "top1", "top5",
-                  "model_args", "dtype", "recipe", "hardware", "wall_seconds", "date", "command",
+                  "model_args", "dtype", "recipe", "hardware", "training_seconds", "date", "command",
                   optional: "revision", "check"}, ...]}
 
 ``revision`` is the Hub commit that the upload created (loading pins it); an entry published to a
@@ -54,11 +54,12 @@ REQUIRED_KEYS: dict[str, type | tuple[type, ...]] = {
     "dtype": str,
     "recipe": dict,
     "hardware": str,
-    "wall_seconds": (int, float),
+    "training_seconds": (int, float),
     "date": str,
     "command": str,
 }
 OPTIONAL_KEYS: dict[str, type] = {"revision": str, "check": dict}
+RENAMED_KEYS = {"wall_seconds": "training_seconds"}  # the run's training time, never wall time
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
@@ -128,6 +129,10 @@ def load_manifest(path: Path, check_params: bool = False) -> dict[str, Any]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise ManifestError(f"{path} is not valid JSON: {err}") from None
+    for entry in data.get("entries", []) if isinstance(data, dict) else []:
+        for old, new in RENAMED_KEYS.items():  # an entry written before a key said what it holds
+            if old in entry and new not in entry:
+                entry[new] = entry.pop(old)
     problems = validate_manifest(data, check_params)
     if problems:
         raise ManifestError(f"{path} is not a valid weights manifest: " + "; ".join(problems))

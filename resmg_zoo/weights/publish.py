@@ -53,7 +53,7 @@ class TrainedWeights:
         config = self.config
         return {**config["model_kwargs"], "num_classes": config["num_classes"], "in_chans": config["input_size"][0]}
 
-    def tag(self, tag: str | None) -> str:
+    def pretrained_tag(self, tag: str | None) -> str:
         """``tag``, or the run's dataset where that is a known tag."""
         tag = tag or (self.config["dataset"] if self.config["dataset"] in TAGS else None)
         if tag is None:
@@ -87,7 +87,7 @@ def build_entry(source: TrainedWeights, tag: str, repo_id: str) -> dict[str, Any
         dtype="float32",
         recipe={**config["recipe_settings"], "precision": config["precision"], "seed": config["seed"]},
         hardware=config.get("hardware", "unknown"),
-        wall_seconds=round(last["wall_seconds"], 1),
+        training_seconds=round(last["train_seconds_total"], 1),
         date=datetime.now(timezone.utc).strftime("%Y-%m-%d"),
         command=config.get("command") or "",
     )
