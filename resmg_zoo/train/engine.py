@@ -1,15 +1,9 @@
-"""The training loop of ``python -m resmg_zoo.train``, in the parts a reader can hold:
-
-* :meth:`Trainer.__init__` — set-up: the run's settings, its data, the model (initial weights,
-  frozen parameters), the optimiser, and the run folder (a new ``config.json``, or the state of
-  the checkpoint a ``--resume`` continues from);
-* :meth:`Trainer.train_epoch` — one epoch of optimiser steps (or the rest of it, on resume), with
-  the NaN/inf guard and a clean stop on SIGINT/SIGTERM;
-* :meth:`Trainer.end_epoch` — the epoch's metrics row, the evaluation of every split (and of the
-  EMA copy of the weights, where the recipe keeps one; with flip averaging after the last epoch),
-  the checkpoint;
-* :meth:`Trainer.save` — an atomic checkpoint (see :mod:`.checkpoint`);
-* :meth:`Trainer.fit` — the epochs.
+"""The training loop of ``python -m resmg_zoo.train``: :meth:`Trainer.__init__` sets up (settings,
+data, model with its initial weights and frozen parameters, optimiser, the run folder or the state a
+``--resume`` continues from); :meth:`Trainer.train_epoch` runs one epoch of steps with the NaN/inf
+guard and a clean stop on SIGINT/SIGTERM; :meth:`Trainer.end_epoch` writes the epoch's metrics row
+(every split evaluated, the EMA copy too, flip averaging after the last epoch) and the checkpoint
+(:meth:`Trainer.save`, atomic: :mod:`.checkpoint`); :meth:`Trainer.fit` runs the epochs.
 """
 
 from __future__ import annotations
@@ -17,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import signal
 import sys
 import time
 from contextlib import nullcontext
@@ -44,13 +37,14 @@ from .checkpoint import (
     remove_leftovers,
     save_checkpoint,
 )
-from .config import RunConfig, default_out, resolve_config
+from .config import default_out, resolve_config
 from .distributed import DistEnv, all_reduce_sum, barrier, broadcast_buffers
 from .evaluation import evaluate_split
 from .finetune import apply_init, freeze, hold_frozen_norms, optimizer_groups, resolve_init
 from .log import append_steps, plot_curve, read_metrics, read_steps, write_metrics, write_steps
+from .progress import PlainProgress, StopSignal, progress_bar, rng_state, set_rng_state
 from .recipes import low_res_at, lr_factor
-from .run import CONFIG_NAME, RunError, make_run_dir
+from .run import CONFIG_NAME, RunError, build_model, make_run_dir
 
 EVAL_BATCH_SIZE = 512
 
@@ -63,74 +57,6 @@ class NonFiniteLoss(RuntimeError):
             f"non-finite loss at epoch {epoch + 1}, step {step + 1}: training stopped. The last good checkpoint "
             f"in {run_dir} is kept; lower --lr or use --precision fp32, then --resume."
         )
-
-
-class StopSignal:
-    """Turns SIGINT/SIGTERM into a flag the loop reads after each step."""
-
-    def __init__(self) -> None:
-        self.received: Optional[str] = None
-        self._previous = {}
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._previous[sig] = signal.signal(sig, self._handle)
-
-    def _handle(self, signum: int, _frame: Any) -> None:
-        self.received = signal.Signals(signum).name
-
-    def restore(self) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
-def build_model(config: RunConfig, dataset: ImageDataset) -> nn.Module:
-    """The model for the dataset's classes and channels (``in_chans`` from the images)."""
-    kwargs = dict(config.settings["model_kwargs"])
-    kwargs.setdefault("num_classes", dataset.num_classes)
-    kwargs.setdefault("in_chans", dataset.input_size[0])
-    return timm.create_model(config.settings["model"], **kwargs)
-
-
-def _rng_state(device: torch.device) -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
-class _PlainProgress:
-    """Where output is not a terminal (a log file, a job scheduler, CI): a plain line on stderr every
-    ``every`` seconds within an epoch — step, running loss, images/s, ETA of the epoch. ``None``: silent."""
-
-    def __init__(self, epoch: int, epochs: int, start: int, steps: int, every: Optional[float]) -> None:
-        self.epoch, self.epochs, self.start, self.steps, self.every = epoch, epochs, start, steps, every
-        self.started = self.last = time.perf_counter()
-
-    def update(self, done: int, sums: torch.Tensor, seconds: float, world_size: int) -> None:
-        now = time.perf_counter()
-        if self.every is None or now - self.last < self.every or done >= self.steps:
-            return
-        self.last = now
-        rate = sums[2].item() * world_size / max(seconds, 1e-9)
-        eta = int((self.steps - done) * (now - self.started) / max(done - self.start, 1))
-        loss = sums[0].item() / sums[2].item()
-        print(
-            f"epoch {self.epoch + 1}/{self.epochs} step {done}/{self.steps}: loss {loss:.4f}, {rate:.0f} img/s, "
-            f"epoch ETA {eta // 60}:{eta % 60:02d}",
-            file=sys.stderr,
-            flush=True,
-        )
-
-
-def _progress(total: int, initial: int, desc: str, enabled: bool) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=initial, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True)
 
 
 class Trainer:
@@ -194,7 +120,7 @@ class Trainer:
             self.state = load_checkpoint(self.run_dir, self.raw_model, self.ema_model)
             self._check_something_left()
             self.optimizer.load_state_dict(self.state.optimizer)
-            _set_rng_state(self.state.rng, device)
+            set_rng_state(self.state.rng, device)
             # config.json records the resume with its changes once the resumed run saves its first checkpoint
             # (a resume that fails at once, e.g. a NaN with a new --lr, leaves the run's record as it was)
             self.pending_config = self.config.to_json()
@@ -255,7 +181,7 @@ class Trainer:
         if init is not None:  # the initial weights' architecture (e.g. widths), unless the command line sets it
             inherited = {k: v for k, v in init.model_args.items() if k not in ("num_classes", "in_chans")}
             s["model_kwargs"] = inherited | s["model_kwargs"]
-        model = build_model(self.config, dataset)
+        model = build_model(s, num_classes=dataset.num_classes, in_chans=dataset.input_size[0])
         if init is not None:
             s["init"] = apply_init(model, s["model"], init, s["head"])
         s["frozen_tensors"] = len(freeze(model, s["freeze"]))
@@ -317,7 +243,7 @@ class Trainer:
         start = state.step_in_epoch if epoch == state.epoch else 0
         # A resumed epoch starts from the sums saved at the stop (already reduced over ranks: rank 0 holds them).
         restored = start and env.is_main
-        progress = _PlainProgress(
+        progress = PlainProgress(
             epoch, self.total_epochs, start, epoch_steps, self.log_every if self.plain_log else None
         )
         sums = torch.tensor(
@@ -327,7 +253,7 @@ class Trainer:
         elapsed = state.partial.get("seconds", 0.0) if start else 0.0
         self.model.train()
         hold_frozen_norms(self.raw_model)
-        bar = _progress(epoch_steps, start, f"epoch {epoch + 1}/{self.total_epochs}", self.show_bar)
+        bar = progress_bar(epoch_steps, start, f"epoch {epoch + 1}/{self.total_epochs}", self.show_bar)
         tic = time.perf_counter()
         for step, batch in enumerate(self.plan.batches(epoch, start), start=start):
             if step >= epoch_steps:
@@ -464,7 +390,7 @@ class Trainer:
                 step_in_epoch,
                 self.state.global_step,
                 self.optimizer.state_dict(),
-                _rng_state(self.device),
+                rng_state(self.device),
                 partial,
             )
             save_checkpoint(self.run_dir, self.raw_model, state, self.ema_model)

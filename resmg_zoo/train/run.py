@@ -46,6 +46,20 @@ def make_run_dir(path: Path) -> Path:
     return path
 
 
+def build_model(config: dict[str, Any], **args: Any) -> nn.Module:
+    """The one way a model is built from a run's settings (training it, or reading it back): the
+    ``model`` with its ``model_kwargs``, the ``num_classes`` and ``in_chans`` it trains for (from
+    ``args``, else from the config), and the dataset's tag as ``pretrained_cfg`` where the dataset is
+    one of the registry. ``args`` win over the config."""
+    kwargs = {**config.get("model_kwargs", {}), **args}
+    kwargs.setdefault("num_classes", config.get("num_classes"))
+    if config.get("input_size"):
+        kwargs.setdefault("in_chans", config["input_size"][0])
+    if config.get("dataset") in TAGS:
+        kwargs.setdefault("pretrained_cfg", config["dataset"])
+    return timm.create_model(config["model"], **{k: v for k, v in kwargs.items() if v is not None})
+
+
 @dataclass(frozen=True)
 class Run:
     """A training run folder and its ``config.json``."""
@@ -107,14 +121,11 @@ class Run:
         return row
 
     def build_model(self, ema: bool = False, **overrides: Any) -> nn.Module:
-        """The trained model in eval mode: rebuilt from the config (``overrides`` on top; the
-        dataset's tag for its ``pretrained_cfg`` where it is one) with the last checkpoint's
-        weights (``ema``: its EMA copy's), which must fit it exactly."""
-        args = {**self.model_args, **overrides}
-        if self.config.get("dataset") in TAGS:
-            args.setdefault("pretrained_cfg", self.config["dataset"])
-        model = timm.create_model(self.model_name, **args)
-        load_weights(model, self.weights_path(ema), f"the last checkpoint of {self.path} ({self.model_name}, {args})")
+        """The trained model in eval mode: rebuilt from the config (:func:`build_model`, ``overrides``
+        on top) with the last checkpoint's weights (``ema``: its EMA copy's), which must fit it exactly."""
+        model = build_model(self.config, **overrides)
+        where = f"the last checkpoint of {self.path} ({self.model_name}, {self.model_args | overrides})"
+        load_weights(model, self.weights_path(ema), where)
         return model.eval()
 
     def dataset(self, data_dir: Optional[str] = None) -> ImageDataset:
