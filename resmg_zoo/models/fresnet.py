@@ -42,7 +42,7 @@ from ..core.choices import check_choice
 from .base import LevelNetwork
 from .blocks import conv3x3, init_weights
 from .builder import build_zoo_model, tagged_cfgs
-from .variants import FRESNET_VARIANTS, documented
+from .variants import FRESNET_VARIANTS, VARIANTS, documented
 
 FORM_CHOICES: tuple[str, ...] = ("linear", "pre", "post", "both")
 """Forms of A_ℓ and B_{ℓ,i} in F-ResNet (§4.2, Table 1): K∗, K∗σ, σ∘K∗, σ∘K∗σ."""
@@ -303,6 +303,8 @@ class FResNet(LevelNetwork):
 
 
 def _create_fresnet(variant: str, pretrained: bool = False, **kwargs: Any) -> FResNet:
+    """Build ``variant`` with its catalogue entry's architecture (:data:`VARIANTS`), ``kwargs`` on top."""
+    kwargs = {**VARIANTS[variant].model_args(), **kwargs}
     # (u, f) pairs pass between the levels: timm's FeatureGetterNet over forward_intermediates by
     # default; hooks and FX read each level's ``feature`` tap. timm's list/dict classes call the
     # children one after another, which a level taking (u, f) cannot follow.
@@ -321,19 +323,10 @@ default_cfgs = tagged_cfgs(v.name for v in FRESNET_VARIANTS)
 @register_model
 @documented
 def fresnet18(pretrained: bool = False, **kwargs: Any) -> FResNet:
-    model_args = dict(layers=(2, 2, 2, 2), widths=(64, 128, 256, 512), a_form="linear", b_form="both")
-    return _create_fresnet("fresnet18", pretrained, **dict(model_args, **kwargs))
+    return _create_fresnet("fresnet18", pretrained, **kwargs)
 
 
 @register_model
 @documented
 def mgnet(pretrained: bool = False, **kwargs: Any) -> FResNet:
-    model_args = dict(
-        layers=(2, 2, 2, 2),
-        widths=(256, 256, 256, 256),
-        a_form="linear",
-        b_form="both",
-        share_b=True,
-        transfer_norm="bn_act",
-    )
-    return _create_fresnet("mgnet", pretrained, **dict(model_args, **kwargs))
+    return _create_fresnet("mgnet", pretrained, **kwargs)

@@ -210,6 +210,9 @@ class ResMgResNet(LevelNetwork):
 
 
 def _create_resmg_resnet(variant: str, pretrained: bool = False, **kwargs: Any) -> ResMgResNet:
+    """Build ``variant`` with its catalogue entry's architecture (:data:`VARIANTS`: depth, pre-act,
+    sharing — written there once), the caller's ``kwargs`` on top."""
+    kwargs = {**VARIANTS[variant].model_args(), **kwargs}
     # timm's FeatureListNet over the sequential levels by default; getter, hook and fx work too
     return build_zoo_model(ResMgResNet, variant, pretrained, family_feature_cfg=dict(flatten_sequential=True), **kwargs)
 
@@ -220,110 +223,94 @@ default_cfgs = tagged_cfgs(name for name, v in VARIANTS.items() if isinstance(v,
 @register_model
 @documented
 def resnet18_unshared(pretrained: bool = False, **kwargs: Any) -> ResMgResNet:
-    model_args = dict(layers=(2, 2, 2, 2), preact=False, share="none")
-    return _create_resmg_resnet("resnet18_unshared", pretrained, **dict(model_args, **kwargs))
+    return _create_resmg_resnet("resnet18_unshared", pretrained, **kwargs)
 
 
 @register_model
 @documented
 def resnet18_sharedA(pretrained: bool = False, **kwargs: Any) -> ResMgResNet:
-    model_args = dict(layers=(2, 2, 2, 2), preact=False, share="A")
-    return _create_resmg_resnet("resnet18_sharedA", pretrained, **dict(model_args, **kwargs))
+    return _create_resmg_resnet("resnet18_sharedA", pretrained, **kwargs)
 
 
 @register_model
 @documented
 def resnet18_sharedB(pretrained: bool = False, **kwargs: Any) -> ResMgResNet:
-    model_args = dict(layers=(2, 2, 2, 2), preact=False, share="B")
-    return _create_resmg_resnet("resnet18_sharedB", pretrained, **dict(model_args, **kwargs))
+    return _create_resmg_resnet("resnet18_sharedB", pretrained, **kwargs)
 
 
 @register_model
 @documented
 def resnet18_sharedAB(pretrained: bool = False, **kwargs: Any) -> ResMgResNet:
-    model_args = dict(layers=(2, 2, 2, 2), preact=False, share="AB")
-    return _create_resmg_resnet("resnet18_sharedAB", pretrained, **dict(model_args, **kwargs))
+    return _create_resmg_resnet("resnet18_sharedAB", pretrained, **kwargs)
 
 
 @register_model
 @documented
 def resnet34_unshared(pretrained: bool = False, **kwargs: Any) -> ResMgResNet:
-    model_args = dict(layers=(3, 4, 6, 3), preact=False, share="none")
-    return _create_resmg_resnet("resnet34_unshared", pretrained, **dict(model_args, **kwargs))
+    return _create_resmg_resnet("resnet34_unshared", pretrained, **kwargs)
 
 
 @register_model
 @documented
 def resnet34_sharedA(pretrained: bool = False, **kwargs: Any) -> ResMgResNet:
-    model_args = dict(layers=(3, 4, 6, 3), preact=False, share="A")
-    return _create_resmg_resnet("resnet34_sharedA", pretrained, **dict(model_args, **kwargs))
+    return _create_resmg_resnet("resnet34_sharedA", pretrained, **kwargs)
 
 
 @register_model
 @documented
 def resnet34_sharedB(pretrained: bool = False, **kwargs: Any) -> ResMgResNet:
-    model_args = dict(layers=(3, 4, 6, 3), preact=False, share="B")
-    return _create_resmg_resnet("resnet34_sharedB", pretrained, **dict(model_args, **kwargs))
+    return _create_resmg_resnet("resnet34_sharedB", pretrained, **kwargs)
 
 
 @register_model
 @documented
 def resnet34_sharedAB(pretrained: bool = False, **kwargs: Any) -> ResMgResNet:
-    model_args = dict(layers=(3, 4, 6, 3), preact=False, share="AB")
-    return _create_resmg_resnet("resnet34_sharedAB", pretrained, **dict(model_args, **kwargs))
+    return _create_resmg_resnet("resnet34_sharedAB", pretrained, **kwargs)
 
 
 @register_model
 @documented
 def preact_resnet18_unshared(pretrained: bool = False, **kwargs: Any) -> ResMgResNet:
-    model_args = dict(layers=(2, 2, 2, 2), preact=True, share="none")
-    return _create_resmg_resnet("preact_resnet18_unshared", pretrained, **dict(model_args, **kwargs))
+    return _create_resmg_resnet("preact_resnet18_unshared", pretrained, **kwargs)
 
 
 @register_model
 @documented
 def preact_resnet18_sharedA(pretrained: bool = False, **kwargs: Any) -> ResMgResNet:
-    model_args = dict(layers=(2, 2, 2, 2), preact=True, share="A")
-    return _create_resmg_resnet("preact_resnet18_sharedA", pretrained, **dict(model_args, **kwargs))
+    return _create_resmg_resnet("preact_resnet18_sharedA", pretrained, **kwargs)
 
 
 @register_model
 @documented
 def preact_resnet18_sharedB(pretrained: bool = False, **kwargs: Any) -> ResMgResNet:
-    model_args = dict(layers=(2, 2, 2, 2), preact=True, share="B")
-    return _create_resmg_resnet("preact_resnet18_sharedB", pretrained, **dict(model_args, **kwargs))
+    return _create_resmg_resnet("preact_resnet18_sharedB", pretrained, **kwargs)
 
 
 @register_model
 @documented
 def preact_resnet18_sharedAB(pretrained: bool = False, **kwargs: Any) -> ResMgResNet:
-    model_args = dict(layers=(2, 2, 2, 2), preact=True, share="AB")
-    return _create_resmg_resnet("preact_resnet18_sharedAB", pretrained, **dict(model_args, **kwargs))
+    return _create_resmg_resnet("preact_resnet18_sharedAB", pretrained, **kwargs)
 
 
 @register_model
 @documented
 def preact_resnet34_unshared(pretrained: bool = False, **kwargs: Any) -> ResMgResNet:
-    model_args = dict(layers=(3, 4, 6, 3), preact=True, share="none")
-    return _create_resmg_resnet("preact_resnet34_unshared", pretrained, **dict(model_args, **kwargs))
+    return _create_resmg_resnet("preact_resnet34_unshared", pretrained, **kwargs)
 
 
 @register_model
 @documented
 def preact_resnet34_sharedA(pretrained: bool = False, **kwargs: Any) -> ResMgResNet:
-    model_args = dict(layers=(3, 4, 6, 3), preact=True, share="A")
-    return _create_resmg_resnet("preact_resnet34_sharedA", pretrained, **dict(model_args, **kwargs))
+    return _create_resmg_resnet("preact_resnet34_sharedA", pretrained, **kwargs)
 
 
 @register_model
 @documented
 def preact_resnet34_sharedB(pretrained: bool = False, **kwargs: Any) -> ResMgResNet:
-    model_args = dict(layers=(3, 4, 6, 3), preact=True, share="B")
-    return _create_resmg_resnet("preact_resnet34_sharedB", pretrained, **dict(model_args, **kwargs))
+    return _create_resmg_resnet("preact_resnet34_sharedB", pretrained, **kwargs)
 
 
 @register_model
 @documented
 def preact_resnet34_sharedAB(pretrained: bool = False, **kwargs: Any) -> ResMgResNet:
-    model_args = dict(layers=(3, 4, 6, 3), preact=True, share="AB")
-    return _create_resmg_resnet("preact_resnet34_sharedAB", pretrained, **dict(model_args, **kwargs))
+    return _create_resmg_resnet("preact_resnet34_sharedAB", pretrained, **kwargs)
