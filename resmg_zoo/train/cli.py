@@ -13,7 +13,8 @@ ImageFolder ``--dataset`` (``--image-size``/``--channels`` convert its images), 
 ``--head-lr-mult``, ``--warmup-epochs`` and ``--label-smoothing``. ``config.json`` records where the
 initial weights came from (hub id or path, and sha256).
 
-This module reads the command line into a :class:`~.config.RunConfig`; :mod:`.engine` trains it.
+This module reads the command line into a :class:`~.config.TrainConfig` (the run's settings) and
+:class:`~.config.RunOptions` (how this invocation runs it); :mod:`.engine` trains it.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from ..core.errors import UsageError
 from ..core.hardware import pick_device
 from ..core.tags import DEFAULT_TAG, TAGS
 from ..data.loader import AUGMENTATIONS
+from .config import RunOptions, resolve_config
 from .distributed import init_distributed, shutdown
 from .engine import NonFiniteLoss, Trainer
 from .finetune import FREEZE_HELP, HEAD_CHOICES
@@ -142,7 +144,8 @@ def train(argv: Optional[list[str]] = None) -> dict[str, Any]:
         device = torch.device("cuda", env.local_rank)
         torch.cuda.set_device(device)
     try:
-        return Trainer(args, env, device, command).fit()
+        options = RunOptions.from_args(args)
+        return Trainer(resolve_config(args, options.run_dir), options, env, device, command).fit()
     finally:
         shutdown(env)
 

@@ -5,16 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from ..core.choices import check_choice
 from ..core.cli import parse_model_kwargs
 from ..core.errors import UsageError
 from ..core.tags import DEFAULT_TAG
 from ..models.variants import VARIANTS
+from .checkpoint import POINTER, CheckpointError
 from .recipes import RECIPES, Recipe, check_recipe, resolve_recipe
+from .run import CONFIG_NAME, RunError
 
 # Settings of a run that --resume takes from config.json; given again, they must agree.
 RUN_SETTINGS = (
@@ -77,15 +79,83 @@ DEFAULTS: dict[str, Any] = dict(
 )
 
 
-@dataclass
-class RunConfig:
-    """The complete settings of a run, as written to ``config.json``."""
+@dataclass(frozen=True)
+class TrainConfig:
+    """The complete, typed settings of a run — what ``config.json`` records — built once: from the
+    command line and the defaults, or on ``--resume`` from the run's ``config.json`` (see
+    :func:`resolve_config`). Frozen: what set-up learns later (the architecture inherited from
+    initial weights, where those came from) makes a new one with :func:`dataclasses.replace`.
 
-    settings: dict[str, Any]
+    ``recipe_name`` is the recipe asked for (``config.json``'s ``recipe``), ``recipe`` the complete
+    resolved settings (its ``recipe_settings``); ``record`` holds what the file says beyond the
+    settings (the data's sha256, the hardware, versions, the resumes, the initial weights, ...)."""
+
+    model: str
+    dataset: str
+    recipe_name: str
+    model_kwargs: dict[str, Any]
+    precision: str
+    channels_last: bool
+    compile: bool
+    seed: int
+    accum_steps: int
+    pad_to: int
+    image_size: Optional[int]
+    channels: Optional[int]
+    pretrained: bool
+    init_tag: str
+    init_from: Optional[str]
+    head: str
+    freeze: Optional[str]
+    head_lr_mult: float
     recipe: Recipe
+    record: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], recipe: Recipe) -> TrainConfig:
+        """From ``config.json``'s keys (a setting an older run did not record takes its default)."""
+        settings = {k: data.get(k, DEFAULTS[k]) for k in RUN_SETTINGS}
+        settings["model_kwargs"] = dict(settings["model_kwargs"])
+        record = {k: v for k, v in data.items() if k not in RUN_SETTINGS and k != "recipe_settings"}
+        return cls(**{SETTING_FIELDS.get(k, k): v for k, v in settings.items()}, recipe=recipe, record=record)
 
     def to_json(self) -> dict[str, Any]:
-        return {**self.settings, "recipe_settings": asdict(self.recipe)}
+        """``config.json``'s keys: every setting, the record, then ``recipe_settings``."""
+        settings = {k: getattr(self, SETTING_FIELDS.get(k, k)) for k in RUN_SETTINGS}
+        return {**settings, **self.record, "recipe_settings": asdict(self.recipe)}
+
+
+SETTING_FIELDS = {"recipe": "recipe_name"}  # config.json's key → TrainConfig's field, where they differ
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How this invocation runs the run — not part of its settings, never in ``config.json``."""
+
+    run_dir: Path
+    resume: bool = False
+    data: Optional[str] = None
+    download: bool = False
+    checkpoint_every: int = 0
+    quiet: bool = False
+    log_every: float = 120.0
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> RunOptions:
+        """The options of the command line, checked against the run folder before anything is read."""
+        if args.checkpoint_every < 0:
+            raise UsageError(f"--checkpoint-every {args.checkpoint_every}: expected 0 (per epoch) or a number of steps")
+        run_dir = Path(args.out) if args.out else default_out(args)
+        if args.resume and not (run_dir / CONFIG_NAME).exists():
+            raise RunError(f"--resume: no run to continue in {run_dir} (no config.json)")
+        if not args.resume and (run_dir / POINTER).exists():
+            raise RunError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
+        if args.resume and not (run_dir / POINTER).exists():
+            raise CheckpointError(
+                f"--resume: the run in {run_dir} stopped before its first checkpoint, so there is nothing to "
+                "resume; run the same command without --resume to start it again"
+            )
+        return cls(run_dir, args.resume, args.data, args.download, args.checkpoint_every, args.quiet, args.log_every)
 
 
 def saved_config(path: Path) -> dict[str, Any]:
@@ -102,8 +172,9 @@ def saved_config(path: Path) -> dict[str, Any]:
     return saved
 
 
-def resolve_config(args: argparse.Namespace, run_dir: Path) -> RunConfig:
-    """Settings from the command line and defaults, or — with ``--resume`` — from the run folder."""
+def resolve_config(args: argparse.Namespace, run_dir: Path) -> TrainConfig:
+    """The run's :class:`TrainConfig`: from the command line and the defaults, or — with ``--resume`` —
+    from the run folder's ``config.json`` (only the resumable recipe settings may change)."""
     given = {k: getattr(args, k) for k in RUN_SETTINGS if k != "model_kwargs" and getattr(args, k) is not None}
     if args.model_kwargs is not None:
         given["model_kwargs"] = parse_model_kwargs(args.model_kwargs)
@@ -126,9 +197,7 @@ def resolve_config(args: argparse.Namespace, run_dir: Path) -> RunConfig:
         changed = {k: v for k, v in overrides.items() if saved_recipe.get(k) != v}
         recipe = check_recipe(Recipe(**{**saved_recipe, "milestones": tuple(saved_recipe["milestones"]), **changed}))
         resumes = [*saved.get("resumes", []), dict(at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), changed=changed)]
-        settings = {**saved, "resumes": resumes}
-        settings.pop("recipe_settings")
-        return RunConfig(settings, recipe)
+        return TrainConfig.from_json({**saved, "resumes": resumes}, recipe)
     settings = {**DEFAULTS, **given}
     if settings["accum_steps"] < 1:
         accum = settings["accum_steps"]
@@ -137,7 +206,7 @@ def resolve_config(args: argparse.Namespace, run_dir: Path) -> RunConfig:
     check_choice("model", settings["model"], VARIANTS)  # before any data is read
     dataset_key = Path(settings["dataset"]).name.removesuffix(".zip")
     recipe = resolve_recipe(settings["recipe"], dataset_key, settings["model"], overrides)
-    return RunConfig(settings, recipe)
+    return TrainConfig.from_json(settings, recipe)
 
 
 def default_out(args: argparse.Namespace) -> Path:

@@ -8,12 +8,12 @@ guard and a clean stop on SIGINT/SIGTERM; :meth:`Trainer.end_epoch` writes the e
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
 import time
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -30,21 +30,19 @@ from ..core.hardware import autocast_context, describe_hardware
 from ..data.datasets import ImageDataset, load_dataset, split_train_val
 from ..data.loader import EpochPlan, Materializer, resize_batch
 from .checkpoint import (
-    POINTER,
-    CheckpointError,
     TrainingState,
     load_checkpoint,
     remove_leftovers,
     save_checkpoint,
 )
-from .config import default_out, resolve_config
+from .config import RunOptions, TrainConfig
 from .distributed import DistEnv, all_reduce_sum, barrier, broadcast_buffers
 from .evaluation import evaluate_split
 from .finetune import apply_init, freeze, hold_frozen_norms, optimizer_groups, resolve_init
 from .log import append_steps, plot_curve, read_metrics, read_steps, write_metrics, write_steps
 from .progress import PlainProgress, StopSignal, progress_bar, rng_state, set_rng_state
 from .recipes import low_res_at, lr_factor
-from .run import CONFIG_NAME, RunError, build_model, make_run_dir
+from .run import RunError, build_model, make_run_dir
 
 EVAL_BATCH_SIZE = 512
 
@@ -62,36 +60,26 @@ class NonFiniteLoss(RuntimeError):
 class Trainer:
     """One training run, set up from the command line and ready to :meth:`fit`."""
 
-    def __init__(self, args: argparse.Namespace, env: DistEnv, device: torch.device, command: str) -> None:
-        self.env, self.device, self.quiet = env, device, args.quiet
-        self.run_dir = Path(args.out) if args.out else default_out(args)
-        if args.resume and not (self.run_dir / CONFIG_NAME).exists():
-            raise RunError(f"--resume: no run to continue in {self.run_dir} (no config.json)")
-        if not args.resume and (self.run_dir / POINTER).exists():
-            raise RunError(f"{self.run_dir} already holds a run; pass --resume to continue it or choose another --out")
-        if args.checkpoint_every < 0:
-            raise UsageError(f"--checkpoint-every {args.checkpoint_every}: expected 0 (per epoch) or a number of steps")
-        if args.resume and not (self.run_dir / POINTER).exists():
-            raise CheckpointError(
-                f"--resume: the run in {self.run_dir} stopped before its first checkpoint, so there is nothing to "
-                "resume; run the same command without --resume to start it again"
-            )
-        self.config = resolve_config(args, self.run_dir)
+    def __init__(self, config: TrainConfig, options: RunOptions, env: DistEnv, device: torch.device, command: str):
+        self.env, self.device, self.options = env, device, options
+        self.run_dir = options.run_dir
+        self.config = config
         if env.is_main:
             make_run_dir(self.run_dir)
-        s, recipe = self.settings, self.recipe = self.config.settings, self.config.recipe
-        if recipe.batch_size % (env.world_size * s["accum_steps"]):
+        c = config
+        recipe = self.recipe = config.recipe
+        if recipe.batch_size % (env.world_size * c.accum_steps):
             raise UsageError(
                 f"batch size {recipe.batch_size} must divide by world size {env.world_size} "
-                f"× accum steps {s['accum_steps']}"
+                f"× accum steps {c.accum_steps}"
             )
-        init = None if args.resume else resolve_init(s["model"], s["init_from"], s["pretrained"], s["init_tag"])
+        init = None if options.resume else resolve_init(c.model, c.init_from, c.pretrained, c.init_tag)
         dataset = load_dataset(
-            s["dataset"], data_dir=args.data, download=args.download, image_size=s["image_size"], channels=s["channels"]
+            c.dataset, data_dir=options.data, download=options.download, image_size=c.image_size, channels=c.channels
         )
         self.dataset_name = dataset.name
-        train_split, val_split = split_train_val(dataset, recipe.val_size, s["seed"])
-        torch.manual_seed(s["seed"])
+        train_split, val_split = split_train_val(dataset, recipe.val_size, c.seed)
+        torch.manual_seed(c.seed)
         self.raw_model = self._build_model(dataset, init)
         # timm's EMA with its decay warmup (1 - (1 + step)^-3/4, capped at ema_decay): early steps do not
         # hold the average at the initial weights; buffers (BN running statistics) are averaged like weights
@@ -101,20 +89,20 @@ class Trainer:
             else None
         )
         self.optimizer = torch.optim.SGD(
-            optimizer_groups(self.raw_model, s["head_lr_mult"]),
+            optimizer_groups(self.raw_model, c.head_lr_mult),
             lr=recipe.lr,
             momentum=recipe.momentum,
             nesterov=recipe.nesterov,
             weight_decay=recipe.weight_decay,
         )
-        self.plan = EpochPlan(len(train_split), recipe.batch_size, s["seed"])
+        self.plan = EpochPlan(len(train_split), recipe.batch_size, c.seed)
         self.steps_per_epoch = len(self.plan)
         self.total_epochs = math.ceil(recipe.epochs)
         self.total_steps = max(1, round(recipe.epochs * self.steps_per_epoch))  # a fraction of an epoch: ≥ 1 step
 
         self.state = TrainingState(0, 0, 0, {}, {}, {})
         self.pending_config: Optional[dict[str, Any]] = None
-        if args.resume:
+        if options.resume:
             if env.is_main:
                 remove_leftovers(self.run_dir)
             self.state = load_checkpoint(self.run_dir, self.raw_model, self.ema_model)
@@ -129,28 +117,28 @@ class Trainer:
         barrier(env)
 
         self.model: nn.Module = self.raw_model
-        if s["compile"]:
+        if c.compile:
             self.model = torch.compile(self.model)
         self.eval_model = self.model  # never the DDP wrapper: evaluation runs a different number of batches per rank
         if env.enabled:
             device_ids = [device.index] if device.type == "cuda" else None
             self.model = nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
 
-        make = dict(device=device, channels_last=s["channels_last"], pad_to=s["pad_to"])
+        make = dict(device=device, channels_last=c.channels_last, pad_to=c.pad_to)
         self.train_data = Materializer(train_split, dataset.mean, dataset.std, recipe.augment, **make)
         self.eval_sets = {"test": Materializer(dataset.split("test"), dataset.mean, dataset.std, **make)}
         if val_split is not None:
             self.eval_sets = {"val": Materializer(val_split, dataset.mean, dataset.std, **make), **self.eval_sets}
         # the metrics rows as far as the checkpoint goes (a kill between writing a row and its checkpoint
         # leaves one row more: that epoch is trained again)
-        self.rows = [r for r in read_metrics(self.run_dir) if r["epoch"] <= self.state.epoch] if args.resume else []
+        self.rows = [r for r in read_metrics(self.run_dir) if r["epoch"] <= self.state.epoch] if options.resume else []
         # the per-step log, as far as the checkpoint goes (steps logged after it are trained again)
-        self.steps = [r for r in read_steps(self.run_dir) if r["step"] <= self.state.global_step] if args.resume else []
+        self.steps = (
+            [r for r in read_steps(self.run_dir) if r["step"] <= self.state.global_step] if options.resume else []
+        )
         self.steps_on_disk: Optional[int] = None  # rows of self.steps in steps.jsonl; None: rewrite it at first save
-        self.show_bar = env.is_main and not args.quiet and sys.stderr.isatty()
-        self.plain_log = env.is_main and not args.quiet and not sys.stderr.isatty()
-        self.log_every = args.log_every
-        self.checkpoint_every = args.checkpoint_every
+        self.show_bar = env.is_main and not options.quiet and sys.stderr.isatty()
+        self.plain_log = env.is_main and not options.quiet and not sys.stderr.isatty()
 
     @property
     def ema_model(self) -> Optional[nn.Module]:
@@ -176,17 +164,19 @@ class Trainer:
         )
 
     def _build_model(self, dataset: ImageDataset, init: Any) -> nn.Module:
-        """The model on its device: initial weights loaded, frozen parameters frozen."""
-        s = self.settings
+        """The model on its device: initial weights loaded, frozen parameters frozen. What this learns
+        (the initial weights' architecture, where they came from, how many tensors froze) goes into
+        a new :attr:`config`."""
+        c = self.config
         if init is not None:  # the initial weights' architecture (e.g. widths), unless the command line sets it
             inherited = {k: v for k, v in init.model_args.items() if k not in ("num_classes", "in_chans")}
-            s["model_kwargs"] = inherited | s["model_kwargs"]
-        model = build_model(s, num_classes=dataset.num_classes, in_chans=dataset.input_size[0])
-        if init is not None:
-            s["init"] = apply_init(model, s["model"], init, s["head"])
-        s["frozen_tensors"] = len(freeze(model, s["freeze"]))
+            c = replace(c, model_kwargs=inherited | c.model_kwargs)
+        model = build_model(c.to_json(), num_classes=dataset.num_classes, in_chans=dataset.input_size[0])
+        learned = {"init": apply_init(model, c.model, init, c.head)} if init is not None else {}
+        learned["frozen_tensors"] = len(freeze(model, c.freeze))
+        self.config = replace(c, record={**c.record, **learned})
         model = model.to(self.device)
-        memory_format = torch.channels_last if s["channels_last"] else torch.contiguous_format
+        memory_format = torch.channels_last if c.channels_last else torch.contiguous_format
         return model.to(memory_format=memory_format)
 
     def _write_config(self, dataset: ImageDataset, train_split: Any, val_split: Any, command: str) -> None:
@@ -244,7 +234,7 @@ class Trainer:
         # A resumed epoch starts from the sums saved at the stop (already reduced over ranks: rank 0 holds them).
         restored = start and env.is_main
         progress = PlainProgress(
-            epoch, self.total_epochs, start, epoch_steps, self.log_every if self.plain_log else None
+            epoch, self.total_epochs, start, epoch_steps, self.options.log_every if self.plain_log else None
         )
         sums = torch.tensor(
             [state.partial.get(k, 0.0) for k in ("loss", "correct", "count")] if restored else [0.0, 0.0, 0.0],
@@ -295,7 +285,7 @@ class Trainer:
             if step + 1 == epoch_steps:  # the epoch's end saves (end_epoch)
                 continue
             stopping = flags[1] > 0
-            if stopping or (self.checkpoint_every and (step + 1) % self.checkpoint_every == 0):
+            if stopping or (self.options.checkpoint_every and (step + 1) % self.options.checkpoint_every == 0):
                 self.save(epoch, step + 1, all_reduce_sum(sums.clone(), env), elapsed + time.perf_counter() - tic)
             if stopping:
                 bar.close()
@@ -314,7 +304,7 @@ class Trainer:
         """Forward and backward of this rank's share of one global batch, in ``accum_steps`` micro-batches,
         at ``side``×``side`` pixels where ``side`` is not 0 (progressive resizing); returns its
         (loss × images, correct, images) sums. The optimiser step is the caller's."""
-        s, env, accum = self.settings, self.env, self.settings["accum_steps"]
+        c, env, accum = self.config, self.env, self.config.accum_steps
         step_sums = torch.zeros(3, dtype=torch.float64)
         for k in range(accum):
             x, y = self.train_data(local.shard(k, accum))
@@ -322,7 +312,7 @@ class Trainer:
                 x = resize_batch(x, side)
             sync = self.model.no_sync() if env.enabled and k < accum - 1 else nullcontext()
             with sync:
-                with autocast_context(s["precision"], self.device):
+                with autocast_context(c.precision, self.device):
                     logits = self.model(x)
                     loss = F.cross_entropy(logits.float(), y, label_smoothing=self.recipe.label_smoothing)
                 (loss / accum).backward()
@@ -347,7 +337,7 @@ class Trainer:
         broadcast_buffers(self.raw_model, self.env)
         models = {"": self.eval_model} | ({"ema_": self.ema_model} if self.ema_model is not None else {})
         last = epoch + 1 == self.total_epochs
-        precision = self.settings["precision"]
+        precision = self.config.precision
         for prefix, model in models.items():
             for split, data in self.eval_sets.items():
                 result = evaluate_split(model, data, EVAL_BATCH_SIZE, precision, self.env)
@@ -363,9 +353,9 @@ class Trainer:
         self.save(epoch + 1, 0, None, 0.0)
         self.pending_config = None
         if self.env.is_main:
-            title = f"{self.settings['model']} on {self.dataset_name} ({self.settings['recipe']})"
+            title = f"{self.config.model} on {self.dataset_name} ({self.config.recipe_name})"
             plot_curve(self.run_dir, self.rows, self.steps, title)
-            if self.quiet or not sys.stderr.isatty():
+            if self.options.quiet or not sys.stderr.isatty():
                 summary = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch")
                 print(f"epoch {epoch + 1}/{self.total_epochs}: {summary}", file=sys.stderr, flush=True)
         return row
