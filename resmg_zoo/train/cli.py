@@ -35,8 +35,9 @@ from ..core.tags import DEFAULT_TAG, TAGS
 from ..data.loader import AUGMENTATIONS
 from .config import RunOptions, resolve_config
 from .distributed import init_distributed, shutdown
-from .engine import NonFiniteLoss, Trainer
+from .engine import Trainer
 from .finetune import FREEZE_HELP, HEAD_CHOICES
+from .progress import NonFiniteLoss
 from .recipes import RECIPES, SCHEDULES
 
 

@@ -14,7 +14,6 @@ import sys
 import time
 from contextlib import nullcontext
 from dataclasses import replace
-from pathlib import Path
 from typing import Any, Optional
 
 import timm
@@ -40,37 +39,45 @@ from .distributed import DistEnv, all_reduce_sum, barrier, broadcast_buffers
 from .evaluation import evaluate_split
 from .finetune import apply_init, freeze, hold_frozen_norms, optimizer_groups, resolve_init
 from .log import append_steps, plot_curve, read_metrics, read_steps, write_metrics, write_steps
-from .progress import PlainProgress, StopSignal, progress_bar, rng_state, set_rng_state
+from .progress import NonFiniteLoss, PlainProgress, StopSignal, progress_bar, rng_state, set_rng_state
 from .recipes import low_res_at, lr_factor
 from .run import RunError, build_model, make_run_dir
 
 EVAL_BATCH_SIZE = 512
 
 
-class NonFiniteLoss(RuntimeError):
-    """The loss became NaN/inf: training stops and the last good checkpoint is kept."""
-
-    def __init__(self, epoch: int, step: int, run_dir: Path) -> None:
-        super().__init__(
-            f"non-finite loss at epoch {epoch + 1}, step {step + 1}: training stopped. The last good checkpoint "
-            f"in {run_dir} is kept; lower --lr or use --precision fp32, then --resume."
-        )
-
-
 class Trainer:
     """One training run, set up from the command line and ready to :meth:`fit`."""
 
     def __init__(self, config: TrainConfig, options: RunOptions, env: DistEnv, device: torch.device, command: str):
+        """Set up in the order that makes a resumed run exact: the data, the model (seeded), the
+        optimiser, the checkpoint or a new ``config.json``, the wrapped model, the batches, the logs."""
         self.env, self.device, self.options = env, device, options
-        self.run_dir = options.run_dir
-        self.config = config
+        self.run_dir, self.config, self.recipe = options.run_dir, config, config.recipe
         if env.is_main:
             make_run_dir(self.run_dir)
-        c = config
-        recipe = self.recipe = config.recipe
-        if recipe.batch_size % (env.world_size * c.accum_steps):
+        dataset, train_split, val_split, init = self._load_data()
+        torch.manual_seed(config.seed)
+        self.raw_model = self._build_model(dataset, init)
+        self._make_optimizer(len(train_split))
+        self._start_or_resume(dataset, train_split, val_split, command)
+        self._wrap_model()
+        make = dict(device=device, channels_last=config.channels_last, pad_to=config.pad_to)
+        self.train_data = Materializer(train_split, dataset.mean, dataset.std, self.recipe.augment, **make)
+        self.eval_sets = {"test": Materializer(dataset.split("test"), dataset.mean, dataset.std, **make)}
+        if val_split is not None:
+            self.eval_sets = {"val": Materializer(val_split, dataset.mean, dataset.std, **make), **self.eval_sets}
+        self._restore_logs()
+        self.show_bar = env.is_main and not options.quiet and sys.stderr.isatty()
+        self.plain_log = env.is_main and not options.quiet and not sys.stderr.isatty()
+
+    def _load_data(self) -> tuple[ImageDataset, Any, Any, Any]:
+        """The dataset and its train/validation splits, and the initial weights of a new run (checked
+        first: a batch that does not divide among the ranks and micro-batches)."""
+        c, options, env = self.config, self.options, self.env
+        if self.recipe.batch_size % (env.world_size * c.accum_steps):
             raise UsageError(
-                f"batch size {recipe.batch_size} must divide by world size {env.world_size} "
+                f"batch size {self.recipe.batch_size} must divide by world size {env.world_size} "
                 f"× accum steps {c.accum_steps}"
             )
         init = None if options.resume else resolve_init(c.model, c.init_from, c.pretrained, c.init_tag)
@@ -78,9 +85,12 @@ class Trainer:
             c.dataset, data_dir=options.data, download=options.download, image_size=c.image_size, channels=c.channels
         )
         self.dataset_name = dataset.name
-        train_split, val_split = split_train_val(dataset, recipe.val_size, c.seed)
-        torch.manual_seed(c.seed)
-        self.raw_model = self._build_model(dataset, init)
+        train_split, val_split = split_train_val(dataset, self.recipe.val_size, c.seed)
+        return dataset, train_split, val_split, init
+
+    def _make_optimizer(self, train_images: int) -> None:
+        """The EMA copy (where the recipe keeps one), SGD, and the plan of epochs and steps."""
+        recipe = self.recipe
         # timm's EMA with its decay warmup (1 - (1 + step)^-3/4, capped at ema_decay): early steps do not
         # hold the average at the initial weights; buffers (BN running statistics) are averaged like weights
         self.ema: Optional[ModelEmaV3] = (
@@ -89,56 +99,53 @@ class Trainer:
             else None
         )
         self.optimizer = torch.optim.SGD(
-            optimizer_groups(self.raw_model, c.head_lr_mult),
+            optimizer_groups(self.raw_model, self.config.head_lr_mult),
             lr=recipe.lr,
             momentum=recipe.momentum,
             nesterov=recipe.nesterov,
             weight_decay=recipe.weight_decay,
         )
-        self.plan = EpochPlan(len(train_split), recipe.batch_size, c.seed)
+        self.plan = EpochPlan(train_images, recipe.batch_size, self.config.seed)
         self.steps_per_epoch = len(self.plan)
         self.total_epochs = math.ceil(recipe.epochs)
         self.total_steps = max(1, round(recipe.epochs * self.steps_per_epoch))  # a fraction of an epoch: ≥ 1 step
 
+    def _start_or_resume(self, dataset: ImageDataset, train_split: Any, val_split: Any, command: str) -> None:
+        """A new run writes its ``config.json``; a resumed one loads its checkpoint (weights, optimiser,
+        RNG) and records the resume in ``config.json`` with its first checkpoint."""
         self.state = TrainingState(0, 0, 0, {}, {}, {})
         self.pending_config: Optional[dict[str, Any]] = None
-        if options.resume:
-            if env.is_main:
+        if self.options.resume:
+            if self.env.is_main:
                 remove_leftovers(self.run_dir)
             self.state = load_checkpoint(self.run_dir, self.raw_model, self.ema_model)
             self._check_something_left()
             self.optimizer.load_state_dict(self.state.optimizer)
-            set_rng_state(self.state.rng, device)
+            set_rng_state(self.state.rng, self.device)
             # config.json records the resume with its changes once the resumed run saves its first checkpoint
             # (a resume that fails at once, e.g. a NaN with a new --lr, leaves the run's record as it was)
             self.pending_config = self.config.to_json()
-        elif env.is_main:
+        elif self.env.is_main:
             self._write_config(dataset, train_split, val_split, command)
-        barrier(env)
+        barrier(self.env)
 
+    def _wrap_model(self) -> None:
+        """``torch.compile`` where asked, DDP across ranks; evaluation uses the unwrapped model."""
         self.model: nn.Module = self.raw_model
-        if c.compile:
+        if self.config.compile:
             self.model = torch.compile(self.model)
         self.eval_model = self.model  # never the DDP wrapper: evaluation runs a different number of batches per rank
-        if env.enabled:
-            device_ids = [device.index] if device.type == "cuda" else None
+        if self.env.enabled:
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
 
-        make = dict(device=device, channels_last=c.channels_last, pad_to=c.pad_to)
-        self.train_data = Materializer(train_split, dataset.mean, dataset.std, recipe.augment, **make)
-        self.eval_sets = {"test": Materializer(dataset.split("test"), dataset.mean, dataset.std, **make)}
-        if val_split is not None:
-            self.eval_sets = {"val": Materializer(val_split, dataset.mean, dataset.std, **make), **self.eval_sets}
-        # the metrics rows as far as the checkpoint goes (a kill between writing a row and its checkpoint
-        # leaves one row more: that epoch is trained again)
-        self.rows = [r for r in read_metrics(self.run_dir) if r["epoch"] <= self.state.epoch] if options.resume else []
-        # the per-step log, as far as the checkpoint goes (steps logged after it are trained again)
-        self.steps = (
-            [r for r in read_steps(self.run_dir) if r["step"] <= self.state.global_step] if options.resume else []
-        )
+    def _restore_logs(self) -> None:
+        """The metrics rows and per-step log as far as the checkpoint goes (what was logged after it
+        is trained again; a kill between a row and its checkpoint leaves one row more)."""
+        resumed = self.options.resume
+        self.rows = [r for r in read_metrics(self.run_dir) if r["epoch"] <= self.state.epoch] if resumed else []
+        self.steps = [r for r in read_steps(self.run_dir) if r["step"] <= self.state.global_step] if resumed else []
         self.steps_on_disk: Optional[int] = None  # rows of self.steps in steps.jsonl; None: rewrite it at first save
-        self.show_bar = env.is_main and not options.quiet and sys.stderr.isatty()
-        self.plain_log = env.is_main and not options.quiet and not sys.stderr.isatty()
 
     @property
     def ema_model(self) -> Optional[nn.Module]:

@@ -1,14 +1,26 @@
-"""What the training loop reports and obeys around its steps: SIGINT/SIGTERM turned into a flag, the
-progress shown (a bar on a terminal, a plain line elsewhere), and the RNG state a checkpoint keeps."""
+"""What the training loop reports and obeys around its steps: SIGINT/SIGTERM turned into a flag, a
+non-finite loss turned into a stop, the progress shown (a bar on a terminal, a plain line elsewhere),
+and the RNG state a checkpoint keeps."""
 
 from __future__ import annotations
 
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import Any, Optional
 
 import torch
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN/inf: training stops and the last good checkpoint is kept."""
+
+    def __init__(self, epoch: int, step: int, run_dir: Path) -> None:
+        super().__init__(
+            f"non-finite loss at epoch {epoch + 1}, step {step + 1}: training stopped. The last good checkpoint "
+            f"in {run_dir} is kept; lower --lr or use --precision fp32, then --resume."
+        )
 
 
 class StopSignal:
