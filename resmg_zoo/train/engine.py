@@ -355,13 +355,13 @@ class Trainer:
         row["train_seconds_total"] = (self.rows[-1]["train_seconds_total"] if self.rows else 0.0) + seconds
         self.rows.append(row)
         self.state.epoch, self.state.step_in_epoch = epoch + 1, 0
-        if self.env.is_main:  # before the checkpoint: a kill between the two leaves no checkpoint without its row
-            write_metrics(self.run_dir, self.rows)
+        if self.env.is_main:  # before the checkpoint: a kill between them leaves no checkpoint without its row
+            write_metrics(self.run_dir, self.rows)  # or its curve (a resume then cleans up and redoes the epoch)
+            title = f"{self.config.model} on {self.dataset_name} ({self.config.recipe_name})"
+            plot_curve(self.run_dir, self.rows, self.steps, title)
         self.save(epoch + 1, 0, None, 0.0)
         self.pending_config = None
         if self.env.is_main:
-            title = f"{self.config.model} on {self.dataset_name} ({self.config.recipe_name})"
-            plot_curve(self.run_dir, self.rows, self.steps, title)
             if self.options.quiet or not sys.stderr.isatty():
                 summary = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch")
                 print(f"epoch {epoch + 1}/{self.total_epochs}: {summary}", file=sys.stderr, flush=True)
