@@ -42,10 +42,6 @@ def published_model(entry: dict[str, Any], weights: Path) -> torch.nn.Module:
     return model.to(memory_format=torch.channels_last).eval()
 
 
-def entry_dataset(entry: dict[str, Any], data_dir: Optional[str] = None) -> ImageDataset:
-    return load_dataset(entry["dataset"], data_dir=data_dir)
-
-
 def count_correct(model: torch.nn.Module, dataset: ImageDataset, split: ImageSplit) -> dict[str, Any]:
     data = Materializer(split, dataset.mean, dataset.std, channels_last=True)
     result = evaluate_split(model, data, BATCH, "fp32", DistEnv())
@@ -55,7 +51,7 @@ def count_correct(model: torch.nn.Module, dataset: ImageDataset, split: ImageSpl
 def measure_claim(entry: dict[str, Any], folder: Path, data_dir: Optional[str] = None) -> dict[str, Any]:
     """The ``check`` record of an entry: full test top-1 and the subset's exact count, in fp32."""
     model = published_model(entry, folder / WEIGHTS_NAME)
-    dataset = entry_dataset(entry, data_dir)
+    dataset = load_dataset(entry["dataset"], data_dir=data_dir)
     full = count_correct(model, dataset, dataset.split("test"))
     subset = count_correct(model, dataset, stratified_subset(dataset.split("test")))
     return dict(
