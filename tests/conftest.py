@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Optional
 
 import pytest
 import torch
@@ -24,9 +25,24 @@ WIDTHS = "8,16,16,32"
 TINY_TRAIN = ["--model", MODEL, "--model-kwargs", f"widths={WIDTHS}", "--quiet"]
 
 
-def tiny_train_args(data: Path, out: Path, *extra: str) -> list[str]:
-    """``train`` arguments for the tiny model on ``data`` (batch 50, the paper's recipe) into ``out``."""
-    return [*TINY_TRAIN, "--dataset", str(data), "--recipe", "paper", "--batch-size", "50", "--out", str(out), *extra]
+def tiny_train_args(data: Path, out: Path, *extra: str, precision: Optional[str] = "fp32") -> list[str]:
+    """``train`` arguments for the tiny model on ``data`` (batch 50, the paper's recipe) into ``out``, in
+    fp32 (the same numbers on every machine, and as the tools re-evaluate them); ``precision=None``:
+    no ``--precision``, so train's ``auto``."""
+    chosen = ["--precision", precision] if precision else []
+    return [
+        *TINY_TRAIN,
+        *chosen,
+        "--dataset",
+        str(data),
+        "--recipe",
+        "paper",
+        "--batch-size",
+        "50",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 @pytest.fixture(autouse=True)
@@ -70,6 +86,8 @@ def run(digits: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         "2",
         "--batch-size",
         "50",
+        "--precision",
+        "fp32",
         "--quiet",
         "--out",
         str(out),

@@ -8,10 +8,13 @@ import os
 import platform
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from .errors import UsageError
 
 
 def cpu_name() -> str:
@@ -63,24 +66,56 @@ def matmul_peak(dtype: torch.dtype, sizes: tuple[int, ...] = (1024, 2048), flops
 
 
 BF16_MARGIN = 1.2  # bf16 is chosen on a CPU only where its matmul peak is at least this many times fp32's
+PRECISIONS = ("auto", "fp32", "bf16")  # what --precision takes; auto resolves to one of the other two
+
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    """The precision a run computes in (``fp32`` or ``bf16`` autocast) and why: what was asked for,
+    or what :func:`choose_precision` measured. Printed at a run's start and recorded beside it."""
+
+    precision: str
+    reason: str
 
 
 @functools.cache
-def preferred_precision(device: str = "cpu") -> str:
-    """``"bf16"`` where bf16 autocast is the faster precision on ``device``, else ``"fp32"``.
+def _measured_choice(device_type: str) -> PrecisionChoice:
+    """The faster precision on this machine, measured once per process (about 0.2 s on a CPU)."""
+    if device_type == "cuda":
+        return PrecisionChoice("bf16", "auto: bf16 on CUDA")
+    if not native_bf16("cpu"):
+        return PrecisionChoice(
+            "fp32", "auto: fp32, this CPU has no bf16 hardware (AVX512-BF16 or AMX), so bf16 would be emulated"
+        )
+    # two alternating rounds, the best of each: a process's first matmuls can run at half speed
+    rounds = [(matmul_peak(torch.float32, (1024,), 5e9), matmul_peak(torch.bfloat16, (1024,), 5e9)) for _ in range(2)]
+    fp32, bf16 = (max(r[i] for r in rounds) for i in (0, 1))
+    ratio = bf16 / fp32
+    precision = "bf16" if ratio >= BF16_MARGIN else "fp32"
+    return PrecisionChoice(
+        precision,
+        f"auto: {precision}, the bf16 matmul peak measured here is {ratio:.2f}x the fp32 one "
+        f"({bf16 / 1e9:.0f} vs {fp32 / 1e9:.0f} GFLOP/s on {cpu_name()}; bf16 needs {BF16_MARGIN:g}x)",
+    )
 
-    CUDA: bf16. A CPU: bf16 only where it has bf16 hardware (:func:`native_bf16`) *and* its bf16
-    matmul peak is at least :data:`BF16_MARGIN` times the fp32 one, measured here in about a second
-    (once per process). Having the hardware is not enough: a 2-core Intel Xeon with AVX512-BF16 and
-    no AMX trains 25 % slower in bf16, an AMD EPYC with AVX512-BF16 about 2× faster
-    (``docs/measurements.md``, "Speed on an Intel Xeon …").
-    """
-    if torch.device(device).type == "cuda":
-        return "bf16"
-    if not native_bf16(device):
-        return "fp32"
-    faster = matmul_peak(torch.bfloat16) >= BF16_MARGIN * matmul_peak(torch.float32)
-    return "bf16" if faster else "fp32"
+
+def choose_precision(asked: str, device: torch.device | str = "cpu") -> PrecisionChoice:
+    """``fp32`` or ``bf16`` as asked, or for ``auto`` the faster one on ``device``: bf16 on CUDA; on a
+    CPU bf16 only where it has bf16 hardware (:func:`native_bf16`) *and* its bf16 matmul peak is at
+    least :data:`BF16_MARGIN` times the fp32 one (timed once per process). The hardware alone does not
+    decide: a 2-core Intel Xeon with AVX512-BF16 and no AMX trains 25 % slower in bf16, an AMD EPYC
+    with AVX512-BF16 about 2× faster, an AMX Xeon 2.8× faster (``docs/measurements.md``)."""
+    if asked not in PRECISIONS:
+        raise UsageError(f"precision {asked!r}: expected one of {', '.join(PRECISIONS)}")
+    if asked != "auto":
+        return PrecisionChoice(asked, f"{asked}, as asked (--precision {asked})")
+    return _measured_choice(torch.device(device).type)
+
+
+def preferred_precision(device: str = "cpu") -> str:
+    """``"bf16"`` where bf16 autocast is the faster precision on ``device``, else ``"fp32"``
+    (:func:`choose_precision` of ``auto``)."""
+    return choose_precision("auto", device).precision
 
 
 def pick_device(name: str) -> torch.device:

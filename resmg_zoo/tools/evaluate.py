@@ -18,7 +18,7 @@ import torch
 
 from ..core.cli import EXIT_USAGE, parse_model_kwargs
 from ..core.errors import UsageError
-from ..core.hardware import pick_device
+from ..core.hardware import PRECISIONS, choose_precision, pick_device
 from ..data.datasets import DatasetError, load_dataset, split_train_val
 from ..data.loader import Materializer
 from ..train.checkpoint import CheckpointError
@@ -45,7 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="test-time augmentation: average the logits of each image and its mirror",
     )
     p.add_argument("--batch-size", type=int, default=512)
-    p.add_argument("--precision", default=None, choices=("fp32", "bf16"), help="default: the run's, else fp32")
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=PRECISIONS,
+        help="auto: bf16 where it is measured faster here, else fp32 (the output says which and why)",
+    )
     p.add_argument("--device", default="auto")
     return p
 
@@ -87,7 +92,7 @@ def run_evaluation(argv: Optional[list[str]] = None) -> dict[str, Any]:
         model = timm.create_model(model_name, **kwargs)
         load_weights(model, weights, f"--weights {weights} ({model_name}, {kwargs})")
     device = pick_device(args.device)
-    precision = args.precision or config.get("precision", "fp32")
+    choice = choose_precision(args.precision, device)
     model.to(device)
     if config.get("channels_last"):
         model.to(memory_format=torch.channels_last)
@@ -99,7 +104,9 @@ def run_evaluation(argv: Optional[list[str]] = None) -> dict[str, Any]:
         channels_last=bool(config.get("channels_last")),
         pad_to=config.get("pad_to", 0),
     )
-    result = evaluate_split(model, data, args.batch_size, precision, DistEnv(), flip=args.flip_tta)
+    result = evaluate_split(model, data, args.batch_size, choice.precision, DistEnv(), flip=args.flip_tta)
+    if args.flip_tta:  # the flip-averaged figures are the result
+        result |= {k: result[f"flip_{k}"] for k in ("loss", "top1", "top5")}
     return dict(
         model=model_name,
         weights=str(weights),
@@ -109,7 +116,8 @@ def run_evaluation(argv: Optional[list[str]] = None) -> dict[str, Any]:
         top1=result["top1"],
         top5=result["top5"],
         loss=result["loss"],
-        precision=precision,
+        precision=choice.precision,
+        precision_reason=choice.reason,
         ema=args.ema,
         flip_tta=args.flip_tta,
     )

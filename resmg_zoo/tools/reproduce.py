@@ -19,6 +19,7 @@ import re
 import statistics
 import subprocess
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -27,7 +28,6 @@ from ..core.choices import parse_ints
 from ..core.cli import EXIT_NONFINITE
 from ..core.counting import param_count
 from ..core.errors import UsageError
-from ..core.hardware import preferred_precision
 from ..core.paper import TABLE_DATASETS, TABLE_KEYS, paper_rows
 from ..models.variants import FORM_SYMBOLS
 from ..train.run import CONFIG_NAME, Run, RunError
@@ -42,13 +42,14 @@ TABLE_TITLES = {
 
 @dataclass(frozen=True)
 class Budget:
-    """How much training a row gets: a recipe of :mod:`resmg_zoo.train.recipes` and what changes it."""
+    """How much training a row gets: a recipe of :mod:`resmg_zoo.train.recipes` and what changes it.
+    Every budget trains in train's ``--precision auto`` (bf16 where it is measured faster on the machine,
+    else fp32); each run's ``config.json`` records the precision and why, and the table names it."""
 
     name: str
     recipe: str
     epochs: Optional[float]  # None: the recipe's own rule
     model_kwargs: tuple[tuple[str, str], ...]
-    precision: str  # fp32, bf16, or auto: bf16 where it is the faster precision here (preferred_precision), else fp32
     channels_last: bool
     description: str
     train_args: tuple[str, ...] = ()  # any further ``resmg_zoo.train`` options
@@ -57,52 +58,46 @@ class Budget:
 BUDGETS: dict[str, Budget] = {
     b.name: b
     for b in (
-        Budget("paper", "paper", None, (), "fp32", False, "the paper's recipe (§5.2) at full width, fp32"),
+        Budget("paper", "paper", None, (), False, "the paper's recipe (§5.2) at full width"),
         Budget(
             "cpu-short",
             "short",
             None,
             (),
-            "bf16",
             True,
-            "full width, the `short` recipe (3 epochs MNIST / 15 CIFAR, cosine), bf16 autocast + channels_last",
+            "full width, the `short` recipe (3 epochs MNIST / 15 CIFAR, cosine), channels_last",
         ),
         Budget(
             "cpu-sprint",
             "sprint",
             None,
             (),
-            "auto",
             True,
-            "full width, the `sprint` recipe (the time-to-accuracy recipe: see `recipes.py`), bf16 autocast "
-            "where it is measured faster than fp32 on this machine (else fp32) + channels_last",
+            "full width, the `sprint` recipe (the time-to-accuracy recipe: see `recipes.py`), channels_last",
         ),
         Budget(
             "cpu-tiny",
             "short",
             2,
             (("widths", "16,32,64,128"),),
-            "bf16",
             True,
             "widths 16-32-64-128 (a quarter of the paper's), 2 epochs of the `short` recipe (cosine, 45,000 "
-            "train images), bf16 autocast + channels_last",
+            "train images), channels_last",
         ),
         Budget(
             "cpu-small",
             "short",
             10,
             (("widths", "16,32,64,128"),),
-            "bf16",
             True,
             "widths 16-32-64-128 (a quarter of the paper's), 10 epochs of the `short` recipe (cosine, 45,000 "
-            "train images), bf16 autocast + channels_last",
+            "train images), channels_last",
         ),
         Budget(
             "smoke",
             "quick",
             0.1,
             (("widths", "8,8,16,16"),),
-            "fp32",
             False,
             "a plumbing check: widths 8-8-16-16, a tenth of an epoch, no validation split (for tests, not a result)",
             ("--val-size", "0"),
@@ -203,8 +198,7 @@ def train_command(row: Row, budget: Budget, table: int, run_dir: Path, data: Opt
     if (run_dir / "checkpoint.json").exists():
         return [*cmd, "--resume"]
     cmd += ["--model", row.model, "--dataset", TABLE_DATASETS[table], "--recipe", budget.recipe, "--seed", str(seed)]
-    precision = budget.precision if budget.precision != "auto" else preferred_precision()
-    cmd += ["--precision", precision] + (["--channels-last"] if budget.channels_last else [])
+    cmd += ["--channels-last"] if budget.channels_last else []  # the precision: train's auto, recorded per run
     if budget.epochs is not None:
         cmd += ["--epochs", f"{budget.epochs:g}"]
     cmd += list(budget.train_args)
@@ -240,6 +234,16 @@ def _cell(table_dir: Path, row: Row, seeds: list[int]) -> tuple[str, Optional[fl
     return text, mean, done
 
 
+def precisions(configs: list[dict[str, Any]]) -> str:
+    """The precision the runs computed in (each budget runs train's ``--precision auto``): ``bf16 autocast``,
+    ``fp32`` or both with the count of runs of each."""
+    names = {"bf16": "bf16 autocast", "fp32": "fp32"}
+    counts = Counter(names.get(c.get("precision", "fp32"), c.get("precision")) for c in configs)
+    if len(counts) <= 1:
+        return next(iter(counts), "precision auto (bf16 where measured faster, else fp32)")
+    return " / ".join(f"{name} ({n} runs)" for name, n in counts.most_common())
+
+
 def markdown(table: int, budget: Budget, rows: list[Row], table_dir: Path, seeds: tuple[int, ...] = (0,)) -> str:
     """Ours beside the paper's (the mean over the finished seeds), with budget, hardware, data and training time."""
     cells = {r.row_id: _cell(table_dir, r, list(seeds)) for r in rows}
@@ -251,7 +255,8 @@ def markdown(table: int, budget: Budget, rows: list[Row], table_dir: Path, seeds
     if all_seeds != [0]:
         seed_text = f"mean over seeds {', '.join(map(str, all_seeds))} where run (sN: seed N)"
     lines = [
-        f"**{TABLE_TITLES[table]}** — budget `{budget.name}`: {budget.description}. "
+        f"**{TABLE_TITLES[table]}** — budget `{budget.name}`: {budget.description}, "
+        f"{precisions(configs)}. "
         f"Ours: {seed_text}, final-epoch test top-1 on {first.get('hardware', 'this machine')}; "
         f"{total / 60:.1f} min of training in all. Data: `{Path(first.get('dataset_source', '?')).name}` "
         f"(sha256 `{str(first.get('dataset_sha256', '?'))[:12]}…`). The paper's column is its own recipe "

@@ -30,10 +30,10 @@ import torch
 
 from ..core.cli import EXIT_NONFINITE, EXIT_USAGE
 from ..core.errors import UsageError
-from ..core.hardware import pick_device
+from ..core.hardware import PRECISIONS, pick_device
 from ..core.tags import DEFAULT_TAG, TAGS
 from ..data.loader import AUGMENTATIONS
-from .config import RunOptions, resolve_config
+from .config import RunOptions, TrainConfig, resolve_config
 from .distributed import init_distributed, shutdown
 from .engine import Trainer
 from .finetune import FREEZE_HELP, HEAD_CHOICES
@@ -82,7 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="passed to create_model, e.g. widths=16,32,64,128 share=A pool_block=restrict",
     )
-    p.add_argument("--precision", default=None, choices=("fp32", "bf16"), help="bf16 = autocast (CPU AMX, CUDA)")
+    p.add_argument(
+        "--precision",
+        default=None,
+        choices=PRECISIONS,
+        help="bf16 = autocast; auto (default): bf16 where it is measured faster here (CUDA, a CPU whose bf16 "
+        "matmuls beat fp32 ones), else fp32. A --resume keeps the run's precision",
+    )
     p.add_argument("--channels-last", action="store_true", default=None)
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     p.add_argument("--accum-steps", type=int, default=None, help="split each global batch into this many micro-batches")
@@ -122,6 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="also checkpoint every STEPS optimiser steps within an epoch, so that a kill loses at most that many "
         "(0: at the end of each epoch only)",
     )
+    p.add_argument(
+        "--eval-every",
+        type=int,
+        default=1,
+        metavar="EPOCHS",
+        help="evaluate every EPOCHS epochs (and always after the last); the rows between hold training figures only",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar and no progress lines within an epoch")
     p.add_argument(
         "--log-every",
@@ -146,9 +159,19 @@ def train(argv: Optional[list[str]] = None) -> dict[str, Any]:
         torch.cuda.set_device(device)
     try:
         options = RunOptions.from_args(args)
-        return Trainer(resolve_config(args, options.run_dir), options, env, device, command).fit()
+        config = resolve_config(args, options.run_dir, device, env)
+        if env.is_main:
+            print(f"precision: {precision_line(config, args.resume)}", file=sys.stderr, flush=True)
+        return Trainer(config, options, env, device, command).fit()
     finally:
         shutdown(env)
+
+
+def precision_line(config: TrainConfig, resumed: bool) -> str:
+    """What the run computes in and why (printed when it starts)."""
+    if resumed:
+        return f"{config.precision}, as this run's config.json records (a resume keeps it)"
+    return config.record["precision_choice"]["reason"]
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -9,12 +9,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+import torch
+
 from ..core.choices import check_choice
 from ..core.cli import parse_model_kwargs
 from ..core.errors import UsageError
+from ..core.hardware import PrecisionChoice, choose_precision
 from ..core.tags import DEFAULT_TAG
 from ..models.variants import VARIANTS
 from .checkpoint import POINTER, CheckpointError
+from .distributed import DistEnv, broadcast_flag
 from .recipes import RECIPES, Recipe, check_recipe, resolve_recipe
 from .run import CONFIG_NAME, RunError
 
@@ -62,7 +66,7 @@ DEFAULTS: dict[str, Any] = dict(
     dataset="mnist",
     recipe="paper",
     model_kwargs={},
-    precision="fp32",
+    precision="auto",
     channels_last=False,
     compile=False,
     seed=0,
@@ -139,12 +143,15 @@ class RunOptions:
     checkpoint_every: int = 0
     quiet: bool = False
     log_every: float = 120.0
+    eval_every: int = 1
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> RunOptions:
         """The options of the command line, checked against the run folder before anything is read."""
         if args.checkpoint_every < 0:
             raise UsageError(f"--checkpoint-every {args.checkpoint_every}: expected 0 (per epoch) or a number of steps")
+        if args.eval_every < 1:
+            raise UsageError(f"--eval-every {args.eval_every}: expected a number of epochs, at least 1")
         run_dir = Path(args.out) if args.out else default_out(args)
         if args.resume and not (run_dir / CONFIG_NAME).exists():
             raise RunError(f"--resume: no run to continue in {run_dir} (no config.json)")
@@ -155,7 +162,16 @@ class RunOptions:
                 f"--resume: the run in {run_dir} stopped before its first checkpoint, so there is nothing to "
                 "resume; run the same command without --resume to start it again"
             )
-        return cls(run_dir, args.resume, args.data, args.download, args.checkpoint_every, args.quiet, args.log_every)
+        return cls(
+            run_dir,
+            args.resume,
+            args.data,
+            args.download,
+            args.checkpoint_every,
+            args.quiet,
+            args.log_every,
+            args.eval_every,
+        )
 
 
 def saved_config(path: Path) -> dict[str, Any]:
@@ -172,10 +188,17 @@ def saved_config(path: Path) -> dict[str, Any]:
     return saved
 
 
-def resolve_config(args: argparse.Namespace, run_dir: Path) -> TrainConfig:
+def resolve_config(args: argparse.Namespace, run_dir: Path, device: torch.device, env: DistEnv) -> TrainConfig:
     """The run's :class:`TrainConfig`: from the command line and the defaults, or — with ``--resume`` —
-    from the run folder's ``config.json`` (only the resumable recipe settings may change)."""
+    from the run folder's ``config.json`` (only the resumable recipe settings may change).
+
+    ``--precision auto`` (the default) becomes ``fp32`` or ``bf16`` here, for a new run as
+    :func:`~resmg_zoo.core.hardware.choose_precision` measures on ``device`` (rank 0 measures, every
+    rank takes its choice), recorded with its reason as ``precision_choice``; a resumed run keeps the
+    precision its ``config.json`` records."""
     given = {k: getattr(args, k) for k in RUN_SETTINGS if k != "model_kwargs" and getattr(args, k) is not None}
+    if args.resume and given.get("precision") == "auto":
+        del given["precision"]  # auto on a resume: the precision the run was started with
     if args.model_kwargs is not None:
         given["model_kwargs"] = parse_model_kwargs(args.model_kwargs)
     overrides = {k: getattr(args, k) for k in RECIPE_FLAGS if getattr(args, k) is not None}
@@ -206,7 +229,20 @@ def resolve_config(args: argparse.Namespace, run_dir: Path) -> TrainConfig:
     check_choice("model", settings["model"], VARIANTS)  # before any data is read
     dataset_key = Path(settings["dataset"]).name.removesuffix(".zip")
     recipe = resolve_recipe(settings["recipe"], dataset_key, settings["model"], overrides)
+    choice = agreed_precision(settings["precision"], device, env)
+    settings["precision_choice"] = dict(asked=settings["precision"], reason=choice.reason)
+    settings["precision"] = choice.precision
     return TrainConfig.from_json(settings, recipe)
+
+
+def agreed_precision(asked: str, device: torch.device, env: DistEnv) -> PrecisionChoice:
+    """:func:`choose_precision` of ``asked``, the same on every rank: for ``auto`` rank 0 measures and
+    the others take its choice (each timing its own matmuls could disagree)."""
+    if asked != "auto" or not env.enabled:
+        return choose_precision(asked, device)
+    choice = choose_precision(asked, device) if env.is_main else None
+    bf16 = broadcast_flag(choice is not None and choice.precision == "bf16", env)
+    return choice or PrecisionChoice("bf16" if bf16 else "fp32", "auto: rank 0's measured choice")
 
 
 def default_out(args: argparse.Namespace) -> Path:

@@ -53,6 +53,15 @@ def all_reduce_sum(tensor: torch.Tensor, env: DistEnv) -> torch.Tensor:
     return tensor
 
 
+def broadcast_flag(value: bool, env: DistEnv) -> bool:
+    """Rank 0's ``value`` on every rank (``value`` itself in a single process)."""
+    if not env.enabled:
+        return value
+    flag = torch.tensor([float(value)])
+    dist.broadcast(flag, src=0)
+    return bool(flag.item())
+
+
 def barrier(env: DistEnv) -> None:
     if env.enabled:
         dist.barrier()

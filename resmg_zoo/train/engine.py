@@ -342,16 +342,9 @@ class Trainer:
             images_per_second=sums[2].item() / seconds,
         )
         broadcast_buffers(self.raw_model, self.env)
-        models = {"": self.eval_model} | ({"ema_": self.ema_model} if self.ema_model is not None else {})
         last = epoch + 1 == self.total_epochs
-        precision = self.config.precision
-        for prefix, model in models.items():
-            for split, data in self.eval_sets.items():
-                result = evaluate_split(model, data, EVAL_BATCH_SIZE, precision, self.env)
-                row |= {f"{prefix}{split}_{k}": result[k] for k in ("loss", "top1", "top5")}
-                if last:  # test-time flip averaging, reported beside the plain accuracy
-                    flipped = evaluate_split(model, data, EVAL_BATCH_SIZE, precision, self.env, flip=True)
-                    row[f"{prefix}{split}_flip_top1"] = flipped["top1"]
+        if last or (epoch + 1) % self.options.eval_every == 0:
+            row |= self.evaluate(flip=last and self.recipe.augment == "crop_flip")
         row["train_seconds_total"] = (self.rows[-1]["train_seconds_total"] if self.rows else 0.0) + seconds
         self.rows.append(row)
         self.state.epoch, self.state.step_in_epoch = epoch + 1, 0
@@ -363,9 +356,25 @@ class Trainer:
         self.pending_config = None
         if self.env.is_main:
             if self.options.quiet or not sys.stderr.isatty():
-                summary = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch")
+                summary = ", ".join(
+                    f"{k} {v}" if isinstance(v, int) else f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"
+                )
                 print(f"epoch {epoch + 1}/{self.total_epochs}: {summary}", file=sys.stderr, flush=True)
         return row
+
+    def evaluate(self, flip: bool) -> dict[str, float]:
+        """Loss, top-1 and top-5 of the model (and its EMA copy) on every split, as metrics columns;
+        ``flip``: flip-averaged top-1 too, from the same pass (only where training flips images: on
+        other data a mirrored image is one the model never saw, and its score means nothing)."""
+        models = {"": self.eval_model} | ({"ema_": self.ema_model} if self.ema_model is not None else {})
+        columns: dict[str, float] = {}
+        for prefix, model in models.items():
+            for split, data in self.eval_sets.items():
+                result = evaluate_split(model, data, EVAL_BATCH_SIZE, self.config.precision, self.env, flip=flip)
+                columns |= {f"{prefix}{split}_{k}": result[k] for k in ("loss", "top1", "top5")}
+                if flip:
+                    columns[f"{prefix}{split}_flip_top1"] = result["flip_top1"]
+        return columns
 
     def save(self, epoch: int, step_in_epoch: int, sums: Optional[torch.Tensor], seconds: float) -> None:
         """Rank 0 writes the checkpoint (and a resumed run's updated config.json); all ranks wait."""

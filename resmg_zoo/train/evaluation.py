@@ -11,6 +11,18 @@ from ..data.loader import EpochPlan, Materializer
 from .distributed import DistEnv, all_reduce_sum
 
 
+def _sums(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """This batch's summed loss, top-1 hits and top-5 hits (float64)."""
+    top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+    return torch.stack(
+        [
+            F.cross_entropy(logits, y, reduction="sum").double(),
+            (top[:, 0] == y).sum().double(),
+            (top == y[:, None]).any(dim=1).sum().double(),
+        ]
+    )
+
+
 @torch.no_grad()
 def evaluate_split(
     model: nn.Module,
@@ -22,29 +34,29 @@ def evaluate_split(
 ) -> dict[str, float]:
     """Loss, top-1 and top-5 (percent) over the whole split of ``materializer``; ranks share the work.
 
-    ``flip``: test-time augmentation — the logits are the mean of the image's and its mirror's."""
+    ``flip``: also test-time flip averaging, in the same pass over the data: ``flip_loss``,
+    ``flip_top1``, ``flip_top5`` of the mean of the logits of each image and its mirror. (A mirror is
+    a view the model saw in training only where the augmentation flips.)"""
     model.eval()
     device = materializer.device
     plan = EpochPlan(len(materializer.split), batch_size, seed=0, shuffle=False, drop_last=False)
-    sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, top1, top5, count
+    sums = torch.zeros(7, dtype=torch.float64, device=device)  # plain (3), flipped (3), count
     for step, batch in enumerate(plan.batches(0)):
         if step % env.world_size != env.rank:
             continue
         x, y = materializer(batch)
         with autocast_context(precision, device):
             logits = model(x).float()
+            sums[:3] += _sums(logits, y)
             if flip:
-                logits = (logits + model(x.flip(3)).float()) / 2
-        k = min(5, logits.shape[1])
-        top = logits.topk(k, dim=1).indices
-        sums += torch.stack(
-            [
-                F.cross_entropy(logits, y, reduction="sum").double(),
-                (top[:, 0] == y).sum().double(),
-                (top == y[:, None]).any(dim=1).sum().double(),
-                torch.tensor(float(len(y)), dtype=torch.float64, device=device),
-            ]
-        )
+                sums[3:6] += _sums((logits + model(x.flip(3)).float()) / 2, y)
+        sums[6] += len(y)
     all_reduce_sum(sums, env)
-    loss, top1, top5, count = sums.tolist()
-    return dict(loss=loss / count, top1=100.0 * top1 / count, top5=100.0 * top5 / count, count=int(count))
+    values = sums.tolist()
+    count = values[6]
+    result = dict(loss=values[0] / count, top1=100.0 * values[1] / count, top5=100.0 * values[2] / count)
+    if flip:
+        result |= dict(
+            flip_loss=values[3] / count, flip_top1=100.0 * values[4] / count, flip_top5=100.0 * values[5] / count
+        )
+    return result | {"count": int(count)}

@@ -40,7 +40,8 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     Each row: ``epoch``, ``lr``, ``train_loss``, ``train_top1``, ``images_trained`` (this epoch),
     ``train_seconds`` (this epoch's training, no evaluation), ``images_per_second``, each split's
     ``<split>_loss``/``_top1``/``_top5`` (``ema_`` too with an EMA; ``_flip_top1`` after the last
-    epoch) and ``train_seconds_total`` (training time of every epoch so far)."""
+    epoch where the augmentation flips; the splits on evaluated epochs only, see ``--eval-every``) and
+    ``train_seconds_total`` (training time of every epoch so far)."""
     return [{RENAMED.get(k, k): v for k, v in row.items()} for row in _read_jsonl(run_dir / METRICS_JSONL)]
 
 
@@ -110,8 +111,10 @@ def plot_curve(run_dir: Path, rows: list[dict[str, Any]], steps: list[dict[str, 
         epochs = [r["epoch"] for r in rows]
         for split, color in (("val", "tab:orange"), ("test", "tab:green")):
             metric = f"{split}_{key.split('_', 1)[1]}"
-            if any(metric in r for r in rows):
-                ax.plot(epochs, [r.get(metric) for r in rows], marker="o", color=color, label=f"{split} (per epoch)")
+            evaluated = [r for r in rows if metric in r]  # every epoch, or every --eval-every epochs
+            if evaluated:
+                x, y = [r["epoch"] for r in evaluated], [r[metric] for r in evaluated]
+                ax.plot(x, y, marker="o", color=color, label=f"{split} (evaluated epochs)")
         ax.set(xlabel="epoch", ylabel=label, xlim=(0, 1.03 * max([1, *epochs])))
         ax.grid(alpha=0.3)
         ax.legend()

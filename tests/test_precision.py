@@ -1,0 +1,101 @@
+"""``--precision auto`` (measured, printed, recorded, kept on resume), evaluation in one pass with flip
+averaging only where training flips, ``--eval-every``, and the end-of-epoch line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_train_args
+from realdata import real_data_dir, subset_zip
+
+from resmg_zoo.core import hardware
+from resmg_zoo.core.cli import EXIT_USAGE
+from resmg_zoo.core.errors import UsageError
+from resmg_zoo.core.hardware import PrecisionChoice, choose_precision
+from resmg_zoo.data.loader import EpochPlan, Materializer
+from resmg_zoo.train.cli import main as train
+from resmg_zoo.train.distributed import DistEnv
+from resmg_zoo.train.evaluation import evaluate_split
+from resmg_zoo.train.log import read_metrics
+from resmg_zoo.train.run import Run
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """200 train / 100 test images of the real MNIST (augmentation: none)."""
+    folder = tmp_path_factory.mktemp("data")
+    return subset_zip(real_data_dir() / "mnist.zip", folder / "mnist.zip", {"train": 20, "test": 10})
+
+
+def _measures(monkeypatch: pytest.MonkeyPatch, precision: str) -> str:
+    """Make ``auto`` measure ``precision`` here; returns the reason it gives."""
+    reason = f"auto: {precision}, as this test's machine measures"
+    monkeypatch.setattr(hardware, "_measured_choice", lambda device_type: PrecisionChoice(precision, reason))
+    return reason
+
+
+def test_auto_is_measured_printed_recorded_and_kept_on_resume(
+    digits: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    reason = _measures(monkeypatch, "bf16")
+    assert train(tiny_train_args(digits, out, "--epochs", "1", precision=None)) == 0  # no --precision: auto
+    config = json.loads((out / "config.json").read_text())
+    assert config["precision"] == "bf16" and config["precision_choice"] == {"asked": "auto", "reason": reason}
+    assert f"precision: {reason}" in capsys.readouterr().err
+    # the machine now measures fp32 faster: a resume keeps what the run was started with, flag or not
+    _measures(monkeypatch, "fp32")
+    assert train(tiny_train_args(digits, out, "--epochs", "2", "--resume", precision=None)) == 0
+    assert train(tiny_train_args(digits, out, "--epochs", "3", "--resume", precision="auto")) == 0
+    assert json.loads((out / "config.json").read_text())["precision"] == "bf16"
+    assert "precision: bf16, as this run's config.json records" in capsys.readouterr().err
+    # an explicit other precision on a resume is refused, and nothing changes
+    before = (out / "config.json").read_bytes()
+    assert train(tiny_train_args(digits, out, "--epochs", "4", "--resume")) == EXIT_USAGE  # fp32
+    assert "'precision': ('fp32', 'bf16')" in capsys.readouterr().err
+    assert (out / "config.json").read_bytes() == before and [r["epoch"] for r in read_metrics(out)] == [1, 2, 3]
+
+
+def test_an_explicit_precision_is_taken_without_measuring(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hardware, "matmul_peak", lambda *args, **kwargs: pytest.fail("measured"))
+    assert choose_precision("fp32") == PrecisionChoice("fp32", "fp32, as asked (--precision fp32)")
+    assert choose_precision("bf16", "cpu").precision == "bf16"
+    with pytest.raises(UsageError, match="'fp16': expected one of auto, fp32, bf16"):
+        choose_precision("fp16")
+
+
+def test_eval_every_flips_only_where_training_flips_and_counts_print_as_integers(
+    digits: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    args = tiny_train_args(digits, out, "--epochs", "3", "--eval-every", "2")
+    assert train(args) == 0
+    rows = read_metrics(out)
+    evaluated = [r["epoch"] for r in rows if "test_top1" in r]
+    assert evaluated == [2, 3]  # every second epoch, and always the last
+    assert rows[0]["images_trained"] == 200 and "train_loss" in rows[0]
+    assert not [k for r in rows for k in r if "flip" in k]  # MNIST trains unflipped: no flip-averaged score
+    assert (out / "curve.png").read_bytes()[:4] == b"\x89PNG"
+    err = capsys.readouterr().err
+    assert "epoch 1/3: lr " in err and "images_trained 200," in err and "e+0" not in err
+    assert train(tiny_train_args(digits, tmp_path / "bad", "--eval-every", "0")) == EXIT_USAGE
+    assert "--eval-every 0: expected a number of epochs, at least 1" in capsys.readouterr().err
+
+
+def test_flip_averaging_comes_from_the_same_pass_as_the_plain_scores(digits: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert train(tiny_train_args(digits, out, "--epochs", "1")) == 0
+    run = Run.open(out)
+    model, dataset = run.build_model(), run.dataset(str(digits.parent))
+    data = Materializer(dataset.split("test"), dataset.mean, dataset.std)
+    both = evaluate_split(model, data, 32, "fp32", DistEnv(), flip=True)
+    plain = evaluate_split(model, data, 32, "fp32", DistEnv())
+    assert {k: both[k] for k in plain} == plain  # the plain scores are unchanged by the flip
+    everything = EpochPlan(len(data.split), len(data.split), seed=0, shuffle=False, drop_last=False)
+    x, y = data(next(everything.batches(0)))
+    with torch.no_grad():
+        averaged = (model(x) + model(x.flip(3))) / 2
+    assert both["flip_top1"] == pytest.approx(100.0 * (averaged.argmax(1) == y).float().mean().item())
