@@ -9,6 +9,7 @@ import pytest
 
 from resmg_zoo.core.counting import param_count
 from resmg_zoo.tools.benchmark import REFERENCE, check_targets, main, reference_resnet18, twin_of
+from resmg_zoo.train.step_profile import CATEGORIES
 
 
 def test_benchmark_writes_rows_with_the_reference(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -27,10 +28,29 @@ def test_benchmark_writes_rows_with_the_reference(tmp_path: Path, capsys: pytest
         "--peak-sizes",
         "128,256",
     ]
-    assert main([*args, "--precision", "bf16", "--channels-last", "--json", str(out)]) == 0
+    assert main([*args, "--precision", "bf16", "--channels-last", "--profile", "--json", str(out)]) == 0
     rows = json.loads(out.read_text())
     by_model = {r["model"]: r for r in rows}
-    assert set(by_model) == {"resnet18_sharedA", REFERENCE, "loader (crop+flip)"}
+    assert set(by_model) == {
+        "resnet18_sharedA",
+        REFERENCE,
+        "conv ceiling",  # one: the shared A runs the same convolutions as the reference
+        "loader (crop+flip)",
+        "profile (resnet18_sharedA)",
+    }
+    ceiling = by_model["conv ceiling"]
+    assert ceiling["models"] == ["resnet18_sharedA", REFERENCE]
+    # its FLOPs are the models' but the head's (a 512 → 10 linear: forward 2·512·10, training 3×)
+    assert ceiling["conv_flops"] == by_model[REFERENCE]["flops"] - 2 * 512 * 10
+    assert ceiling["conv_train_flops"] == by_model[REFERENCE]["train_flops"] - 3 * 2 * 512 * 10
+    for name in ("resnet18_sharedA", REFERENCE):
+        row = by_model[name]
+        assert row["conv_ceiling"] == "conv ceiling"
+        assert row["train_vs_conv_ceiling"] == pytest.approx(row["train_img_s"] / ceiling["train_img_s"])
+    profile = by_model["profile (resnet18_sharedA)"]["profile"]
+    assert set(profile) == set(CATEGORIES) and sum(profile.values()) == pytest.approx(100.0)
+    assert profile["conv forward"] > 0 and profile["conv backward"] > 0 and profile["optimizer"] > 0
+    assert profile["loader"] > 0 and profile["batch norm"] > 0
     ours, ref = by_model["resnet18_sharedA"], by_model[REFERENCE]
     assert ours["params"] == param_count("resnet18_sharedA")
     assert ours["flops"] == ref["flops"] > 1e9  # sharing A saves parameters, not FLOPs
@@ -50,6 +70,8 @@ def test_benchmark_writes_rows_with_the_reference(tmp_path: Path, capsys: pytest
     printed = capsys.readouterr().out
     assert "resnet18_sharedA train_vs_twin: its twin was not measured" in printed
     assert "resnet18_sharedA train_pct_peak = " in printed
+    assert "precision: bf16, as asked (--precision bf16)" in printed
+    assert "| training step of | conv forward | conv backward | batch norm |" in printed
 
 
 def test_twins_and_targets() -> None:
@@ -58,9 +80,10 @@ def test_twins_and_targets() -> None:
     row = dict(model="resnet18_sharedA", params=1, precision="fp32", train_vs_twin=0.97, infer_vs_twin=1.0)
     row |= dict(train_vs_reference=1.01, infer_vs_reference=0.99, train_pct_peak=10.0, infer_pct_peak=10.0)
     lines = check_targets([row])
-    assert len(lines) == 4  # the %-of-peak targets are for bf16 runs
+    assert len(lines) == 7  # twin ×2, reference ×2, % of peak ×2 (any precision), the conv ceiling
     assert "train_vs_twin = 0.97 (target ≥ 0.98): MISSED" in lines[0] and lines[1].endswith(": met")
-    assert lines[3].endswith("MISSED")
+    assert lines[3].endswith("MISSED") and "train_pct_peak = 10 (target ≥ 50): MISSED" in lines[4]
+    assert lines[6] == "- resnet18_sharedA train_vs_conv_ceiling: not measured"
 
 
 def test_reference_is_resnet18_unshared_in_size() -> None:
