@@ -36,7 +36,14 @@ from torch.utils.flop_counter import FlopCounterMode
 from ..core.choices import parse_ints
 from ..core.counting import count_parameters
 from ..core.errors import UsageError
-from ..core.hardware import PRECISIONS, autocast_context, choose_precision, describe_hardware, matmul_peak
+from ..core.hardware import (
+    PRECISIONS,
+    autocast_context,
+    choose_precision,
+    describe_hardware,
+    matmul_peak,
+    retain_freed_memory,
+)
 from ..data.datasets import ImageSplit
 from ..data.loader import EpochPlan, Materializer
 from ..train.conv_ceiling import ConvCeiling, record_convs
@@ -205,6 +212,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         names.append(REFERENCE)
     if args.threads:
         torch.set_num_threads(args.threads)
+    retained = not args.default_malloc and retain_freed_memory()  # as training does
     peak_sizes = parse_ints("--peak-sizes", args.peak_sizes)
     if args.inductor_freezing:
         import torch._inductor.config as inductor_config
@@ -266,6 +274,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 steps=args.steps,
                 input_size=list(input_size),
                 threads=torch.get_num_threads(),
+                retain_freed_memory=retained,
                 hardware=describe_hardware(),
             )
         )
@@ -384,6 +393,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --compile-inference: let inductor treat weights as constants (folds BN into convs, prepacks)",
     )
     p.add_argument("--compile-train", action="store_true", help="torch.compile the training forward (default mode)")
+    p.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="leave glibc's malloc as it is (training sets it to keep freed memory: retain_freed_memory)",
+    )
     p.add_argument("--peak-sizes", default="1024,2048", help="square matmul sizes of the same-run FLOP/s peak")
     p.add_argument(
         "--profile",

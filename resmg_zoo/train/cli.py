@@ -30,7 +30,7 @@ import torch
 
 from ..core.cli import EXIT_NONFINITE, EXIT_USAGE
 from ..core.errors import UsageError
-from ..core.hardware import PRECISIONS, pick_device
+from ..core.hardware import PRECISIONS, pick_device, retain_freed_memory
 from ..core.tags import DEFAULT_TAG, TAGS
 from ..data.loader import AUGMENTATIONS
 from .config import RunOptions, TrainConfig, resolve_config
@@ -153,6 +153,7 @@ def train(argv: Optional[list[str]] = None) -> dict[str, Any]:
     launcher = "torchrun ... scripts/train.py" if "LOCAL_RANK" in os.environ else "python -m resmg_zoo.train"
     command = f"{launcher} {shlex.join(argv)}"
     device = pick_device(args.device)
+    retain_freed_memory()  # no page faults for each step's activations (docs/measurements.md)
     env = init_distributed(device)
     if device.type == "cuda":
         device = torch.device("cuda", env.local_rank)
