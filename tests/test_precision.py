@@ -4,10 +4,15 @@ averaging only where training flips, ``--eval-every``, and the end-of-epoch line
 from __future__ import annotations
 
 import json
+import os
+import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 from conftest import tiny_train_args
 from realdata import real_data_dir, subset_zip
 
@@ -17,6 +22,7 @@ from resmg_zoo.core.errors import UsageError
 from resmg_zoo.core.hardware import PrecisionChoice, choose_precision
 from resmg_zoo.data.loader import EpochPlan, Materializer
 from resmg_zoo.train.cli import main as train
+from resmg_zoo.train.config import agreed_precision
 from resmg_zoo.train.distributed import DistEnv
 from resmg_zoo.train.evaluation import evaluate_split
 from resmg_zoo.train.log import read_metrics
@@ -99,3 +105,32 @@ def test_flip_averaging_comes_from_the_same_pass_as_the_plain_scores(digits: Pat
     with torch.no_grad():
         averaged = (model(x) + model(x.flip(3))) / 2
     assert both["flip_top1"] == pytest.approx(100.0 * (averaged.argmax(1) == y).float().mean().item())
+
+
+def _agree(rank: int, port: int, results: Any) -> None:
+    """One rank of :func:`test_every_rank_takes_rank_0s_choice`: this rank's machine measures its own choice."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        measured = PrecisionChoice("bf16" if rank == 0 else "fp32", f"rank {rank} measured")
+        hardware._measured_choice = lambda device_type: measured  # type: ignore[assignment]
+        choice = agreed_precision("auto", torch.device("cpu"), DistEnv(rank, 2))
+        results.put((rank, choice.precision))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_every_rank_takes_rank_0s_choice() -> None:
+    """Two ranks whose own measurements disagree both compute in rank 0's precision."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    context = mp.get_context("spawn")
+    results = context.Queue()
+    ranks = [context.Process(target=_agree, args=(rank, port, results)) for rank in (0, 1)]
+    for process in ranks:
+        process.start()
+    for process in ranks:
+        process.join(timeout=120)
+    assert [p.exitcode for p in ranks] == [0, 0]
+    assert sorted(results.get(timeout=5) for _ in ranks) == [(0, "bf16"), (1, "bf16")]

@@ -1,15 +1,20 @@
 """Speed of the models in one process, interleaved with a reference, as a Markdown table or JSON.
 
-    python -m resmg_zoo.tools.benchmark --models resnet18_unshared,resnet18_sharedA --precision bf16 --channels-last
+    python -m resmg_zoo.tools.benchmark --models preact_resnet18_sharedA,preact_resnet18_unshared --profile
 
 For each model: parameters, checkpoint bytes, forward and training FLOPs per image (both counted by
 ``torch.utils.flop_counter``, the training ones over forward + backward; a multiply-add is 2 FLOPs),
-training (forward + backward + SGD step) and inference images/s, and the FLOP/s they reach as a
-percentage of the **peak**: the best FLOP/s of a square ``torch.mm`` in the same precision over the
-``--peak-sizes`` and the rounds, measured in the same run. Models are measured round-robin,
-``--rounds`` times, with the reference — torchvision's ``resnet18`` with a 3×3 stride-1 stem and no
-max-pool — among them, and the median of the rounds is reported, so slow drifts of the machine hit
-all alike. The in-memory loader's images/s is measured in the same run.
+training (forward + backward + SGD step) and inference images/s, the minor page faults of a training
+step, and the FLOP/s they reach as a percentage of the **peak**: the best FLOP/s of a square
+``torch.mm`` in the same precision over the ``--peak-sizes`` and the rounds, measured in the same run.
+Models are measured round-robin, ``--rounds`` times, with the reference — torchvision's ``resnet18``
+with a 3×3 stride-1 stem and no max-pool — among them, and the median of the rounds is reported, so
+slow drifts of the machine hit all alike. Among them too: the **conv ceiling**, the models' own
+convolution calls alone (forward and both backward passes, :mod:`resmg_zoo.train.conv_ceiling`), so
+that "train × conv ceiling" says whether the convolutions or the rest of the step bind. The in-memory
+loader's images/s is measured in the same run; ``--profile`` adds where a training step goes
+(:mod:`resmg_zoo.train.step_profile`). The precision is ``auto`` unless given, as in training, and the
+allocator keeps freed memory, as in training (``--default-malloc``: as glibc has it).
 
 The project's speed targets are checked on the measured rows and printed after the table
 (:data:`TARGETS`); they are benchmarks, never timed tests.
@@ -98,6 +103,7 @@ class Timed:
     def __init__(self) -> None:
         self.train_rates: list[float] = []
         self.infer_rates: list[float] = []
+        self.train_faults: list[float] = []  # minor page faults per training step
 
     def train_step(self) -> None:
         raise NotImplementedError
@@ -109,10 +115,22 @@ class Timed:
         for fn, rates in ((self.train_step, self.train_rates), (self.infer_step, self.infer_rates)):
             for _ in range(warmup):
                 fn()
+            faults = minor_faults()
             tic = time.perf_counter()
             for _ in range(steps):
                 fn()
             rates.append(steps * self.batch_size / (time.perf_counter() - tic))
+            if rates is self.train_rates:
+                self.train_faults.append((minor_faults() - faults) / steps)
+
+
+def minor_faults() -> int:
+    """The process's minor page faults so far (0 where the system does not count them)."""
+    try:
+        import resource
+    except ImportError:  # not on Unix
+        return 0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 class Bench(Timed):
@@ -259,6 +277,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 infer_vs_twin=infer / twin_rates[1] if twin_rates else None,
                 conv_ceiling=ceiling.name,
                 train_vs_conv_ceiling=train / ceiling_train,
+                train_faults_per_step=statistics.median(b.train_faults),
                 infer_vs_conv_ceiling=infer / ceiling_infer,
                 train_pct_peak=100.0 * train * b.train_flops / peak[args.precision],
                 infer_pct_peak=100.0 * infer * b.flops / peak[args.precision],
@@ -306,23 +325,23 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
 def markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| model | params | checkpoint MB | GFLOPs/img | train img/s | infer img/s | train × ref | infer × ref "
-        "| train × conv ceiling | train % peak | infer % peak |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| train × conv ceiling | train % peak | infer % peak | page faults / train step |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if "loader_img_s" in r:
-            lines.append(f"| {r['model']} | | | | {r['loader_img_s']:,.0f} | | | | | | |")
+            lines.append(f"| {r['model']} | | | | {r['loader_img_s']:,.0f} | | | | | | | |")
         elif "conv_flops" in r:
             lines.append(
                 f"| {r['model']} | | | {r['conv_flops'] / 1e9:.3f} | {r['train_img_s']:.1f} | {r['infer_img_s']:.1f} "
-                f"| | | | {r['train_pct_peak']:.0f} | {r['infer_pct_peak']:.0f} |"
+                f"| | | | {r['train_pct_peak']:.0f} | {r['infer_pct_peak']:.0f} | |"
             )
         elif "params" in r:
             lines.append(
                 f"| `{r['model']}` | {r['params']:,} | {r['checkpoint_bytes'] / 1e6:.1f} | {r['flops'] / 1e9:.3f} | "
                 f"{r['train_img_s']:.1f} | {r['infer_img_s']:.1f} | {r['train_vs_reference']:.2f} | "
                 f"{r['infer_vs_reference']:.2f} | {r['train_vs_conv_ceiling']:.2f} | {r['train_pct_peak']:.0f} | "
-                f"{r['infer_pct_peak']:.0f} |"
+                f"{r['infer_pct_peak']:.0f} | {r['train_faults_per_step']:,.0f} |"
             )
     return "\n".join(lines)
 
