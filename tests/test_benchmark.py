@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from resmg_zoo.core.counting import param_count
-from resmg_zoo.tools.benchmark import REFERENCE, check_targets, main, reference_resnet18, twin_of
+from resmg_zoo.tools.benchmark import REFERENCE, main, reference_resnet18
+from resmg_zoo.tools.benchmark_report import check_targets, twin_of
 from resmg_zoo.train.step_profile import CATEGORIES
 
 

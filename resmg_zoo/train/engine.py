@@ -28,18 +28,13 @@ from ..core.errors import UsageError
 from ..core.hardware import autocast_context, describe_hardware
 from ..data.datasets import ImageDataset, load_dataset, split_train_val
 from ..data.loader import EpochPlan, Materializer, resize_batch
-from .checkpoint import (
-    TrainingState,
-    load_checkpoint,
-    remove_leftovers,
-    save_checkpoint,
-)
+from .checkpoint import TrainingState, load_checkpoint, remove_leftovers, save_checkpoint
 from .config import RunOptions, TrainConfig
 from .distributed import DistEnv, all_reduce_sum, barrier, broadcast_buffers
 from .evaluation import evaluate_split
 from .finetune import apply_init, freeze, hold_frozen_norms, optimizer_groups, resolve_init
 from .log import append_steps, plot_curve, read_metrics, read_steps, write_metrics, write_steps
-from .progress import NonFiniteLoss, PlainProgress, StopSignal, progress_bar, rng_state, set_rng_state
+from .progress import NonFiniteLoss, PlainProgress, StopSignal, epoch_line, progress_bar, rng_state, set_rng_state
 from .recipes import low_res_at, lr_factor
 from .run import RunError, build_model, make_run_dir
 
@@ -354,12 +349,8 @@ class Trainer:
             plot_curve(self.run_dir, self.rows, self.steps, title)
         self.save(epoch + 1, 0, None, 0.0)
         self.pending_config = None
-        if self.env.is_main:
-            if self.options.quiet or not sys.stderr.isatty():
-                summary = ", ".join(
-                    f"{k} {v}" if isinstance(v, int) else f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"
-                )
-                print(f"epoch {epoch + 1}/{self.total_epochs}: {summary}", file=sys.stderr, flush=True)
+        if self.env.is_main and (self.options.quiet or not sys.stderr.isatty()):
+            print(epoch_line(row, self.total_epochs), file=sys.stderr, flush=True)
         return row
 
     def evaluate(self, flip: bool) -> dict[str, float]:

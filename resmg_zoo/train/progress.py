@@ -77,6 +77,12 @@ class PlainProgress:
         )
 
 
+def epoch_line(row: dict[str, Any], total_epochs: int) -> str:
+    """An epoch's metrics row as one line: counts as integers, other figures to 4 significant digits."""
+    figures = (f"{k} {v}" if isinstance(v, int) else f"{k} {v:.4g}" for k, v in row.items() if k != "epoch")
+    return f"epoch {row['epoch']}/{total_epochs}: {', '.join(figures)}"
+
+
 def progress_bar(total: int, initial: int, desc: str, enabled: bool) -> Any:
     from tqdm import tqdm
 
