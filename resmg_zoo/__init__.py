@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import timm
 from torch import nn
 
-from .core.choices import check_choice
+from .core.errors import BusyError, IntegrityError, ResmgError, UnavailableError, UsageError
 from .core.tags import TAGS
 from .models import (  # importing the models registers them with timm
     FORM_CHOICES,
@@ -25,8 +24,9 @@ from .models import (  # importing the models registers them with timm
     ResMgLevel,
     ResMgResNet,
 )
-from .weights.loading import WeightsIntegrityError
-from .weights.resolve import PretrainedWeightsUnavailable
+from .models.factory import create_model as _create_model
+from .weights.loading import WeightsIntegrityError, WeightsMismatchError
+from .weights.resolve import NotPublishedError, PretrainedWeightsUnavailable
 
 __version__ = "0.1.0"
 
@@ -37,10 +37,10 @@ def list_models() -> list[str]:
 
 
 def create_model(name: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:
-    """Build ``name`` (optionally ``name.tag``); an unknown name lists the close valid ones."""
-    arch = name.split(".", 1)[0]
-    check_choice("model", arch, list_models())
-    return timm.create_model(name, pretrained=pretrained, **kwargs)
+    """Build ``name`` (optionally ``name.tag``; an unknown name lists the close valid ones), or an
+    ``hf-hub:<id>[@rev]``/``local-dir:<folder>`` name, which is built from the manifest's entry for its
+    id and verified whatever the fetched ``config.json`` says (:mod:`resmg_zoo.models.factory`)."""
+    return _create_model(name, pretrained=pretrained, **kwargs)
 
 
 __all__ = [
@@ -48,12 +48,19 @@ __all__ = [
     "POOL_BLOCK_CHOICES",
     "SHARE_CHOICES",
     "TAGS",
+    "BusyError",
     "FResNet",
     "FResNetLevel",
+    "IntegrityError",
+    "NotPublishedError",
     "PretrainedWeightsUnavailable",
     "ResMgLevel",
     "ResMgResNet",
+    "ResmgError",
+    "UnavailableError",
+    "UsageError",
     "WeightsIntegrityError",
+    "WeightsMismatchError",
     "create_model",
     "list_models",
 ]

@@ -2,7 +2,7 @@
 
 import sys
 
-from resmg_zoo.tools.benchmark import main
+from resmg_zoo.tools.benchmark import console_main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console_main())

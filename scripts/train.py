@@ -2,7 +2,7 @@
 
 import sys
 
-from resmg_zoo.train.cli import main
+from resmg_zoo.train.cli import console_main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console_main())

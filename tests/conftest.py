@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Optional
 
@@ -18,11 +19,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_NAMES = resmg_zoo.list_models()
 
 # The tiny real checkpoint that the weights and fine-tuning tests publish and load, under an org of
-# its own so that it never shares a hub id with the project's published weights.
-MODEL, TAG, ORG = "preact_resnet18_sharedA", "mnist", "resmg-test"
+# its own so that it never shares a hub id with the project's published weights, and of a model.tag
+# that the package pins no weights for (a mirror may add ids; a pinned model.tag always loads the
+# package's own file, so ``create_model(f"{MODEL}.{TAG}", pretrained=True)`` finds the mirror's).
+MODEL, TAG, ORG = "preact_resnet18_sharedB", "mnist", "resmg-test"
 HUB_ID = f"{ORG}/{MODEL}.{TAG}"
 WIDTHS = "8,16,16,32"
-TINY_TRAIN = ["--model", MODEL, "--model-kwargs", f"widths={WIDTHS}", "--quiet"]
+TINY_TRAIN = ["--model", "preact_resnet18_sharedA", "--model-kwargs", f"widths={WIDTHS}", "--quiet"]
 
 
 def tiny_train_args(data: Path, out: Path, *extra: str, precision: Optional[str] = "fp32") -> list[str]:
@@ -48,6 +51,16 @@ def tiny_train_args(data: Path, out: Path, *extra: str, precision: Optional[str]
 @pytest.fixture(autouse=True)
 def _deterministic() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _allocator_left_alone() -> Iterator[None]:
+    """The suite calls the tools' ``main()`` from Python: none of them may change the process's malloc
+    (only the command line's entry points do)."""
+    yield
+    from resmg_zoo.core.hardware import retain_freed_memory
+
+    assert retain_freed_memory.cache_info().currsize == 0, "a library call set the glibc allocator"
 
 
 @pytest.fixture(autouse=True, scope="session")

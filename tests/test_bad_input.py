@@ -7,7 +7,7 @@ import timm
 import torch
 
 import resmg_zoo
-from resmg_zoo import PretrainedWeightsUnavailable
+from resmg_zoo import NotPublishedError
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def test_unknown_tag_lists_the_tags() -> None:
 
 def test_pretrained_without_published_weights(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("RESMG_ZOO_HUB_DIR", raising=False)
-    with pytest.raises(PretrainedWeightsUnavailable, match=r"resnet34_sharedB\.cifar100"):
+    with pytest.raises(NotPublishedError, match=r"resnet34_sharedB\.cifar100"):
         timm.create_model("resnet34_sharedB.cifar100", pretrained=True)
 
 

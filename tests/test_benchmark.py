@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -49,9 +48,10 @@ def test_benchmark_writes_rows_with_the_reference(tmp_path: Path, capsys: pytest
         row = by_model[name]
         assert row["conv_ceiling"] == "conv ceiling"
         assert row["train_vs_conv_ceiling"] == pytest.approx(row["train_img_s"] / ceiling["train_img_s"])
-    # the allocator is set as training sets it; page faults are counted where the system counts them
+    # main() called from Python leaves the allocator alone (only the console entry point sets it, as
+    # resmg-train's does: tests/test_hardware.py); page faults are counted where the system counts them
     assert (
-        by_model["resnet18_sharedA"]["retain_freed_memory"] is sys.platform.startswith("linux")
+        by_model["resnet18_sharedA"]["retain_freed_memory"] is False
         and by_model["resnet18_sharedA"]["train_faults_per_step"] >= 0
     )
     profile = by_model["profile (resnet18_sharedA)"]["profile"]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-from conftest import MODEL_NAMES
+from conftest import MODEL, MODEL_NAMES
 from realdata import real_data_dir
 
 from resmg_zoo.models.variants import VARIANTS, FResNetVariant
@@ -75,7 +75,7 @@ def test_cli_exports_a_trained_run(run: Path, tmp_path: Path, capsys: pytest.Cap
         main(
             [
                 "--model",
-                "preact_resnet18_sharedA.mnist",
+                f"{MODEL}.mnist",
                 "--checkpoint",
                 str(run),
                 "--format",
@@ -97,7 +97,7 @@ def test_cli_errors(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str
         )
         == 2
     )
-    assert "trained 'preact_resnet18_sharedA'" in capsys.readouterr().err
+    assert f"trained '{MODEL}'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--model", "resnet18_sharedA", "--format", "tflite"])
 

@@ -134,7 +134,7 @@ def test_in_chans_and_image_size_conversions_with_an_adapted_stem(parity: Path, 
     "extra, message",
     [
         (["--init-from", "/nonexistent/run"], "no such file or folder"),
-        (["--init-from", "RUN", "--model", "resnet18_sharedA"], "trained 'preact_resnet18_sharedA'"),
+        (["--init-from", "RUN", "--model", "resnet18_sharedA"], f"trained '{MODEL}'"),
         (["--init-from", "WEIGHTS", "--model-kwargs", "widths=8,8,8,8"], "do not fit"),
         (["--init-from", "RUN", "--head", "keep"], "10-class head but the dataset has 2 classes"),
         (["--init-from", "RUN", "--pretrained"], "not both"),

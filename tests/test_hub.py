@@ -14,7 +14,7 @@ import torch
 import torch.hub
 from conftest import MODEL_NAMES, REPO_ROOT
 
-from resmg_zoo import PretrainedWeightsUnavailable
+from resmg_zoo import NotPublishedError
 from resmg_zoo.core.counting import param_count
 from resmg_zoo.models.variants import VARIANTS
 
@@ -51,7 +51,7 @@ def test_kwargs_pass_through() -> None:
 
 def test_pretrained_true_for_an_unpublished_tag_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("RESMG_ZOO_HUB_DIR", raising=False)
-    with pytest.raises(PretrainedWeightsUnavailable, match=r"no pretrained weights are published for .*\.cifar100"):
+    with pytest.raises(NotPublishedError, match=r"no pretrained weights are published for .*\.cifar100"):
         torch.hub.load(str(REPO_ROOT), "preact_resnet34_sharedB", source="local", pretrained=True, dataset="cifar100")
 
 

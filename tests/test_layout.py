@@ -14,25 +14,56 @@ LAYERS = ("core", "weights", "models", "data", "train", "tools")
 PACKAGE = REPO_ROOT / "resmg_zoo"
 
 
-def _imported_layers(path) -> set[str]:
-    """The subpackages of resmg_zoo that a module imports (relative or absolute)."""
+# What importing the package itself loads (``resmg_zoo/__init__.py``): a module that imports a name from
+# the package root (``from .. import create_model``, ``import resmg_zoo``) imports these layers.
+ROOT_LAYERS = {"core", "weights", "models"}
+
+
+def _imported_layers(path, package=PACKAGE) -> set[str]:
+    """The subpackages of resmg_zoo that a module imports (relative or absolute), the package root's
+    own imports included where it imports from the root."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    here = path.relative_to(PACKAGE).parts
+    here = path.relative_to(package).parts
     found = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
             if node.level:
                 base = list(here[:-1])[: len(here) - node.level]  # the package the dots name
                 parts = base + (node.module.split(".") if node.module else [])
-            elif node.module and node.module.startswith("resmg_zoo"):
+            elif node.module and node.module.split(".")[0] == "resmg_zoo":
                 parts = node.module.split(".")[1:]
             else:
                 continue
-            names = [parts[0]] if parts else [alias.name for alias in node.names]
-            found |= {n for n in names if n in LAYERS}
+            if parts:
+                found |= {parts[0]} & set(LAYERS)
+            else:  # from the package root: a layer by name, or a name the root's __init__ imports
+                names = {alias.name for alias in node.names}
+                found |= (names & set(LAYERS)) | (ROOT_LAYERS if names - set(LAYERS) else set())
         elif isinstance(node, ast.Import):
-            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("resmg_zoo.")} & set(LAYERS)
+            for alias in node.names:
+                parts = alias.name.split(".")
+                if parts[0] == "resmg_zoo":
+                    found |= ({parts[1]} & set(LAYERS)) if len(parts) > 1 else ROOT_LAYERS
     return found
+
+
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("from .. import create_model\n", {"core", "weights", "models"}),
+        ("from .. import tools\n", {"tools"}),
+        ("from ..train.run import Run\n", {"train"}),
+        ("import resmg_zoo\n", {"core", "weights", "models"}),
+        ("from resmg_zoo import data\n", {"data"}),
+        ("import resmg_zoo.tools.classify\n", {"tools"}),
+        ("from . import hashing\n", {"core"}),
+    ],
+)
+def test_the_layer_check_sees_every_spelling_of_an_import(tmp_path, source: str, expected: set[str]) -> None:
+    module = tmp_path / "resmg_zoo" / "core" / "probe.py"
+    module.parent.mkdir(parents=True)
+    module.write_text(source)
+    assert _imported_layers(module, tmp_path / "resmg_zoo") == expected
 
 
 @pytest.mark.parametrize("layer", LAYERS)

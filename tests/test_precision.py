@@ -19,7 +19,7 @@ from realdata import real_data_dir, subset_zip
 from resmg_zoo.core import hardware
 from resmg_zoo.core.cli import EXIT_USAGE
 from resmg_zoo.core.errors import UsageError
-from resmg_zoo.core.hardware import PrecisionChoice, choose_precision
+from resmg_zoo.core.hardware import MatmulPeaks, PrecisionChoice, choose_precision, decide_precision
 from resmg_zoo.data.loader import EpochPlan, Materializer
 from resmg_zoo.train.cli import main as train
 from resmg_zoo.train.config import agreed_precision
@@ -37,10 +37,11 @@ def digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _measures(monkeypatch: pytest.MonkeyPatch, precision: str) -> str:
-    """Make ``auto`` measure ``precision`` here; returns the reason it gives."""
-    reason = f"auto: {precision}, as this test's machine measures"
-    monkeypatch.setattr(hardware, "_measured_choice", lambda device_type: PrecisionChoice(precision, reason))
-    return reason
+    """Make this machine's measured matmul peaks say ``precision`` (the public measurement, replaced);
+    returns the reason ``auto`` then gives."""
+    peaks = MatmulPeaks(True, 100e9, 300e9 if precision == "bf16" else 100e9, "a test CPU")
+    monkeypatch.setattr(hardware, "measure_peaks", lambda: peaks)
+    return decide_precision("cpu", peaks).reason
 
 
 def test_auto_is_measured_printed_recorded_and_kept_on_resume(
@@ -50,7 +51,8 @@ def test_auto_is_measured_printed_recorded_and_kept_on_resume(
     reason = _measures(monkeypatch, "bf16")
     assert train(tiny_train_args(digits, out, "--epochs", "1", precision=None)) == 0  # no --precision: auto
     config = json.loads((out / "config.json").read_text())
-    assert config["precision"] == "bf16" and config["precision_choice"] == {"asked": "auto", "reason": reason}
+    assert config["precision"] == "bf16" and config["precision_choice"]["reason"] == reason
+    assert config["precision_choice"]["asked"] == "auto" and config["precision_choice"]["peaks"]["bf16"] == 300e9
     assert f"precision: {reason}" in capsys.readouterr().err
     # the machine now measures fp32 faster: a resume keeps what the run was started with, flag or not
     _measures(monkeypatch, "fp32")
@@ -112,8 +114,8 @@ def _agree(rank: int, port: int, results: Any) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)
     try:
-        measured = PrecisionChoice("bf16" if rank == 0 else "fp32", f"rank {rank} measured")
-        hardware._measured_choice = lambda device_type: measured  # type: ignore[assignment]
+        peaks = MatmulPeaks(True, 100e9, 300e9 if rank == 0 else 100e9, f"rank {rank}'s CPU")
+        hardware.measure_peaks = lambda: peaks  # type: ignore[assignment]
         choice = agreed_precision("auto", torch.device("cpu"), DistEnv(rank, 2))
         results.put((rank, choice.precision))
     finally:

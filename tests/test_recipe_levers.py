@@ -8,6 +8,7 @@ import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
+from typing import Optional
 
 import pytest
 import torch
@@ -17,7 +18,7 @@ from safetensors.torch import load_file
 
 from resmg_zoo.core import hardware
 from resmg_zoo.core.cli import EXIT_USAGE
-from resmg_zoo.core.hardware import matmul_peak, preferred_precision
+from resmg_zoo.core.hardware import MatmulPeaks, decide_precision, matmul_peak, preferred_precision
 from resmg_zoo.data.datasets import ImageSplit, load_dataset
 from resmg_zoo.data.loader import Materializer, resize_batch
 from resmg_zoo.tools import reproduce, time_to_accuracy
@@ -252,41 +253,36 @@ def test_the_full_width_budget_trains_the_new_recipe(tmp_path: Path) -> None:
     assert "--precision" not in cmd  # train's --precision auto chooses, and records why
 
 
-@pytest.fixture
-def fresh_precision_choice() -> object:
-    hardware._measured_choice.cache_clear()
-    yield
-    hardware._measured_choice.cache_clear()
-
-
 @pytest.mark.parametrize(
-    ("native", "bf16_peak", "fp32_peak", "expected"),
+    ("device", "peaks", "cuda_bf16", "expected"),
     [
-        (False, 0.0, 0.0, "fp32"),  # AVX2 only: bf16 is emulated, nothing is timed
-        (True, 170e9, 325e9, "fp32"),  # the Intel Xeon with AVX512-BF16 and no AMX: half the fp32 peak
-        (True, 340e9, 300e9, "fp32"),  # within the margin: not worth the rounding
-        (True, 700e9, 330e9, "bf16"),  # bf16 hardware that pays
+        ("cpu", MatmulPeaks(False), False, "fp32"),  # AVX2 only: bf16 is emulated, nothing is timed
+        ("cpu", MatmulPeaks(True, 325e9, 170e9), False, "fp32"),  # the Intel Xeon with AVX512-BF16, no AMX
+        ("cpu", MatmulPeaks(True, 300e9, 340e9), False, "fp32"),  # below the 1.2x threshold
+        ("cpu", MatmulPeaks(True, 300e9, 375e9), False, "fp32"),  # 1.25x: within 10 % of it, the stable choice
+        ("cpu", MatmulPeaks(True, 300e9, 393e9), False, "fp32"),  # 1.31x: still within 10 %
+        ("cpu", MatmulPeaks(True, 300e9, 399e9), False, "bf16"),  # 1.33x: clear of the threshold
+        ("cpu", MatmulPeaks(True, 330e9, 700e9), False, "bf16"),  # bf16 hardware that pays
+        ("cuda", None, True, "bf16"),
+        ("cuda", None, False, "fp32"),  # a CUDA device without bf16 (e.g. before Ampere)
+        ("mps", None, False, "fp32"),  # nothing was measured on it
+        ("xpu", None, False, "fp32"),
     ],
 )
-def test_auto_precision_is_bf16_only_where_bf16_hardware_is_measured_faster(
-    monkeypatch: pytest.MonkeyPatch,
-    fresh_precision_choice: object,
-    native: bool,
-    bf16_peak: float,
-    fp32_peak: float,
-    expected: str,
+def test_auto_precision_is_a_function_of_the_measured_peaks(
+    device: str, peaks: Optional[MatmulPeaks], cuda_bf16: bool, expected: str
 ) -> None:
-    peaks = {torch.bfloat16: bf16_peak, torch.float32: fp32_peak}
-    monkeypatch.setattr(hardware, "native_bf16", lambda device="cpu": native)
-    monkeypatch.setattr(hardware, "matmul_peak", lambda dtype, *args, **kwargs: peaks[dtype])
-    assert preferred_precision("cpu") == expected
+    choice = decide_precision(device, peaks, cuda_bf16=cuda_bf16)
+    assert choice.precision == expected and choice.reason.startswith(f"auto: {expected}")
+    if peaks is not None and peaks.fp32:
+        assert f"{peaks.bf16 / peaks.fp32:.2f}x the fp32 one" in choice.reason
 
 
-def test_auto_precision_is_bf16_on_cuda_without_timing_the_cpu(
-    monkeypatch: pytest.MonkeyPatch, fresh_precision_choice: object
-) -> None:
-    monkeypatch.setattr(hardware, "matmul_peak", lambda *args, **kwargs: pytest.fail("timed the CPU for CUDA"))
-    assert preferred_precision("cuda") == "bf16"
+def test_auto_precision_on_cuda_does_not_time_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CPU measurement is never run for a CUDA device (the public measurement refuses here)."""
+    monkeypatch.setattr(hardware, "measure_peaks", lambda: pytest.fail("timed the CPU for CUDA"))
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)
+    assert preferred_precision("cuda") == "fp32"
 
 
 def test_matmul_peak_is_flops_of_the_fastest_call_over_its_time(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -19,7 +19,7 @@ from realdata import real_data_dir, subset_zip
 from safetensors.torch import load_file
 
 from resmg_zoo.core.cli import EXIT_NONFINITE
-from resmg_zoo.core.hardware import preferred_precision
+from resmg_zoo.core.hardware import MatmulPeaks, decide_precision, native_bf16
 from resmg_zoo.tools.evaluate import run_evaluation
 from resmg_zoo.tools.push_to_hub import main as publish
 from resmg_zoo.train.checkpoint import checkpoint_weights_path
@@ -224,7 +224,13 @@ def test_width_reduced_sharedA_reaches_98_percent_on_real_mnist_in_one_epoch(tmp
     last = json.loads((tmp_path / "mnist" / "metrics.jsonl").read_text().splitlines()[-1])
     assert last["epoch"] == 1 and last["images_trained"] == 54_912  # 429 full batches of 128
     assert last["test_top1"] >= 98.0, last
-    assert json.loads((tmp_path / "mnist" / "config.json").read_text())["precision"] == preferred_precision()
+    # the recorded choice follows from what the run recorded measuring, and the hardware flags say the same
+    config = json.loads((tmp_path / "mnist" / "config.json").read_text())
+    recorded = config["precision_choice"]
+    peaks = MatmulPeaks(**recorded["peaks"]) if "peaks" in recorded else MatmulPeaks(False)
+    assert peaks.bf16_hardware == native_bf16("cpu")
+    assert recorded["asked"] == "auto" and decide_precision("cpu", peaks).precision == config["precision"]
+    assert recorded["reason"] == decide_precision("cpu", peaks).reason
 
 
 def test_compile_trains_like_eager(mnist_small: Path, tmp_path: Path) -> None:

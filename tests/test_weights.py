@@ -17,7 +17,8 @@ from huggingface_hub import ModelCard
 from safetensors.torch import load_file, save_file
 
 import resmg_zoo.weights.publish as publish_module
-from resmg_zoo import PretrainedWeightsUnavailable, WeightsIntegrityError
+from resmg_zoo import NotPublishedError, WeightsIntegrityError, WeightsMismatchError
+from resmg_zoo.core.cli import EXIT_BUSY
 from resmg_zoo.core.counting import param_count
 from resmg_zoo.core.hashing import file_sha256
 from resmg_zoo.data.datasets import load_dataset
@@ -99,8 +100,8 @@ def test_torch_hub_and_timm_load_the_trained_model(use_mirror: Path, run: Path, 
     for model in (via_hub, via_timm, via_dir):
         torch.testing.assert_close(model(x), expected, rtol=0, atol=0)
     assert _test_accuracy(via_hub, digits) == pytest.approx(_last_metrics(run)["test_top1"], abs=1e-6)
-    assert via_timm.pretrained_cfg["file"] == str(use_mirror / HUB_ID / "model.safetensors")
     assert via_timm.pretrained_cfg["hf_hub_id"] == HUB_ID
+    assert "state_dict" not in via_timm.pretrained_cfg  # loaded from the verified bytes, then dropped from the cfg
 
 
 def test_no_pickle_is_loaded(use_mirror: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -205,21 +206,20 @@ def test_missing_key_is_named(mirror: Path, tmp_path: Path, monkeypatch) -> None
     copy = _copy_mirror(mirror, tmp_path)
     weights = copy / HUB_ID / "model.safetensors"
     state = load_file(str(weights))
-    state.pop("stages.1.shared_a.weight")
+    state.pop("stages.1.shared_b.weight")
     save_file(state, str(weights))
     manifest = json.loads((copy / MANIFEST_NAME).read_text())
     manifest["entries"][0].update(sha256=file_sha256(weights), bytes=weights.stat().st_size)
     (copy / MANIFEST_NAME).write_text(json.dumps(manifest))
     monkeypatch.setenv("RESMG_ZOO_HUB_DIR", str(copy))
-    with pytest.raises(WeightsIntegrityError, match=r"missing keys \['stages\.1\.shared_a\.weight'\]"):
+    with pytest.raises(WeightsMismatchError, match=r"missing keys \['stages\.1\.shared_b\.weight'\]"):
         timm.create_model(f"{MODEL}.{TAG}", pretrained=True)
 
 
 def test_unpublished_tag_names_the_published_ones(use_mirror: Path) -> None:
     with pytest.raises(
-        PretrainedWeightsUnavailable,
-        match=rf"no pretrained weights are published for {MODEL}\.cifar100 .*"
-        rf"Published tags of {MODEL}: cifar10, mnist",
+        NotPublishedError,
+        match=rf"no pretrained weights are published for {MODEL}\.cifar100 .*Published tags of {MODEL}: mnist",
     ):
         timm.create_model(f"{MODEL}.cifar100", pretrained=True)
 
@@ -291,13 +291,14 @@ def test_the_hub_path_through_huggingface_hub_against_a_local_standin(
     (served / HUB_ID.split("/")[0]).symlink_to(mirror / HUB_ID.split("/")[0])
     (served / "resmg-zoo").symlink_to(shared_hub / "resmg-zoo")
     monkeypatch.setenv("RESMG_ZOO_HUB_DIR", str(shared_hub))
-    expected = {f"{MODEL}.{TAG}": _expected(timm.create_model(f"{MODEL}.{TAG}", pretrained=True))}
+    ours = "preact_resnet18_sharedA.mnist"  # the package's own entry, pinned
+    expected = {ours: _expected(timm.create_model(ours, pretrained=True))}
     expected[f"hf-hub:{HUB_ID}"] = _expected(_reference(run))
     names = list(expected)
     with serve(served) as (endpoint, log):
         env = _hub_env(endpoint, mirror, tmp_path)
         online = _hub_subprocess(names, env)
-        assert any(f"/resmg-zoo/{MODEL}.{TAG}/resolve/main/model.safetensors" in line for line in log)
+        assert any(f"/resmg-zoo/{ours}/resolve/main/model.safetensors" in line for line in log)
         assert any(f"/{HUB_ID}/resolve/main/model.safetensors" in line for line in log)
         unlisted = _hub_subprocess([f"hf-hub:{HUB_ID}"], dict(env, RESMG_ZOO_HUB_DIR=str(tmp_path / "no-mirror")))
     for name in names:
@@ -406,7 +407,7 @@ def test_upload_publishes_the_repo_it_names_pinned_to_its_commit(
         assert asked.startswith("RevisionNotFoundError") and bogus in asked  # timm reads config.json there first
         record.write_text(record.read_text().replace(entry["revision"], bogus))
         recorded = _hub_subprocess([name], dict(env, HF_HOME=str(tmp_path / "third-cache")))[name]
-        assert recorded.startswith("PretrainedWeightsUnavailable") and f"has no revision '{bogus}'" in recorded
+        assert recorded.startswith("NotPublishedError") and f"has no revision '{bogus}'" in recorded
         record.write_text(record.read_text().replace(bogus, entry["revision"]))
     pinned = f"{name}@{entry['revision']}"
     offline = _hub_subprocess([name, pinned], dict(env, HF_HUB_OFFLINE="1"))  # the stand-in is gone
@@ -445,11 +446,11 @@ def test_a_publish_racing_another_of_the_same_id_is_refused(
     copy = _copy_mirror(mirror, tmp_path)
     before = {p: p.read_bytes() for p in copy.rglob("*") if p.is_file() and not p.name.endswith(".lock")}
     with publishing(HUB_ID, copy / ORG):  # another publisher of the id, mid-way
-        assert publish(["--run", str(run), "--mirror", str(copy), "--org", ORG]) == 2
+        assert publish(["--run", str(run), "--mirror", str(copy), "--org", ORG, "--replace"]) == EXIT_BUSY
     err = capsys.readouterr().err
     assert "another process is writing the published folder" in err and HUB_ID in err
     assert {p: p.read_bytes() for p in before} == before
-    assert publish(["--run", str(run), "--mirror", str(copy), "--org", ORG]) == 0  # once it is done: fine
+    assert publish(["--run", str(run), "--mirror", str(copy), "--org", ORG, "--replace"]) == 0  # once it is done
 
 
 def test_republishing_swaps_the_folder_in_one_step(run: Path, mirror: Path, tmp_path: Path) -> None:
@@ -457,7 +458,7 @@ def test_republishing_swaps_the_folder_in_one_step(run: Path, mirror: Path, tmp_
     nothing left beside it."""
     copy = _copy_mirror(mirror, tmp_path)
     inode = (copy / HUB_ID).stat().st_ino
-    assert publish(["--run", str(run), "--mirror", str(copy), "--org", ORG]) == 0
+    assert publish(["--run", str(run), "--mirror", str(copy), "--org", ORG, "--replace"]) == 0
     assert (copy / HUB_ID).stat().st_ino != inode  # a new folder took the old one's place
     assert sorted(p.name for p in (copy / ORG).iterdir() if not p.name.endswith(".lock")) == [HUB_ID.split("/")[1]]
     assert publish_module.verify_folder(copy / HUB_ID, load_manifest(copy / MANIFEST_NAME)["entries"][0]) == []

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import UsageError
+from .errors import BusyError
 
 
 def current_umask() -> int:
@@ -69,7 +69,7 @@ def write_text_atomic(path: str | Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-class LockedError(UsageError, RuntimeError):
+class LockedError(BusyError):
     """Another process holds the lock: the message names the lock file and what it guards."""
 
 
@@ -122,10 +122,33 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(b))
 
 
+def aside_folders(target: Path) -> list[Path]:
+    """The old folders that :func:`replace_folder`'s fallback moved aside for ``target`` (``.<name>.old-<pid>``)."""
+    return sorted(target.parent.glob(f".{target.name}.old-*")) if target.parent.is_dir() else []
+
+
+def restore_aside(target: Path) -> list[str]:
+    """Undo what a :func:`replace_folder` killed between its two renames left (only where the system has
+    no ``renameat2``): ``target`` missing and the old folder aside. The old folder goes back to
+    ``target``; a leftover aside beside a complete ``target`` is removed. Only under the writer's lock.
+    Returns what was done, for the caller to say."""
+    done = []
+    for aside in aside_folders(target):
+        if not target.exists():
+            os.rename(aside, target)
+            done.append(f"restored {target} from {aside.name} (a swap was interrupted)")
+        else:
+            shutil.rmtree(aside)
+            done.append(f"removed {aside} (left by an interrupted swap)")
+    return done
+
+
 def replace_folder(new: Path, target: Path) -> None:
     """Put the folder ``new`` at ``target`` (same file system): readers of ``target`` see the old folder
     or the new one, complete, never neither (an atomic exchange where the system has one). The old
-    folder is removed afterwards; ``new`` no longer exists when this returns."""
+    folder is removed afterwards; ``new`` no longer exists when this returns. Where the system has no
+    ``renameat2``, two renames: a kill between them leaves ``target`` missing and the old folder aside,
+    which readers take (:func:`aside_folders`) and the next writer puts back (:func:`restore_aside`)."""
     if not target.exists():
         os.rename(new, target)
         return

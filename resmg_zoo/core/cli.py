@@ -1,15 +1,38 @@
-"""What every command-line tool of the package needs: exit codes and ``KEY=VALUE`` model arguments.
+"""What every command-line tool of the package needs: one way to turn the package's errors into a message
+and an exit code, the allocator setting of the console scripts, and ``KEY=VALUE`` model arguments.
 (The device and the autocast precision are the machine's: :mod:`.hardware`.)"""
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Optional
 
-from .errors import EXIT_USAGE, UsageError
+from .errors import (
+    EXIT_BUSY,
+    EXIT_INTEGRITY,
+    EXIT_NONFINITE,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    ResmgError,
+    UsageError,
+)
 
-__all__ = ["EXIT_NONFINITE", "EXIT_USAGE", "parse_model_kwargs", "parse_value"]
+__all__ = [
+    "EXIT_BUSY",
+    "EXIT_INTEGRITY",
+    "EXIT_NONFINITE",
+    "EXIT_UNAVAILABLE",
+    "EXIT_USAGE",
+    "parse_model_kwargs",
+    "parse_value",
+    "report_error",
+]
 
-EXIT_NONFINITE = 3  # training stopped on a NaN/inf loss; the last good checkpoint is kept
+
+def report_error(err: ResmgError) -> int:
+    """Print ``err`` as the one line ``error: ...`` on stderr; return its kind's exit code."""
+    print(f"error: {err}", file=sys.stderr)
+    return err.exit_code
 
 
 def parse_value(text: str) -> Any:

@@ -9,6 +9,30 @@ import timm
 import torch
 from torch import nn
 
+from .errors import UsageError
+
+# What a published entry's ``model_args`` may hold: the keywords of the zoo's model families
+# (``ResMgResNet``, ``FResNet``) that shape what the weights fit, beside timm's usual ones.
+MODEL_ARGS = frozenset(
+    {"layers", "widths", "share", "pool_block", "a_form", "b_form", "share_b", "transfer_norm"}
+    | {"in_chans", "num_classes", "global_pool", "drop_rate"}
+)
+
+
+class ModelArgsError(UsageError):
+    """``model_args`` that name no zoo model or keywords it does not take."""
+
+
+def check_model_args(name: str, args: dict[str, Any]) -> None:
+    """Raise :class:`ModelArgsError` unless ``name`` is a registered model and ``args`` only keywords of
+    :data:`MODEL_ARGS`: the checks that let a caller build from stored arguments without catching the
+    ``TypeError`` or ``RuntimeError`` of a bug."""
+    if not timm.is_model(name):
+        raise ModelArgsError(f"no registered model is called {name!r}")
+    unknown = sorted(set(args) - MODEL_ARGS)
+    if unknown:
+        raise ModelArgsError(f"model_args {unknown} are not arguments of the zoo's models ({sorted(MODEL_ARGS)})")
+
 
 def count_parameters(model: nn.Module) -> int:
     """Number of distinct parameter elements (a shared tensor counts once)."""

@@ -6,9 +6,10 @@ and the model cards read it from there."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 from .choices import check_choice
 from .errors import UsageError
@@ -156,6 +157,21 @@ def check_hub_id(repo_id: str, what: str = "hub id") -> str:
     return repo_id
 
 
+REVISION = re.compile(r"^(?:[0-9a-f]{40}|[A-Za-z0-9][A-Za-z0-9_.-]{0,99}(?:/[A-Za-z0-9][A-Za-z0-9_.-]{0,99}){0,4})$")
+
+
+def check_revision(revision: str, what: str = "revision") -> str:
+    """``revision`` if it is a commit id (40 hex digits) or a safe ref name (a branch or tag: letters,
+    digits, ``_.-``, ``/``-separated parts that start with a letter or digit, no ``..``, no ``.lock``
+    ending); else :class:`HubIdError`. Checked before a revision reaches a URL or a cache path."""
+    if not isinstance(revision, str) or not REVISION.match(revision) or ".." in revision or revision.endswith(".lock"):
+        raise HubIdError(
+            f"{what} {revision!r} is neither a commit id (40 hex digits) nor a branch or tag name "
+            "(letters, digits, '_', '.', '-', parts separated by '/', no '..')"
+        )
+    return revision
+
+
 def hub_id(model: str, tag: str, org: str = DEFAULT_HUB_ORG) -> str:
     """The Hugging Face Hub repository id ``<org>/<model>.<tag>`` of a published checkpoint (checked)."""
     return check_hub_id(f"{org}/{model}.{tag}", "the Hub id made from --org")
@@ -167,3 +183,28 @@ def pool_size(input_size: tuple[int, int, int], num_poolings: int = 3) -> tuple[
     for _ in range(num_poolings):
         h, w = (h + 1) // 2, (w + 1) // 2
     return h, w
+
+
+@dataclass(frozen=True)
+class DatasetIdentity:
+    """What a ``--dataset`` value (as given, or as a run's ``config.json`` records it) names: a dataset of
+    the registry by ``name`` (``known``), read from ``path`` where one was given, or an ImageFolder of
+    the user's own at ``path``, called ``name``."""
+
+    name: str
+    path: Optional[str]
+
+    @property
+    def known(self) -> bool:
+        return self.name in TAGS
+
+
+def dataset_identity(value: str) -> DatasetIdentity:
+    """The one rule for what a dataset value names. A registry name (``mnist``) is that dataset and never
+    a folder of the current directory; anything else is a path — a zip or folder whose name, less
+    ``.zip``, is a registry name (``../shared/data/mnist.zip``) is that registry dataset (its tag,
+    statistics, recipe), read from the file; any other is the user's own ImageFolder."""
+    if value in TAGS:
+        return DatasetIdentity(value, None)
+    name = value.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1].removesuffix(".zip")
+    return DatasetIdentity(name, value)

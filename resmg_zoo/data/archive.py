@@ -1,12 +1,16 @@
 """ImageFolder trees (``<split>/<class>/<image>``) in a zip or a directory: their layout checked, their
 images decoded in parallel into uint8 arrays. Every problem is a :class:`DatasetError` naming the
 archive and the member; a zip member's declared size is checked against a limit before anything is
-decompressed, so a crafted archive cannot expand without bound."""
+decompressed, so a crafted archive cannot expand without bound, and an image's pixel count is read
+from its header and checked against :data:`MAX_IMAGE_PIXELS` before its pixels are decoded (a
+9000×9000 image in a training archive is refused by name, not allocated). :func:`decode_image` is
+the one place an image's bytes become a PIL image, for the datasets and for ``resmg-classify``."""
 
 from __future__ import annotations
 
 import io
 import os
+import warnings
 import zipfile
 import zlib
 from concurrent.futures import ProcessPoolExecutor
@@ -26,6 +30,17 @@ REQUIRED_SPLITS = ("train", "test")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 MAX_IMAGE_BYTES = 64 << 20  # one image file, decompressed
 MAX_ARCHIVE_BYTES = 32 << 30  # every image of an archive, decompressed
+MAX_IMAGE_PIXELS = 50_000_000  # one decoded image (a 48-megapixel photo passes; 9000×9000 does not)
+IMAGE_ERRORS = (
+    UnidentifiedImageError,
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    zlib.error,
+    Image.DecompressionBombError,
+)
+"""What decoding a damaged, foreign or crafted image raises (PIL's bomb check included)."""
 
 
 class DatasetError(UsageError):
@@ -137,12 +152,34 @@ def open_image(members: Members, member: str, data: Optional[bytes] = None) -> I
                 data = (members.root / member).read_bytes()
     except DAMAGED_ZIP_ERRORS as err:
         raise _damaged(members.root, member, err) from None
+    return decode_image(data, where)
+
+
+class ImageTooLarge(DatasetError):
+    """An image whose header declares more pixels than :data:`MAX_IMAGE_PIXELS`."""
+
+
+def decode_image(data: bytes, where: str) -> Image.Image:
+    """The decoded image in ``data``; :class:`DatasetError` naming ``where`` if it does not decode, and
+    :class:`ImageTooLarge` if its header declares more than :data:`MAX_IMAGE_PIXELS` pixels (checked
+    before the pixels are decoded, so nothing of that size is allocated)."""
     try:
-        image = Image.open(io.BytesIO(data))
+        with warnings.catch_warnings():  # PIL warns between its own limit and twice it; ours is lower and an error
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))  # reads the header only
+    except IMAGE_ERRORS as err:
+        raise DatasetError(f"{where}: the image does not decode ({type(err).__name__}: {err})") from None
+    width, height = image.size
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ImageTooLarge(
+            f"{where}: the image is {width}x{height} ({width * height:,} pixels), more than the "
+            f"{MAX_IMAGE_PIXELS:,} any image may have here; resize it first"
+        )
+    try:
         image.load()
         return image
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise DatasetError(f"{where}: the image does not decode ({err})") from None
+    except IMAGE_ERRORS as err:
+        raise DatasetError(f"{where}: the image does not decode ({type(err).__name__}: {err})") from None
 
 
 def decode_split(

@@ -35,7 +35,7 @@ from torch import Tensor
 
 from ..core.atomic import atomic_path
 from ..core.hashing import file_sha256
-from ..core.tags import TAGS
+from ..core.tags import TAGS, dataset_identity
 from .archive import IMAGE_SUFFIXES, SPLITS, DatasetError, ImageSplit, Members, decode_split, open_image
 
 CACHE_VERSION = 2  # 2: the key names the decoded format; mean/std are not cached (they depend on the name)
@@ -87,9 +87,14 @@ def load_dataset(
     download: bool = False,
     image_size: Optional[int] = None,
     channels: Optional[int] = None,
+    registry_only: bool = False,
 ) -> ImageDataset:
     """Load a dataset by name or path into memory (see the module docstring for the order).
 
+    What the value names is :func:`~resmg_zoo.core.tags.dataset_identity`'s rule: a registry name is
+    that dataset (never a folder of the current directory); a path is read as that path.
+    ``registry_only``: the value comes from a file the user did not write (a published manifest) and must
+    name a registry dataset; a path is refused, never read.
     ``image_size``: resize every image to ``image_size``×``image_size``; ``channels``: 1 (grayscale)
     or 3 (RGB). ``None`` keeps the dataset's own format (a custom folder's must then be uniform).
     """
@@ -98,10 +103,13 @@ def load_dataset(
     if channels not in (None, 1, 3):
         raise DatasetError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}")
     convert = Conversion(image_size, channels)
-    path = Path(name_or_path).expanduser()
-    if path.exists():
+    identity = dataset_identity(name_or_path)
+    if registry_only and (identity.path is not None or not identity.known):
+        raise DatasetError(f"{name_or_path!r} is not a dataset of the registry ({', '.join(TAGS)}); it is not read")
+    path = Path(identity.path).expanduser() if identity.path is not None else None
+    if path is not None and path.exists():
         return _load_image_folder(path, _name_of(path), cache_dir, convert)
-    if name_or_path not in TAGS:
+    if not identity.known or path is not None:
         raise DatasetError(
             f"{name_or_path!r} is neither an existing ImageFolder directory/zip nor a known dataset; "
             f"known datasets: {', '.join(TAGS)}"

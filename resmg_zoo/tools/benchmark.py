@@ -46,6 +46,7 @@ from ..core.hardware import (
     autocast_context,
     choose_precision,
     describe_hardware,
+    freed_memory_retained,
     matmul_peak,
     retain_freed_memory,
 )
@@ -229,7 +230,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         names.append(REFERENCE)
     if args.threads:
         torch.set_num_threads(args.threads)
-    retained = not args.default_malloc and retain_freed_memory()  # as training does
+    retained = freed_memory_retained()  # set by the command line's entry point, as training's
     peak_sizes = parse_ints("--peak-sizes", args.peak_sizes)
     if args.inductor_freezing:
         import torch._inductor.config as inductor_config
@@ -390,5 +391,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     return 0
 
 
+def console_main() -> int:
+    """``resmg-benchmark`` and ``scripts/benchmark.py``: sets the allocator as ``resmg-train`` does (unless
+    ``--default-malloc``), then :func:`main`."""
+    argv = sys.argv[1:]
+    if "--default-malloc" not in argv:
+        retain_freed_memory()
+    return main(argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console_main())

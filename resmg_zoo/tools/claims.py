@@ -38,7 +38,7 @@ def stratified_subset(split: ImageSplit, per_class: int = PER_CLASS) -> ImageSpl
 def published_model(entry: dict[str, Any], weights: Path) -> torch.nn.Module:
     """The entry's architecture with ``weights`` loaded exactly."""
     model = timm.create_model(entry["model"], pretrained_cfg=entry["tag"], **entry["model_args"])
-    load_weights(model, weights, f"{weights} ({entry['hub_id']})")
+    load_weights(model, weights, f"{weights} ({entry['hub_id']})", sha256=entry["sha256"])
     return model.to(memory_format=torch.channels_last).eval()
 
 
@@ -51,7 +51,7 @@ def count_correct(model: torch.nn.Module, dataset: ImageDataset, split: ImageSpl
 def measure_claim(entry: dict[str, Any], folder: Path, data_dir: Optional[str] = None) -> dict[str, Any]:
     """The ``check`` record of an entry: full test top-1 and the subset's exact count, in fp32."""
     model = published_model(entry, folder / WEIGHTS_NAME)
-    dataset = load_dataset(entry["dataset"], data_dir=data_dir)
+    dataset = load_dataset(entry["dataset"], data_dir=data_dir, registry_only=True)  # a name, never a path
     full = count_correct(model, dataset, dataset.split("test"))
     subset = count_correct(model, dataset, stratified_subset(dataset.split("test")))
     return dict(

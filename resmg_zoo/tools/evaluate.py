@@ -16,8 +16,8 @@ from typing import Any, Optional
 import timm
 import torch
 
-from ..core.cli import EXIT_USAGE, parse_model_kwargs
-from ..core.errors import UsageError
+from ..core.cli import parse_model_kwargs, report_error
+from ..core.errors import ResmgError, UsageError
 from ..core.hardware import PRECISIONS, choose_precision, pick_device
 from ..data.datasets import DatasetError, load_dataset, split_train_val
 from ..data.loader import Materializer
@@ -126,9 +126,8 @@ def run_evaluation(argv: Optional[list[str]] = None) -> dict[str, Any]:
 def main(argv: Optional[list[str]] = None) -> int:
     try:
         result = run_evaluation(argv)
-    except UsageError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_USAGE
+    except ResmgError as err:
+        return report_error(err)
     print(json.dumps(result))
     return 0
 

@@ -36,9 +36,9 @@ from PIL import Image
 from torch import Tensor, nn
 
 from ..core.atomic import atomic_path
-from ..core.cli import EXIT_USAGE, parse_model_kwargs
+from ..core.cli import parse_model_kwargs, report_error
 from ..core.counting import count_parameters
-from ..core.errors import UsageError
+from ..core.errors import ResmgError, UsageError
 from ..data.datasets import default_data_dir
 from ..train.finetune import resolve_init
 from ..train.run import Run
@@ -227,9 +227,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         if real is None:
             print(f"warning: real-image check skipped: {where}", file=sys.stderr)
         report = export(model, args.model, args.format, out, real)
-    except UsageError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_USAGE
+    except ResmgError as err:
+        return report_error(err)
     except AssertionError as err:
         print(f"error: the exported file does not match eager PyTorch: {err}", file=sys.stderr)
         return 1

@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..core.cli import EXIT_USAGE
-from ..core.errors import UsageError
+from ..core.cli import report_error
+from ..core.errors import ResmgError
 from ..data.loader import EpochPlan, Materializer
 from ..train.run import Run
 
@@ -130,9 +130,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         run = Run.open(args.run)
         model, dataset, config = run.build_model(), run.dataset(args.data), run.config
-    except UsageError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_USAGE
+    except ResmgError as err:
+        return report_error(err)
     split = dataset.split(args.split)
     order = EpochPlan(len(split), min(args.images, len(split)), args.seed)
     batch = next(iter(order.batches(0, 0)))

@@ -5,6 +5,7 @@ already published.
     python -m resmg_zoo.tools.mirror import ../shared/hub --evaluate   # verify, re-evaluate, then merge its entries
     python -m resmg_zoo.tools.mirror import ../shared/hub --prune      # ... and drop entries it does not host
     python -m resmg_zoo.tools.mirror refresh MIRROR/resmg-zoo/NAME...  # new config.json + model card, weights untouched
+    python -m resmg_zoo.tools.mirror verify ../shared/hub              # every folder against its entry
 
 Nothing changes unless every folder verifies; the message names each folder and what differs.
 ``--evaluate`` re-measures each new or changed entry on the full test split of ``$RESMG_ZOO_DATA``
@@ -21,8 +22,9 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-from ..core.cli import EXIT_USAGE
-from ..core.errors import UsageError
+from ..core.atomic import aside_folders
+from ..core.cli import report_error
+from ..core.errors import ResmgError
 from ..core.tags import check_hub_id
 from ..weights.card import label_names_for, standard_split_sizes, write_card, write_config
 from ..weights.manifest import (
@@ -56,6 +58,9 @@ def verify_mirror(mirror: Path) -> list[dict[str, Any]]:
     problems = []
     for entry in entries:
         folder = mirror / entry["hub_id"]
+        if "swap_from" in entry or aside_folders(folder):
+            problems.append(interrupted(folder, entry))
+            continue
         problems += (
             [f"{folder}: {p}" for p in verify_folder(folder, entry)]
             if folder.is_dir()
@@ -68,6 +73,21 @@ def verify_mirror(mirror: Path) -> list[dict[str, Any]]:
     if problems:
         raise ManifestError(f"{mirror} does not verify:\n  " + "\n  ".join(problems))
     return entries
+
+
+def interrupted(folder: Path, entry: dict[str, Any]) -> str:
+    """What an interrupted publication of ``entry`` left, and what to do (the state still loads)."""
+    aside = aside_folders(folder)
+    if aside and not folder.exists():
+        state = f"the folder is missing and the old one is at {aside[-1]} (readers load it from there)"
+    elif aside:
+        state = f"a leftover old folder {aside[-1]} is beside the folder"
+    else:
+        state = "the folder holds the old or the new file, and the entry accepts both (swap_from)"
+    return (
+        f"{folder}: a publication of {entry['hub_id']} was interrupted: {state}. Run the same "
+        f"`resmg-push --run RUN --mirror {folder.parents[1]} --replace` again to finish it"
+    )
 
 
 def _published_part(entry: dict[str, Any]) -> dict[str, Any]:
@@ -169,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--evaluate", action="store_true", help="re-measure new entries on the real test split and record a check"
     )
     take.add_argument("--data", default=None, help="folder with <dataset>.zip (default $RESMG_ZOO_DATA)")
+    check = commands.add_parser("verify", help="check every folder of a mirror against its manifest")
+    check.add_argument("mirror", help="a folder written by push_to_hub --mirror")
     refresh = commands.add_parser("refresh", help="rewrite config.json and README.md of published folders")
     refresh.add_argument("folders", nargs="+", help="<mirror>/<org>/<model>.<tag> folders")
     return parser
@@ -177,7 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "import":
+        if args.command == "verify":
+            entries = verify_mirror(Path(args.mirror))
+            print(f"{args.mirror}: {len(entries)} published folder(s), each the bytes its entry lists")
+        elif args.command == "import":
             report = import_mirror(Path(args.mirror), Path(args.manifest), args.prune, args.evaluate, args.data)
             for key, ids in report.items():
                 print(f"{key}: {', '.join(ids) or '-'}")
@@ -185,9 +210,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             for folder in args.folders:
                 entry = refresh_folder(Path(folder))
                 print(f"refreshed {folder} ({entry['hub_id']}): config.json, README.md; sha256 {entry['sha256']}")
-    except UsageError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_USAGE
+    except ResmgError as err:
+        return report_error(err)
     return 0
 
 

@@ -17,10 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-from huggingface_hub.errors import HfHubHTTPError
-
-from ..core.cli import EXIT_USAGE
-from ..core.errors import UsageError
+from ..core.cli import report_error
+from ..core.errors import ResmgError
 from ..core.tags import DEFAULT_HUB_ORG, TAGS, check_hub_id, hub_id
 from ..train.run import Run
 from ..weights.manifest import MANIFEST_NAME, ManifestError, checkout_root, repo_manifest_path
@@ -34,6 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--org", default=DEFAULT_HUB_ORG, help="Hub organisation of the id <org>/<model>.<tag>")
     p.add_argument(
         "--record", action="store_true", help="with --mirror: also add the entry to the repository's manifest"
+    )
+    p.add_argument(
+        "--replace",
+        action="store_true",
+        help="publish over an id that is already published (the entry records what it replaced)",
     )
     p.add_argument(
         "--manifest",
@@ -72,14 +75,14 @@ def publish(argv: Optional[list[str]] = None) -> dict[str, Any]:
     tag = source.pretrained_tag(args.tag)
     repo_id = args.repo_id or hub_id(run.config["model"], tag, args.org)
     if args.mirror:
-        entry, target = to_mirror(source, Path(args.mirror), tag, repo_id, record=record)
+        entry, target = to_mirror(source, Path(args.mirror), tag, repo_id, record=record, replace=args.replace)
         print(f"published {entry['hub_id']} to {target} and {Path(args.mirror) / MANIFEST_NAME}")
         if record is not None:
             print(f"recorded its entry in {record}")
         return entry
     if args.repo_id:
         assert record is not None
-        entry = upload(source, repo_id, tag, record)
+        entry = upload(source, repo_id, tag, record, replace=args.replace)
         print(f"uploaded {repo_id} at revision {entry['revision']}; added its entry to {record}")
         return entry
     entry, files = staged_files(source, tag, repo_id)
@@ -93,9 +96,8 @@ def publish(argv: Optional[list[str]] = None) -> dict[str, Any]:
 def main(argv: Optional[list[str]] = None) -> int:
     try:
         publish(argv)
-    except (UsageError, HfHubHTTPError) as err:  # HfHubHTTPError: the Hub refused (no token, no write access)
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_USAGE
+    except ResmgError as err:
+        return report_error(err)
     return 0
 
 

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Optional
 
 from ..core.atomic import atomic_path
-from ..core.errors import UsageError
+from ..core.cli import report_error
+from ..core.errors import ResmgError, UsageError
 
 
 def parse_mapping(items: list[str]) -> dict[str, str]:
@@ -99,9 +100,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         limits, offsets = parse_limits(args.per_class), parse_limits(args.offset, "--offset")
         counts = relabel(args.source, args.target, parse_mapping(args.map), limits, offsets)
-    except UsageError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except ResmgError as err:
+        return report_error(err)
     print(", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
     return 0
 

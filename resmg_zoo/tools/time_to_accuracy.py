@@ -22,9 +22,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Optional
 
-from ..core.cli import EXIT_USAGE
-from ..core.errors import UsageError
+from ..core.cli import report_error
+from ..core.errors import ResmgError, UsageError
 from ..core.paper import paper_result
+from ..core.tags import dataset_identity
 from ..train.recipes import resolve_recipe
 from ..train.run import Run, RunError
 
@@ -92,7 +93,7 @@ def _minutes(seconds: Optional[float]) -> str:
 def recipe_changes(run: Run) -> str:
     """The named recipe, and every setting the run changed from it (``short, ema_decay=0.999``)."""
     config = run.config
-    dataset = Path(config["dataset"]).name.removesuffix(".zip")
+    dataset = dataset_identity(config["dataset"]).name
     named = asdict(resolve_recipe(config["recipe"], dataset, run.model_name, {}))
     changed = [
         f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
@@ -116,7 +117,8 @@ def report(runs: list[Run], metric: str, targets: tuple[float, ...]) -> str:
         rows = finished_epochs(run, metric)
         last, settings = rows[-1], run.config["recipe_settings"]
         ema = "ema_" + metric.removeprefix("ema_")
-        paper = paper_result(run.model_name, 3) if run.config.get("dataset") == "cifar10" else None
+        on_cifar10 = dataset_identity(run.config.get("dataset", "")).name == "cifar10"
+        paper = paper_result(run.model_name, 3) if on_cifar10 else None
         widths = run.config.get("model_kwargs", {}).get("widths")
         cells = [
             describe(run),
@@ -208,9 +210,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             table = "\n".join(epoch_table(run, args.metric, targets) for run in runs)
         else:
             table = report(runs, args.metric, targets)
-    except UsageError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_USAGE
+    except ResmgError as err:
+        return report_error(err)
     print(table, end="")
     if args.markdown:
         Path(args.markdown).write_text(table, encoding="utf-8")

@@ -8,11 +8,17 @@ its files intact. A run that keeps an EMA of its weights (``--ema-decay``) write
 as ``ckpt-E-S.ema.safetensors``. A kill loses the steps since the last checkpoint — at most an epoch, or at most
 ``--checkpoint-every`` steps — and a resume first removes what the killed writer left
 (:func:`remove_leftovers`).
+
+The pointer is data read back from disk: every name in it must be a plain file name inside the run
+folder (no path, no ``..``, not hidden, not a link) before anything opens it, and every file is read
+once, its sha256 checked and the bytes that were checked loaded.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -22,15 +28,21 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ..core.atomic import atomic_path, write_text_atomic
-from ..core.errors import UsageError
-from ..core.hashing import file_sha256
+from ..core.errors import IntegrityError, UsageError
+from ..core.hashing import file_sha256, read_with_sha256
 from ..weights.loading import load_weights
 
 POINTER = "checkpoint.json"
+CHECKPOINT_FILE = re.compile(r"^ckpt-e\d{4,}-s\d{6,}\.(safetensors|state\.pt|ema\.safetensors)$")
 
 
-class CheckpointError(UsageError, RuntimeError):
-    """A checkpoint that is missing, corrupt or does not fit the model; the message names the file."""
+class CheckpointError(UsageError):
+    """A checkpoint that is missing or does not fit the model; the message names the file."""
+
+
+class CheckpointIntegrityError(IntegrityError):
+    """A checkpoint file whose bytes are not the ones its pointer recorded, or a pointer that names a
+    file outside its run folder; the message names both."""
 
 
 @dataclass
@@ -108,35 +120,62 @@ def read_pointer(run_dir: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} is not valid JSON: {err}") from None
 
 
-def _verified(run_dir: Path, name: str, sha256: str) -> Path:
+def named_file(run_dir: Path, pointer: dict[str, Any], key: str) -> tuple[Path, str]:
+    """The file the pointer names under ``key`` and its recorded sha256. The name must be one the
+    checkpoint writer makes (``ckpt-eEEEE-sSSSSSS.<kind>``) and the file a regular file inside
+    ``run_dir``, not a link; :class:`CheckpointIntegrityError` otherwise, before anything opens it."""
+    name, sha256 = pointer.get(key), pointer.get(f"{key}_sha256")
+    where = run_dir / POINTER
+    if not isinstance(name, str) or not CHECKPOINT_FILE.match(name) or not isinstance(sha256, str):
+        raise CheckpointIntegrityError(
+            f"{where} names {key} {name!r}: not a checkpoint file of this folder (ckpt-eEEEE-sSSSSSS.*) "
+            "with a sha256; the pointer is damaged or was written by something else"
+        )
     path = run_dir / name
+    if path.is_symlink():
+        raise CheckpointIntegrityError(f"{path} is a symbolic link: a checkpoint file must be inside {run_dir}")
     if not path.exists():
         raise CheckpointError(f"checkpoint file {path} is missing")
-    actual = file_sha256(path)
+    return path, sha256
+
+
+def _verified(run_dir: Path, pointer: dict[str, Any], key: str) -> tuple[Path, bytes]:
+    """The file the pointer names under ``key`` and its bytes, whose sha256 is the recorded one."""
+    path, sha256 = named_file(run_dir, pointer, key)
+    data, actual = read_with_sha256(path)
     if actual != sha256:
-        raise CheckpointError(f"checkpoint file {path} is corrupt: sha256 {actual} != {sha256} recorded")
-    return path
+        raise CheckpointIntegrityError(f"checkpoint file {path} is corrupt: sha256 {actual} != {sha256} recorded")
+    return path, data
 
 
-def checkpoint_weights_path(run_dir: Path, ema: bool = False) -> Path:
-    """The verified weights file the run's pointer names (``ema``: its EMA copy's)."""
+def checkpoint_weights(run_dir: Path, ema: bool = False) -> tuple[Path, str]:
+    """The weights file of the run's last checkpoint (``ema``: of its EMA copy) and its recorded sha256,
+    checked to be a file of the run folder; :func:`~resmg_zoo.weights.loading.load_weights` with that
+    sha256 verifies the bytes it loads."""
     pointer = read_pointer(run_dir)
     key = "ema_weights" if ema else "weights"
     if key not in pointer:
         raise CheckpointError(
             f"the last checkpoint of {run_dir} has no EMA weights (the run trained without --ema-decay)"
         )
-    return _verified(run_dir, pointer[key], pointer[f"{key}_sha256"])
+    return named_file(run_dir, pointer, key)
+
+
+def checkpoint_weights_path(run_dir: Path, ema: bool = False) -> Path:
+    """The weights file of the last checkpoint (``ema``: of its EMA copy), its sha256 verified."""
+    pointer = read_pointer(run_dir)
+    key = "ema_weights" if ema else "weights"
+    if key not in pointer:
+        checkpoint_weights(run_dir, ema)  # raises, naming what is missing
+    return _verified(run_dir, pointer, key)[0]
 
 
 def load_checkpoint(run_dir: Path, model: nn.Module, ema_model: Optional[nn.Module] = None) -> TrainingState:
     """Restore ``model`` (and ``ema_model``) from the run's last checkpoint; return the rest of the state."""
     pointer = read_pointer(run_dir)
-    weights = _verified(run_dir, pointer["weights"], pointer["weights_sha256"])
-    load_weights(model, weights, f"checkpoint {weights}")
-    if ema_model is not None:
-        ema = checkpoint_weights_path(run_dir, ema=True)
-        load_weights(ema_model, ema, f"checkpoint {ema}")
-    extra = _verified(run_dir, pointer["state"], pointer["state_sha256"])
-    data = torch.load(extra, map_location="cpu", weights_only=True)
-    return TrainingState(**data)
+    for key, target in (("weights", model), ("ema_weights", ema_model)):
+        if target is not None:
+            weights, sha256 = checkpoint_weights(run_dir, ema=key == "ema_weights")
+            load_weights(target, weights, f"checkpoint {weights}", sha256=sha256)
+    _, data = _verified(run_dir, pointer, "state")
+    return TrainingState(**torch.load(io.BytesIO(data), map_location="cpu", weights_only=True))

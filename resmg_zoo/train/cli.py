@@ -28,8 +28,8 @@ from typing import Any, Optional
 
 import torch
 
-from ..core.cli import EXIT_NONFINITE, EXIT_USAGE
-from ..core.errors import UsageError
+from ..core.cli import report_error
+from ..core.errors import ResmgError
 from ..core.hardware import PRECISIONS, pick_device, retain_freed_memory
 from ..core.tags import DEFAULT_TAG, TAGS
 from ..data.loader import AUGMENTATIONS
@@ -37,7 +37,6 @@ from .config import RunOptions, TrainConfig, resolve_config
 from .distributed import init_distributed, shutdown
 from .engine import Trainer
 from .finetune import FREEZE_HELP, HEAD_CHOICES
-from .progress import NonFiniteLoss
 from .recipes import RECIPES, SCHEDULES
 
 
@@ -137,6 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar and no progress lines within an epoch")
     p.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="leave glibc's malloc as it is (the command line otherwise keeps freed memory mapped: fewer page "
+        "faults; GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=1073741824 does the same)",
+    )
+    p.add_argument(
         "--log-every",
         type=float,
         default=120.0,
@@ -153,7 +158,6 @@ def train(argv: Optional[list[str]] = None) -> dict[str, Any]:
     launcher = "torchrun ... scripts/train.py" if "LOCAL_RANK" in os.environ else "python -m resmg_zoo.train"
     command = f"{launcher} {shlex.join(argv)}"
     device = pick_device(args.device)
-    retain_freed_memory()  # no page faults for each step's activations (docs/measurements.md)
     env = init_distributed(device)
     if device.type == "cuda":
         device = torch.device("cuda", env.local_rank)
@@ -178,12 +182,8 @@ def precision_line(config: TrainConfig, resumed: bool) -> str:
 def main(argv: Optional[list[str]] = None) -> int:
     try:
         row = train(argv)
-    except NonFiniteLoss as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_NONFINITE
-    except UsageError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_USAGE
+    except ResmgError as err:  # a usage error (2), a NaN loss (3), weights that do not verify (4), ...
+        return report_error(err)
     if row and int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps({k: row[k] for k in row if k.startswith(("test_", "val_", "epoch", "train_seconds_total"))}))
         if "test_top1" in row:
@@ -191,5 +191,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     return 0
 
 
+def console_main() -> int:
+    """``resmg-train``, ``python -m resmg_zoo.train`` and ``scripts/train.py``: the command line's process,
+    whose allocator it may set (:func:`~resmg_zoo.core.hardware.retain_freed_memory`: no page faults for
+    each step's activations, docs/measurements.md) unless ``--default-malloc``; then :func:`main`."""
+    argv = sys.argv[1:]
+    if "--default-malloc" not in argv:
+        retain_freed_memory()
+    return main(argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console_main())

@@ -15,7 +15,7 @@ from ..core.choices import check_choice
 from ..core.cli import parse_model_kwargs
 from ..core.errors import UsageError
 from ..core.hardware import PrecisionChoice, choose_precision
-from ..core.tags import DEFAULT_TAG
+from ..core.tags import DEFAULT_TAG, dataset_identity
 from ..models.variants import VARIANTS
 from .checkpoint import POINTER, CheckpointError
 from .distributed import DistEnv, broadcast_flag
@@ -227,10 +227,12 @@ def resolve_config(args: argparse.Namespace, run_dir: Path, device: torch.device
         raise UsageError(f"--accum-steps {accum}: expected at least 1; nothing was trained or written")
     check_choice("recipe", settings["recipe"], RECIPES)
     check_choice("model", settings["model"], VARIANTS)  # before any data is read
-    dataset_key = Path(settings["dataset"]).name.removesuffix(".zip")
+    dataset_key = dataset_identity(settings["dataset"]).name
     recipe = resolve_recipe(settings["recipe"], dataset_key, settings["model"], overrides)
     choice = agreed_precision(settings["precision"], device, env)
     settings["precision_choice"] = dict(asked=settings["precision"], reason=choice.reason)
+    if choice.peaks is not None:  # what auto measured, so that the choice can be checked against it
+        settings["precision_choice"]["peaks"] = asdict(choice.peaks)
     settings["precision"] = choice.precision
     return TrainConfig.from_json(settings, recipe)
 

@@ -26,10 +26,10 @@ from torch import nn
 
 from ..core.errors import UsageError
 from ..core.hashing import file_sha256
-from ..weights.loading import WeightsIntegrityError, load_weights
+from ..weights.loading import WeightsMismatchError, load_weights
 from ..weights.manifest import WEIGHTS_NAME
-from ..weights.resolve import PretrainedWeightsUnavailable, resolve_weights
-from .checkpoint import POINTER, CheckpointError
+from ..weights.resolve import listed_hub_id, resolve_weights, verify_local_file
+from .checkpoint import POINTER, checkpoint_weights
 from .run import Run
 
 HEAD_CHOICES = ("auto", "new", "keep")
@@ -42,41 +42,37 @@ class InitError(UsageError):
 
 @dataclass
 class InitSource:
-    """Verified initial weights and the model arguments they were trained with."""
+    """Initial weights, the sha256 their bytes must have when loaded, and the model arguments they were
+    trained with."""
 
     weights: Path
     model_args: dict[str, Any]
     record: dict[str, Any] = field(default_factory=dict)  # what the run folder records
     where: str = ""  # how errors name it
+    sha256: Optional[str] = None  # checked on the bytes that are loaded
 
 
 def resolve_init(model: str, init_from: Optional[str], pretrained: bool, init_tag: str) -> Optional[InitSource]:
-    """Find the initial weights a command line asks for (``None``: train from scratch)."""
+    """Find the initial weights a command line asks for (``None``: train from scratch). A run folder's
+    pointer names files inside it (checked); a published folder whose ``config.json`` names a listed hub
+    id is verified as ``local-dir:`` is (its architecture and sha256 the manifest's)."""
     if init_from and pretrained:
         raise InitError("give either --pretrained or --init-from, not both")
     if pretrained:
-        try:
-            resolved = resolve_weights(model, init_tag)
-        except (PretrainedWeightsUnavailable, WeightsIntegrityError) as err:
-            raise InitError(f"--pretrained: {err}") from None
-        record = dict(
-            kind="pretrained", hub_id=resolved.hub_id, source=resolved.source, sha256=resolved.published.entry["sha256"]
-        )
-        return InitSource(resolved.path, dict(resolved.published.entry["model_args"]), record, resolved.describe())
+        resolved = resolve_weights(model, init_tag)
+        record = dict(kind="pretrained", hub_id=resolved.hub_id, source=resolved.source, sha256=resolved.sha256)
+        args = dict(resolved.published.entry["model_args"])
+        return InitSource(resolved.path, args, record, resolved.describe(), resolved.sha256)
     if not init_from:
         return None
     path = Path(init_from).expanduser()
     if not path.exists():
         raise InitError(f"--init-from {path}: no such file or folder")
     if path.is_dir() and (path / POINTER).exists():
-        try:
-            run = Run.open(path)
-            if run.model_name == model:
-                weights = run.weights_path()
-        except (ValueError, CheckpointError) as err:
-            raise InitError(f"--init-from {path}: {err}") from None
+        run = Run.open(path)
         if run.model_name != model:
             raise InitError(f"--init-from {path}: that run trained {run.model_name!r}, not {model!r}")
+        weights, sha256 = checkpoint_weights(path)
         args, kind = run.model_args, "run"
     elif path.is_dir():
         weights = path / WEIGHTS_NAME
@@ -84,21 +80,39 @@ def resolve_init(model: str, init_from: Optional[str], pretrained: bool, init_ta
             raise InitError(
                 f"--init-from {path}: neither a run folder (checkpoint.json) nor a published one (model.safetensors)"
             )
-        config = (
-            json.loads((path / "config.json").read_text(encoding="utf-8")) if (path / "config.json").exists() else {}
-        )
+        config = _folder_config(path)
         published = config.get("architecture")
         if published and published != model:
             raise InitError(f"--init-from {path}: those weights are {published!r}, not {model!r}")
-        args = dict(config.get("model_args", {}), num_classes=config.get("num_classes"))
+        hub = listed_hub_id(path)
+        if hub is not None:  # a copy of a published weight: its bytes must be the published ones
+            resolved = verify_local_file(model, weights, hub, f"--init-from {path}")
+            args, sha256 = dict(resolved.published.entry["model_args"]), resolved.sha256
+        else:
+            args = dict(config.get("model_args", {}), num_classes=config.get("num_classes"))
+            sha256 = file_sha256(weights)
         kind = "published"
     elif path.suffix == ".safetensors":
-        weights, args, kind = path, {}, "file"
+        weights, args, kind, sha256 = path, {}, "file", file_sha256(path)
     else:
         raise InitError(f"--init-from {path}: expected a run folder, a published folder or a .safetensors file")
     args = {k: v for k, v in args.items() if v is not None}
-    record = dict(kind=kind, path=str(path.resolve()), weights=str(weights.resolve()), sha256=file_sha256(weights))
-    return InitSource(weights, args, record, f"--init-from {path}")
+    record = dict(kind=kind, path=str(path.resolve()), weights=str(weights.resolve()), sha256=sha256)
+    return InitSource(weights, args, record, f"--init-from {path}", sha256)
+
+
+def _folder_config(path: Path) -> dict[str, Any]:
+    """A published folder's ``config.json`` (empty where it has none)."""
+    config_file = path / "config.json"
+    if not config_file.exists():
+        return {}
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise InitError(f"--init-from {path}: {config_file} cannot be read ({err})") from None
+    if not isinstance(config, dict):
+        raise InitError(f"--init-from {path}: {config_file} is not a JSON object")
+    return config
 
 
 def apply_init(model: nn.Module, model_name: str, init: InitSource, head: str) -> dict[str, Any]:
@@ -110,8 +124,10 @@ def apply_init(model: nn.Module, model_name: str, init: InitSource, head: str) -
             f"{model.num_classes} classes; use --head auto (or new) to train a new head"
         )
     try:
-        report = load_weights(model, init.weights, init.where, strict=False, drop_head=head == "new")
-    except WeightsIntegrityError as err:
+        report = load_weights(
+            model, init.weights, init.where, strict=False, drop_head=head == "new", sha256=init.sha256
+        )
+    except WeightsMismatchError as err:
         raise InitError(f"the initial weights do not fit {model_name}: {err}") from None
     if head == "keep" and report["new_head"]:
         raise InitError(f"--head keep, but the initial weights' head does not fit: {report['new_head']}")

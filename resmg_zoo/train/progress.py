@@ -12,9 +12,13 @@ from typing import Any, Optional
 
 import torch
 
+from ..core.errors import EXIT_NONFINITE, ResmgError
 
-class NonFiniteLoss(RuntimeError):
-    """The loss became NaN/inf: training stops and the last good checkpoint is kept."""
+
+class NonFiniteLoss(ResmgError, RuntimeError):
+    """The loss became NaN/inf: training stops and the last good checkpoint is kept (exit 3)."""
+
+    exit_code = EXIT_NONFINITE
 
     def __init__(self, epoch: int, step: int, run_dir: Path) -> None:
         super().__init__(

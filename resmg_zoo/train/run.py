@@ -18,10 +18,10 @@ import timm
 from torch import nn
 
 from ..core.errors import UsageError
-from ..core.tags import TAGS
+from ..core.tags import dataset_identity
 from ..data.datasets import ImageDataset, load_dataset
 from ..weights.loading import load_weights
-from .checkpoint import checkpoint_weights_path
+from .checkpoint import checkpoint_weights, checkpoint_weights_path
 from .log import read_metrics
 
 CONFIG_NAME = "config.json"
@@ -55,8 +55,9 @@ def build_model(config: dict[str, Any], **args: Any) -> nn.Module:
     kwargs.setdefault("num_classes", config.get("num_classes"))
     if config.get("input_size"):
         kwargs.setdefault("in_chans", config["input_size"][0])
-    if config.get("dataset") in TAGS:
-        kwargs.setdefault("pretrained_cfg", config["dataset"])
+    dataset = dataset_identity(config.get("dataset") or "")
+    if dataset.known:  # a registry dataset, by name or as the path of its zip: its tag's preprocessing
+        kwargs.setdefault("pretrained_cfg", dataset.name)
     return timm.create_model(config["model"], **{k: v for k, v in kwargs.items() if v is not None})
 
 
@@ -125,7 +126,8 @@ class Run:
         on top) with the last checkpoint's weights (``ema``: its EMA copy's), which must fit it exactly."""
         model = build_model(self.config, **overrides)
         where = f"the last checkpoint of {self.path} ({self.model_name}, {self.model_args | overrides})"
-        load_weights(model, self.weights_path(ema), where)
+        weights, sha256 = checkpoint_weights(self.path, ema)
+        load_weights(model, weights, where, sha256=sha256)  # the bytes checked are the bytes loaded
         return model.eval()
 
     def dataset(self, data_dir: Optional[str] = None) -> ImageDataset:

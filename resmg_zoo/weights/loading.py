@@ -8,18 +8,24 @@ head and stem itself).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file
+from safetensors.torch import load as load_safetensors
 from torch import nn
 
-from ..core.errors import UsageError
+from ..core.errors import IntegrityError, UsageError
+from ..core.hashing import read_with_sha256
 
 
-class WeightsIntegrityError(UsageError, RuntimeError):
-    """A weights file whose sha256 or contents do not match what was published or what the model needs."""
+class WeightsIntegrityError(IntegrityError):
+    """A weights file whose bytes are not the published or recorded ones (sha256), or not a readable
+    safetensors file at all."""
+
+
+class WeightsMismatchError(UsageError):
+    """Weights that are intact but do not fit the model asked for (other widths, classes, keys)."""
 
 
 def fit_state_dict(
@@ -35,7 +41,7 @@ def fit_state_dict(
     ``strict``: exactly so (a run's own checkpoint). Otherwise (a fine-tuning start, published
     weights) a head for another class count (or any head, with ``drop_head``) and a stem for other
     input channels are allowed. Anything else missing, unexpected or misshapen raises
-    :class:`WeightsIntegrityError` naming ``where``, the tensors and their shapes. With ``adapt``
+    :class:`WeightsMismatchError` naming ``where``, the tensors and their shapes. With ``adapt``
     the head keys are removed and the stem adapted here (timm's ``adapt_input_conv``); without it
     (timm's ``pretrained_filter_fn``) timm's ``load_pretrained`` does both after this check.
     Returns ``new_head`` (the head keys not taken) and ``stem_adapted``.
@@ -60,14 +66,14 @@ def fit_state_dict(
         and (state[stem].shape[0], *state[stem].shape[2:]) == (target[stem].shape[0], *target[stem].shape[2:])
     )
     missing = [k for k in target if k not in state and not (k in head and (new_head or drop_head))]
-    unexpected = [k for k in state if k not in target and k not in new_head]
-    wrong = [
+    unexpected = sorted(k for k in state if k not in target and k not in new_head)
+    wrong = [  # in the model's own order (a file's tensors come in no fixed order)
         f"{k} {tuple(state[k].shape)} vs {tuple(target[k].shape)}"
-        for k in state
-        if k in target and k not in new_head and not (k == stem and stem_adapted) and state[k].shape != target[k].shape
+        for k in target
+        if k in state and k not in new_head and not (k == stem and stem_adapted) and state[k].shape != target[k].shape
     ]
     if missing or unexpected or wrong:
-        raise WeightsIntegrityError(
+        raise WeightsMismatchError(
             f"{where} does not fit the model: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}, "
             f"wrong shapes (file vs model) {wrong[:5]}{_architecture_hint(state, target)}"
         )
@@ -79,19 +85,45 @@ def fit_state_dict(
     return dict(new_head=new_head, stem_adapted=stem_adapted)
 
 
+def read_state_dict(path: Path, where: str = "", sha256: Optional[str] = None) -> dict[str, torch.Tensor]:
+    """The safetensors state dict at ``path``, parsed from the bytes whose sha256 was checked against
+    ``sha256`` (when given) in the same read: what is loaded is what was verified."""
+    where = where or str(path)
+    try:
+        data, actual = read_with_sha256(path)
+    except OSError as err:  # missing, a folder, no permission: the file is not the problem
+        raise UsageError(f"{where}: {path} cannot be opened: {err.strerror or err}") from None
+    if sha256 is not None and actual != sha256:
+        raise WeightsIntegrityError(
+            f"{where}: {path} has sha256 {actual} ({len(data):,} bytes), not the recorded {sha256}: "
+            "the file is corrupt, truncated or was replaced"
+        )
+    return parse_state_dict(data, f"{where}: {path}")
+
+
+def parse_state_dict(data: bytes, where: str) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file's bytes; :class:`WeightsIntegrityError` naming ``where`` if they
+    are not one (truncated, foreign)."""
+    try:
+        return load_safetensors(data)
+    except SafetensorError as err:  # safetensors' own word for a truncated or foreign file
+        raise WeightsIntegrityError(f"{where} is not a readable safetensors file: {err}") from None
+
+
 def load_weights(
-    model: nn.Module, path: Path, where: str = "", strict: bool = True, drop_head: bool = False
+    model: nn.Module,
+    path: Path,
+    where: str = "",
+    strict: bool = True,
+    drop_head: bool = False,
+    sha256: Optional[str] = None,
 ) -> dict[str, Any]:
     """Load the safetensors state dict at ``path`` into ``model`` (see :func:`fit_state_dict`):
     exactly (``strict``, a run's checkpoint), or as a fine-tuning start with a new head where the
-    class count differs (or ``drop_head``) and a stem adapted to other input channels."""
+    class count differs (or ``drop_head``) and a stem adapted to other input channels. With
+    ``sha256`` the bytes loaded are the bytes checked (:func:`read_state_dict`)."""
     where = where or str(path)
-    try:
-        state = load_file(str(path))
-    except OSError as err:  # missing, a folder, no permission: the file is not the problem
-        raise WeightsIntegrityError(f"{where}: {path} cannot be opened: {err.strerror or err}") from None
-    except SafetensorError as err:  # safetensors' own word for a truncated or foreign file
-        raise WeightsIntegrityError(f"{where}: {path} is not a readable safetensors file: {err}") from None
+    state = read_state_dict(path, where, sha256)
     report = fit_state_dict(state, model, where, strict=strict, adapt=True, drop_head=drop_head)
     with torch.no_grad():
         model.load_state_dict(state, strict=False)

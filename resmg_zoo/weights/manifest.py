@@ -5,11 +5,14 @@ Schema (version 1)::
     {"schema_version": 1,
      "entries": [{"model", "tag", "hub_id", "file", "sha256", "bytes", "params", "dataset", "top1", "top5",
                   "model_args", "dtype", "recipe", "hardware", "training_seconds", "date", "command",
-                  optional: "revision", "check"}, ...]}
+                  optional: "revision", "check", "previous", "swap_from"}, ...]}
 
 ``revision`` is the Hub commit that the upload created (loading pins it); an entry published to a
 mirror has none, since a mirror has no commits. ``check`` is the re-evaluation recorded when the
-entry was imported (see :mod:`resmg_zoo.tools.mirror`).
+entry was imported (see :mod:`resmg_zoo.tools.mirror`). ``previous`` lists what a ``--replace``
+replaced (``sha256``, ``date``, ``top1`` and, where it had one, ``revision``), oldest first.
+``swap_from`` (``{"sha256": ...}``) is present only while a publisher swaps the folder: the file it
+replaces is accepted too until the swap is done (:mod:`resmg_zoo.weights.publish`).
 
 An entry is written only by ``push_to_hub`` from a real training run, or imported from a mirror that
 it wrote (:mod:`resmg_zoo.tools.mirror`, which verifies every folder first).
@@ -58,7 +61,7 @@ REQUIRED_KEYS: dict[str, type | tuple[type, ...]] = {
     "date": str,
     "command": str,
 }
-OPTIONAL_KEYS: dict[str, type] = {"revision": str, "check": dict}
+OPTIONAL_KEYS: dict[str, type] = {"revision": str, "check": dict, "previous": list, "swap_from": dict}
 RENAMED_KEYS = {"wall_seconds": "training_seconds"}  # the run's training time, never wall time
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
@@ -157,6 +160,8 @@ def validate_entry(entry: dict[str, Any], check_params: bool = True) -> list[str
         check_hub_id(entry["hub_id"])
     except HubIdError as err:
         return [f"{name}: {err}"]
+    if "swap_from" in entry and not SHA256.match(str(entry["swap_from"].get("sha256"))):
+        problems.append(f"{name}: swap_from has no sha256 of 64 lowercase hex digits")
     if "revision" in entry and not COMMIT.match(entry["revision"]):
         problems.append(f"{name}: revision {entry['revision']!r} is not a 40-hex-digit commit id")
     if not SHA256.match(entry["sha256"]):
@@ -166,11 +171,12 @@ def validate_entry(entry: dict[str, Any], check_params: bool = True) -> list[str
     if not entry["hub_id"].endswith(f"/{entry['model']}.{entry['tag']}"):
         problems.append(f"{name}: hub_id {entry['hub_id']!r} is not <org>/{entry['model']}.{entry['tag']}")
     if check_params and not problems:
-        from ..core.counting import param_count
+        from ..core.counting import check_model_args, param_count
 
         try:
+            check_model_args(entry["model"], entry["model_args"])
             built = param_count(entry["model"], **entry["model_args"])
-        except (UsageError, TypeError, RuntimeError) as err:  # bad model_args, an unknown argument or model
+        except ValueError as err:  # a value the model refuses (UsageError, or a model's own ValueError)
             problems.append(f"{name}: cannot build the model from model_args: {err}")
         else:
             if built != entry["params"]:

@@ -24,14 +24,14 @@ from typing import Any, Optional
 
 import timm
 
-from ..core.atomic import exclusive_lock, make_shareable, replace_folder, write_text_atomic
-from ..core.counting import count_parameters
-from ..core.errors import UsageError
+from ..core.atomic import exclusive_lock, make_shareable, replace_folder, restore_aside, write_text_atomic
+from ..core.counting import check_model_args, count_parameters
+from ..core.errors import UnavailableError, UsageError
 from ..core.hashing import file_sha256
-from ..core.tags import TAGS, check_hub_id
+from ..core.tags import TAGS, check_hub_id, dataset_identity
 from .card import label_names_for, write_card, write_config
 from .loading import WeightsIntegrityError, fit_state_dict, load_weights
-from .manifest import MANIFEST_NAME, PUBLISHED_FILES, WEIGHTS_NAME, add_entry, validate_entry
+from .manifest import MANIFEST_NAME, PUBLISHED_FILES, WEIGHTS_NAME, add_entry, load_manifest, validate_entry
 
 
 class PublishError(UsageError):
@@ -55,7 +55,8 @@ class TrainedWeights:
 
     def pretrained_tag(self, tag: str | None) -> str:
         """``tag``, or the run's dataset where that is a known tag."""
-        tag = tag or (self.config["dataset"] if self.config["dataset"] in TAGS else None)
+        dataset = dataset_identity(self.config["dataset"])
+        tag = tag or (dataset.name if dataset.known else None)
         if tag is None:
             raise PublishError(
                 f"the run trained on {self.config['dataset']!r}, not a known tag: pass --tag (one of {list(TAGS)})"
@@ -80,7 +81,7 @@ def build_entry(source: TrainedWeights, tag: str, repo_id: str) -> dict[str, Any
         sha256=file_sha256(weights),
         bytes=weights.stat().st_size,
         params=count_parameters(model),
-        dataset=config["dataset"] if config["dataset"] in TAGS else Path(config["dataset"]).name,
+        dataset=dataset_identity(config["dataset"]).name,  # a registry name, or the folder's own name: never a path
         top1=round(last["test_top1"], 4),
         top5=round(last["test_top5"], 4),
         model_args=source.model_args,
@@ -144,8 +145,9 @@ def verify_folder(folder: Path, entry: dict[str, Any]) -> list[str]:
     if problems:
         return problems
     try:
+        check_model_args(entry["model"], entry["model_args"])
         model = timm.create_model(entry["model"], pretrained_cfg=entry["tag"], **entry["model_args"])
-    except (UsageError, TypeError, RuntimeError) as err:  # bad model_args, an unknown argument or model
+    except ValueError as err:  # a value the model refuses (UsageError, or a model's own ValueError)
         return [f"cannot build {entry['model']} from the entry's model_args {entry['model_args']}: {err}"]
     if count_parameters(model) != entry["params"]:
         problems.append(
@@ -195,10 +197,15 @@ def publishing(repo_id: str, where: Path) -> Iterator[None]:
         yield
 
 
+def staging_prefix(hub: str) -> str:
+    """The name a publication's staging folder starts with (beside the published folder of ``hub``)."""
+    return f".publish-{hub.split('/')[1]}-"
+
+
 def staged(source: TrainedWeights, entry: dict[str, Any], parent: Optional[Path] = None) -> Path:
     """The folder of ``entry`` written into a new hidden folder of ``parent`` (a temporary folder
     without one) and verified; a folder that does not verify is removed and raises :class:`PublishError`."""
-    staging = Path(tempfile.mkdtemp(prefix=".publish-", dir=parent))
+    staging = Path(tempfile.mkdtemp(prefix=staging_prefix(entry["hub_id"]), dir=parent))
     make_shareable(staging)  # the published folder, once renamed: 0755 under umask 022, not 0700
     try:
         write_folder(source, staging, entry)
@@ -211,24 +218,79 @@ def staged(source: TrainedWeights, entry: dict[str, Any], parent: Optional[Path]
     return staging
 
 
+def prepare_replacement(entry: dict[str, Any], old: Optional[dict[str, Any]], replace: bool, where: str) -> None:
+    """Refuse to publish over an existing entry of the same hub id unless ``replace``; with it, the
+    entry keeps what it replaces in ``previous`` (its sha256, date, top-1 and Hub revision)."""
+    if old is None:
+        return
+    if "swap_from" in old and old["sha256"] == entry["sha256"]:  # finishing this same, interrupted publication
+        entry["previous"] = list(old.get("previous", []))
+        return
+    if not replace:
+        raise PublishError(
+            f"{entry['hub_id']} is already published ({where}: sha256 {old['sha256'][:12]}…, {old['date']}); "
+            "pass --replace to publish over it (the entry then records what it replaced)"
+        )
+    replaced = {k: old[k] for k in ("sha256", "date", "top1", "revision") if k in old}
+    entry["previous"] = [*old.get("previous", []), replaced]
+
+
+def listed_entry(manifest: Path, hub: str) -> Optional[dict[str, Any]]:
+    """The entry of ``hub`` in the manifest at ``manifest`` (``None`` where it lists none)."""
+    return next((e for e in load_manifest(manifest)["entries"] if e["hub_id"] == hub), None)
+
+
 def to_mirror(
-    source: TrainedWeights, mirror: Path, tag: str, repo_id: str, record: Optional[Path] = None
+    source: TrainedWeights,
+    mirror: Path,
+    tag: str,
+    repo_id: str,
+    record: Optional[Path] = None,
+    replace: bool = False,
 ) -> tuple[dict, Path]:
     """Publish into ``<mirror>/<repo id>/`` and the mirror's manifest; ``record``: also into that
-    manifest (the repository's). The folder is written and verified beside its place, then swapped in
-    in one step, so a reader sees the old folder or the new one, complete. Returns the entry and folder."""
+    manifest (the repository's). Returns the entry and folder. An id already published is refused
+    unless ``replace``. The steps, each leaving a state that loads (a reader sees the old folder with
+    an entry that accepts it, or the new one with an entry that accepts it, never new bytes against an
+    old sha256):
+
+    1. write the folder beside its place and verify it (a kill leaves a hidden ``.publish-*`` folder,
+       removed by the next publication);
+    2. where a folder with other weights is there: write the new entry with ``swap_from`` naming the
+       old file's sha256 into the manifests, so that either file is accepted;
+    3. swap the folder in, in one step (``renameat2``; without it two renames, which the next
+       publication or a reader undoes or follows: :func:`~resmg_zoo.core.atomic.restore_aside`);
+    4. write the final entry, without ``swap_from``.
+
+    ``resmg-mirror verify`` names an interrupted publication and what to run; running the same
+    ``resmg-push --replace`` again finishes it."""
     entry = build_entry(source, tag, repo_id)
     target = mirror / entry["hub_id"]
     target.parent.mkdir(parents=True, exist_ok=True)
+    manifests = [mirror / MANIFEST_NAME, *([record] if record is not None else [])]
     with publishing(entry["hub_id"], target.parent):
+        restore_aside(target)
+        for stale in target.parent.glob(staging_prefix(entry["hub_id"]) + "*"):
+            shutil.rmtree(stale, ignore_errors=True)  # a killed publication's staging folder (we hold the lock)
+        old = listed_entry(mirror / MANIFEST_NAME, entry["hub_id"])
+        current = target / WEIGHTS_NAME
+        old_sha256 = file_sha256(current) if current.is_file() else None
+        if old is None and target.exists() and old_sha256 != entry["sha256"]:
+            raise PublishError(
+                f"{target} exists but {mirror / MANIFEST_NAME} lists no {entry['hub_id']}: a folder this mirror does "
+                "not vouch for; move it away first"
+            )  # (with these very weights it is this publication, killed before its entry: it is finished here)
+        prepare_replacement(entry, old, replace, str(mirror / MANIFEST_NAME))
         staging = staged(source, entry, target.parent)
         try:
+            if old_sha256 is not None and old_sha256 != entry["sha256"]:
+                for manifest in manifests:
+                    add_entry(manifest, dict(entry, swap_from={"sha256": old_sha256}))
             replace_folder(staging, target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        add_entry(mirror / MANIFEST_NAME, entry)
-        if record is not None:
-            add_entry(record, entry)
+        for manifest in manifests:
+            add_entry(manifest, entry)
     return entry, target
 
 
@@ -242,14 +304,22 @@ def staged_files(source: TrainedWeights, tag: str, repo_id: str) -> tuple[dict[s
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def upload(source: TrainedWeights, repo_id: str, tag: str, record: Path) -> dict[str, Any]:
+class HubRefusedError(UnavailableError):
+    """The Hub did not take an upload (no token, no write access, a server error); nothing was recorded."""
+
+
+def upload(source: TrainedWeights, repo_id: str, tag: str, record: Path, replace: bool = False) -> dict[str, Any]:
     """Upload the verified folder to the Hub repo ``repo_id`` with ``huggingface_hub`` (its token and
     endpoint), check the sha256 that the Hub reports for the uploaded weights (its LFS metadata at the
-    new commit), then record the entry, with that commit as ``revision``, in the manifest ``record``."""
+    new commit), then record the entry, with that commit as ``revision``, in the manifest ``record``.
+    An id that ``record`` lists already is refused unless ``replace`` (then the entry keeps the old
+    one's revision in ``previous``: the Hub keeps the old commit too)."""
     from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
 
     entry = build_entry(source, tag, repo_id)
     with publishing(repo_id, record.parent):
+        prepare_replacement(entry, listed_entry(record, repo_id), replace, str(record))
         folder = staged(source, entry)
         try:
             api = HfApi()
@@ -257,9 +327,11 @@ def upload(source: TrainedWeights, repo_id: str, tag: str, record: Path) -> dict
             commit = api.upload_folder(
                 repo_id=repo_id, folder_path=str(folder), commit_message=f"resmg_zoo: {entry['model']}.{entry['tag']}"
             )
+            (remote,) = api.get_paths_info(repo_id, [WEIGHTS_NAME], revision=commit.oid, expand=True)
+        except HfHubHTTPError as err:
+            raise HubRefusedError(f"the Hub refused the upload of {repo_id}: {err}; {record} is unchanged") from None
         finally:
             shutil.rmtree(folder, ignore_errors=True)
-        (remote,) = api.get_paths_info(repo_id, [WEIGHTS_NAME], revision=commit.oid, expand=True)
         hub_sha256 = remote.lfs.sha256 if getattr(remote, "lfs", None) else None
         if hub_sha256 != entry["sha256"]:
             raise PublishError(

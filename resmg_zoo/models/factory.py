@@ -1,0 +1,79 @@
+"""The package's door to a model by name: ``resmg_zoo.create_model`` and every command that takes a name.
+
+A registered ``name[.tag]`` goes to timm as it is. An ``hf-hub:<id>[@<revision>]`` or ``local-dir:<folder>``
+name whose hub id a manifest lists is built from the **manifest**, not from the ``config.json`` that
+came with the files: timm's own ``create_model("hf-hub:…")`` picks the entry point that the fetched
+config's ``architecture`` names (from the Hub's ``main`` unless a revision is given), so a config naming
+another model (a plain ``resnet18``, say) would build that model and load the file unchecked. Here the
+entry's architecture, tag and ``model_args`` are taken, the revision is checked before it is used, and
+the weights are verified by their sha256 (:mod:`resmg_zoo.models.builder`); a ``local-dir:`` folder whose
+config names another architecture than its listed hub id is refused. An id that no manifest lists is
+left to timm, with a warning that nothing is checked.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import timm
+from torch import nn
+
+from ..core.choices import check_choice
+from ..core.errors import UsageError
+from ..weights.manifest import WEIGHTS_NAME
+from ..weights.resolve import check_architecture, find_published, split_revision, warn_unchecked
+from .variants import VARIANTS
+
+HUB_PREFIXES = ("hf-hub:", "hf_hub:")
+LOCAL_PREFIX = "local-dir:"
+
+
+def create_model(name: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:
+    """Build ``name``: a registered ``model[.tag]`` (an unknown one lists the close valid names), or an
+    ``hf-hub:``/``local-dir:`` name, verified against the manifest where it lists the id (module docstring)."""
+    if name.startswith(HUB_PREFIXES):
+        return _from_hub(name.split(":", 1)[1], pretrained, kwargs)
+    if name.startswith(LOCAL_PREFIX):
+        return _from_folder(Path(name[len(LOCAL_PREFIX) :]).expanduser(), pretrained, kwargs)
+    check_choice("model", name.split(".", 1)[0], VARIANTS)
+    return timm.create_model(name, pretrained=pretrained, **kwargs)
+
+
+def _from_hub(hub: str, pretrained: bool, kwargs: dict[str, Any]) -> nn.Module:
+    repo_id, _ = split_revision(hub)  # the revision is checked before anything uses it
+    found = find_published(None, None, repo_id)
+    if found is None:
+        warn_unchecked(f"hf-hub:{hub}")
+        return timm.create_model(f"hf-hub:{hub}", pretrained=pretrained, **kwargs)
+    entry = found.entry
+    overlay = dict(kwargs.pop("pretrained_cfg_overlay", None) or {}, hf_hub_id=hub)
+    return _build(entry, pretrained, overlay, kwargs)
+
+
+def _from_folder(folder: Path, pretrained: bool, kwargs: dict[str, Any]) -> nn.Module:
+    config_file = folder / "config.json"
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise UsageError(f"local-dir:{folder}: {config_file} cannot be read ({err})") from None
+    hub = (config.get("pretrained_cfg") or {}).get("hf_hub_id") if isinstance(config, dict) else None
+    found = find_published(None, None, split_revision(hub)[0]) if isinstance(hub, str) else None
+    if found is None:
+        warn_unchecked(f"local-dir:{folder}")
+        return timm.create_model(f"local-dir:{folder}", pretrained=pretrained, **kwargs)
+    check_architecture(found, str(config.get("architecture")), f"{config_file}")
+    overlay = dict(kwargs.pop("pretrained_cfg_overlay", None) or {}, hf_hub_id=found.hub_id)
+    overlay["file"] = str(folder / WEIGHTS_NAME)
+    return _build(found.entry, pretrained, overlay, kwargs)
+
+
+def _build(entry: dict[str, Any], pretrained: bool, overlay: dict[str, Any], kwargs: dict[str, Any]) -> nn.Module:
+    """The entry's architecture (its ``model_args`` under the caller's kwargs) and, with ``pretrained``,
+    its weights from where ``overlay`` says, verified by the builder."""
+    args = {k: v for k, v in entry["model_args"].items() if k not in ("num_classes", "in_chans")}
+    name = f"{entry['model']}.{entry['tag']}"
+    if not pretrained:
+        return timm.create_model(name, **{**args, **kwargs})
+    return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
