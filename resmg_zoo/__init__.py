@@ -25,8 +25,8 @@ from .models import (  # importing the models registers them with timm
     ResMgResNet,
 )
 from .models.factory import create_model as _create_model
+from .weights.hub_download import NotPublishedError, PretrainedWeightsUnavailable
 from .weights.loading import WeightsIntegrityError, WeightsMismatchError
-from .weights.resolve import NotPublishedError, PretrainedWeightsUnavailable
 
 __version__ = "0.1.0"
 

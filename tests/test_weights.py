@@ -173,7 +173,8 @@ def test_a_cache_dir_that_cannot_be_written_is_named(mirror: Path, tmp_path: Pat
         code = f"import timm, resmg_zoo; timm.create_model('{MODEL}.{TAG}', pretrained=True, cache_dir={cache!r})"
         done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode != 0
-    assert done.stderr.strip().splitlines()[-1].startswith("resmg_zoo.weights.resolve.PretrainedWeightsUnavailable")
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("resmg_zoo.weights.hub_download.PretrainedWeightsUnavailable")
     assert f"the Hugging Face cache {cache} cannot be written" in done.stderr, done.stderr[-2000:]
 
 

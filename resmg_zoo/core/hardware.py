@@ -205,6 +205,13 @@ def retain_freed_memory() -> bool:
     return bool(no_mmap and libc.mallopt(m_trim_threshold, TRIM_THRESHOLD))
 
 
+def command_line_allocator(argv: list[str]) -> None:
+    """What a console entry point (``resmg-train``, ``resmg-benchmark``) does before its ``main``: set
+    :func:`retain_freed_memory` unless its command line has ``--default-malloc``."""
+    if "--default-malloc" not in argv:
+        retain_freed_memory()
+
+
 def freed_memory_retained() -> bool:
     """Whether this process's entry point set :func:`retain_freed_memory` (and it took effect)."""
     return bool(retain_freed_memory.cache_info().currsize) and retain_freed_memory()

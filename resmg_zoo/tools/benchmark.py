@@ -45,10 +45,10 @@ from ..core.hardware import (
     PRECISIONS,
     autocast_context,
     choose_precision,
+    command_line_allocator,
     describe_hardware,
     freed_memory_retained,
     matmul_peak,
-    retain_freed_memory,
 )
 from ..data.datasets import ImageSplit
 from ..data.loader import EpochPlan, Materializer
@@ -230,7 +230,6 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         names.append(REFERENCE)
     if args.threads:
         torch.set_num_threads(args.threads)
-    retained = freed_memory_retained()  # set by the command line's entry point, as training's
     peak_sizes = parse_ints("--peak-sizes", args.peak_sizes)
     if args.inductor_freezing:
         import torch._inductor.config as inductor_config
@@ -293,7 +292,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 steps=args.steps,
                 input_size=list(input_size),
                 threads=torch.get_num_threads(),
-                retain_freed_memory=retained,
+                retain_freed_memory=freed_memory_retained(),  # set by the console entry point only
                 hardware=describe_hardware(),
             )
         )
@@ -392,12 +391,9 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 def console_main() -> int:
-    """``resmg-benchmark`` and ``scripts/benchmark.py``: sets the allocator as ``resmg-train`` does (unless
-    ``--default-malloc``), then :func:`main`."""
-    argv = sys.argv[1:]
-    if "--default-malloc" not in argv:
-        retain_freed_memory()
-    return main(argv)
+    """``resmg-benchmark``: the allocator set as ``resmg-train`` sets it, then :func:`main`."""
+    command_line_allocator(sys.argv[1:])
+    return main(sys.argv[1:])
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ import torch
 
 from ..core.cli import report_error
 from ..core.errors import ResmgError
-from ..core.hardware import PRECISIONS, pick_device, retain_freed_memory
+from ..core.hardware import PRECISIONS, command_line_allocator, pick_device
 from ..core.tags import DEFAULT_TAG, TAGS
 from ..data.loader import AUGMENTATIONS
 from .config import RunOptions, TrainConfig, resolve_config
@@ -195,10 +195,8 @@ def console_main() -> int:
     """``resmg-train``, ``python -m resmg_zoo.train`` and ``scripts/train.py``: the command line's process,
     whose allocator it may set (:func:`~resmg_zoo.core.hardware.retain_freed_memory`: no page faults for
     each step's activations, docs/measurements.md) unless ``--default-malloc``; then :func:`main`."""
-    argv = sys.argv[1:]
-    if "--default-malloc" not in argv:
-        retain_freed_memory()
-    return main(argv)
+    command_line_allocator(sys.argv[1:])
+    return main(sys.argv[1:])
 
 
 if __name__ == "__main__":

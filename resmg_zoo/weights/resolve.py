@@ -28,35 +28,23 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
-from urllib.parse import urlsplit
 
 import torch
 
 from ..core.atomic import aside_folders
-from ..core.errors import UnavailableError, UsageError
+from ..core.errors import UsageError
 from ..core.hashing import read_with_sha256
 from ..core.tags import TAGS, check_revision
+from .hub_download import NotPublishedError, download
 from .loading import WeightsIntegrityError, parse_state_dict
 from .manifest import MANIFEST_NAME, WEIGHTS_NAME, load_manifest, repo_manifest_path
 
 SOURCE_ARGS = ("num_classes", "in_chans")  # what the weights were trained for, not the architecture
-
-
-class NotPublishedError(UsageError):
-    """No manifest lists weights for the model and tag (or hub id) asked for; the message says which are."""
-
-
-class PretrainedWeightsUnavailable(UnavailableError):
-    """Published weights that cannot be had now (the Hub unreachable, not in an offline cache, a cache
-    that cannot be written); an ``OSError``, so ``except OSError`` catches "offline". The message lists
-    where it looked."""
 
 
 def hub_dir() -> Optional[Path]:
@@ -282,7 +270,7 @@ def resolve_weights(
             return ResolvedWeights(model, tag, folder / WEIGHTS_NAME, f"mirror:{folder}", found, state, sha256)
     else:
         looked.append("no mirror (RESMG_ZOO_HUB_DIR unset)")
-    path = _download(found, revision, cache_dir, looked)
+    path = download(found, revision, cache_dir, looked)
     state, found, sha256 = verified_state(path, found, looked)
     return ResolvedWeights(model, tag, path, f"hf-hub:{found.hub_id}@{revision or 'main'}", found, state, sha256)
 
@@ -330,80 +318,3 @@ def verify_local_folder(model: str, folder: Path, hub: Optional[str]) -> Optiona
     if not hub or find_published(model, None, split_revision(hub)[0]) is None:
         return None
     return verify_local_file(model, folder / WEIGHTS_NAME, split_revision(hub)[0], f"local-dir:{folder}")
-
-
-def hub_unreachable(endpoint: str, timeout: float = 3.0) -> Optional[str]:
-    """Why the Hub at ``endpoint`` cannot be reached (no DNS, no route, refused), found with one TCP
-    connection of at most ``timeout`` s; ``None`` if it answers or a proxy is configured (then the
-    client's own requests decide)."""
-    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")):
-        return None
-    url = urlsplit(endpoint)
-    host, port = url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
-    try:
-        socket.create_connection((host, port), timeout=timeout).close()
-    except OSError as err:
-        return f"{host}:{port}: {err.strerror or err}"
-    return None
-
-
-def writable_cache(cache_dir: Optional[str | Path]) -> Path:
-    """The Hugging Face cache that a download writes (``cache_dir``, else the client's own), tried for
-    writing first so that one that cannot be written is named rather than failing deep in the client."""
-    from huggingface_hub import constants
-
-    folder = Path(cache_dir or constants.HF_HUB_CACHE).expanduser()
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as err:
-        raise PretrainedWeightsUnavailable(
-            f"the Hugging Face cache {folder} cannot be written ({err.strerror or err}): pass a writable "
-            "cache_dir=, set HF_HUB_CACHE to one, or set HF_HUB_OFFLINE=1 to read what it already holds"
-        ) from None
-    return folder
-
-
-def _download(found: Published, revision: Optional[str], cache_dir: Optional[str | Path], looked: list[str]) -> Path:
-    """The file from the Hub through ``huggingface_hub`` at ``revision`` (its cache first when
-    offline): the client's retries only where the Hub answers; ``looked`` says which of these happened."""
-    from huggingface_hub import constants, hf_hub_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RevisionNotFoundError
-
-    endpoint = constants.ENDPOINT
-    unreachable = None if constants.HF_HUB_OFFLINE else hub_unreachable(endpoint)
-    at = f" at revision {revision}" if revision else " at main (no revision recorded)"
-    if constants.HF_HUB_OFFLINE:
-        looked.append("the local Hugging Face cache (HF_HUB_OFFLINE is set: the Hub was not contacted)")
-    elif unreachable:
-        looked.append(f"the local Hugging Face cache (the Hub at {endpoint} cannot be reached: {unreachable})")
-    else:
-        looked.append(f"the Hugging Face Hub repo {found.hub_id}{at} at {endpoint}, through the local cache")
-    local_only = constants.HF_HUB_OFFLINE or unreachable is not None
-    if not local_only:
-        writable_cache(cache_dir)
-    try:
-        return Path(
-            hf_hub_download(
-                repo_id=found.hub_id,
-                filename=WEIGHTS_NAME,
-                revision=revision,
-                cache_dir=cache_dir,
-                local_files_only=local_only,
-            )
-        )
-    except RevisionNotFoundError:
-        raise NotPublishedError(
-            f"the Hub repo {found.hub_id} has no revision {revision!r} ({found.name}). Looked in: {'; '.join(looked)}"
-        ) from None
-    except LocalEntryNotFoundError:
-        raise PretrainedWeightsUnavailable(
-            f"the weights of {found.name} are not in the local Hugging Face cache and the Hub was not reached. "
-            f"Looked in: {'; '.join(looked)}. To get them: go online once (they are cached), or point "
-            f"RESMG_ZOO_HUB_DIR at a mirror holding the folder {found.hub_id}/."
-        ) from None
-    except (HfHubHTTPError, OSError) as err:
-        raise PretrainedWeightsUnavailable(
-            f"could not download {found.name} from the Hub repo {found.hub_id}: {err}. Looked in: {'; '.join(looked)}"
-        ) from None
