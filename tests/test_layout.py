@@ -10,7 +10,7 @@ import sys
 import pytest
 from conftest import REPO_ROOT
 
-LAYERS = ("core", "weights", "models", "data", "train", "tools")
+LAYERS = ("core", "weights", "models", "data", "inference", "train", "tools")
 PACKAGE = REPO_ROOT / "resmg_zoo"
 
 

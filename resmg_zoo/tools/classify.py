@@ -3,14 +3,15 @@
     resmg-classify --model preact_resnet18_sharedA.cifar10 photo.jpg more/ batch.zip
     resmg-classify --run runs/mnist-quick --topk 3 --format jsonl digits/
 
-Inputs are image files, folders (searched recursively for image files) and zips of images; each image goes through
-timm's own ``resolve_model_data_config`` + ``create_transform`` for the model (the preprocessing its
-``pretrained_cfg`` names), as timm's ``inference.py`` does, decoded in ``DataLoader`` workers. The model
-runs in inference mode, channels_last, in the precision ``--precision`` names (``auto``: bf16 where it
-is measured faster here). Results are written as they come (a table line, a JSON-lines or CSV row per
-image; ``json`` streams one array), so a million images never sit in memory. An input that is not a
-readable image — missing, damaged, too large, a decompression bomb, an encrypted zip member — is named on
-stderr and skipped; the exit code is 0 if anything was classified, 2 if nothing could be.
+Inputs are image files, folders (searched recursively for image files) and zips of images; each image goes
+through timm's own ``resolve_model_data_config`` + ``create_transform`` for the model (the preprocessing its
+``pretrained_cfg`` names), as timm's ``inference.py`` does, decoded in ``DataLoader`` workers. The model runs
+on the inference fast path (:mod:`resmg_zoo.inference.fast_path`): batch norm folded into the convolutions,
+inference mode, channels_last, in the precision ``--precision`` names (``auto``: bf16 where it is measured
+faster here); ``--compile`` adds ``torch.compile`` with freezing. Results are written as they come (a table
+line, a JSON-lines or CSV row per image; ``json`` streams one array), so a million images never sit in memory.
+An input that is not a readable image — missing, damaged, too large, a decompression bomb, an encrypted zip
+member — is named on stderr and skipped; the exit code is 0 if anything was classified, 2 if nothing could be.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ from torch.utils.data import DataLoader
 
 from ..core.cli import report_error
 from ..core.errors import ResmgError, UsageError
-from ..core.hardware import PRECISIONS, autocast_context, choose_precision
+from ..core.hardware import PRECISIONS, choose_precision
 from ..data.image_files import ImageFileStream, Skipped
+from ..inference.fast_path import FastPath, FastPathSettings
 from ..models.factory import create_model
 from ..train.run import Run
 
@@ -70,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--precision", default="auto", choices=PRECISIONS, help="auto (default): bf16 where measured faster here"
     )
     p.add_argument("--cache-dir", default=None, help="Hugging Face cache for downloaded weights")
+    p.add_argument("--compile", action="store_true", help="torch.compile with inductor freezing (a one-off compile)")
+    p.add_argument("--no-fold", action="store_true", help="keep batch norm apart from the convolutions (as trained)")
     return p
 
 
@@ -107,9 +111,10 @@ def predictions(args: argparse.Namespace, skipped: list[Skipped]) -> Iterator[di
     )
     workers = default_workers() if args.workers is None else args.workers
     loader = DataLoader(stream, batch_size=None, num_workers=workers)
-    precision = choose_precision(args.precision).precision
-    device = torch.device("cpu")
-    model = model.to(memory_format=torch.channels_last)
+    settings = FastPathSettings(
+        choose_precision(args.precision).precision, fold_bn=not args.no_fold, compile=args.compile
+    )
+    fast = FastPath(model, settings)
     k = min(args.topk, len(names))
     for batch_names, images, batch_skipped in loader:
         for item in batch_skipped:
@@ -117,9 +122,7 @@ def predictions(args: argparse.Namespace, skipped: list[Skipped]) -> Iterator[di
             print(f"skipped {item.name}: {item.reason}", file=sys.stderr, flush=True)
         if images is None:
             continue
-        with torch.inference_mode(), autocast_context(precision, device):
-            logits = model(images.contiguous(memory_format=torch.channels_last))
-        top = logits.float().softmax(dim=1).topk(k, dim=1)
+        top = fast(images).softmax(dim=1).topk(k, dim=1)
         for name, p, i in zip(batch_names, top.values.tolist(), top.indices.tolist()):
             yield dict(image=name, top=[dict(label=names[j], index=j, prob=q) for j, q in zip(i, p)])
 

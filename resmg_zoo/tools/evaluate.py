@@ -1,5 +1,9 @@
 """Top-1/top-5 of a trained model on a dataset split, printed as one JSON object.
 
+The model runs on the inference fast path (:mod:`resmg_zoo.inference.fast_path`): batch norm folded
+into the convolutions, channels_last, inference mode, ``--precision auto``; ``--compile`` adds
+``torch.compile`` with freezing, ``--no-fold --precision fp32`` is the model exactly as trained.
+
     python -m resmg_zoo.tools.evaluate --run runs/mnist-quick --split test
     python -m resmg_zoo.tools.evaluate --weights model.safetensors --model preact_resnet18_sharedA \\
         --model-kwargs widths=16,32,64,128 --dataset mnist --split test
@@ -14,13 +18,13 @@ from pathlib import Path
 from typing import Any, Optional
 
 import timm
-import torch
 
 from ..core.cli import parse_model_kwargs, report_error
 from ..core.errors import ResmgError, UsageError
 from ..core.hardware import PRECISIONS, choose_precision, pick_device
 from ..data.datasets import DatasetError, load_dataset, split_train_val
 from ..data.loader import Materializer
+from ..inference.fast_path import FastPath, FastPathSettings
 from ..train.checkpoint import CheckpointError
 from ..train.distributed import DistEnv
 from ..train.evaluation import evaluate_split
@@ -52,6 +56,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="auto: bf16 where it is measured faster here, else fp32 (the output says which and why)",
     )
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile with inductor freezing (weights as constants; a one-off compile of some seconds)",
+    )
+    p.add_argument(
+        "--no-fold",
+        action="store_true",
+        help="run the model as trained: no batch norm folded into the convolutions (the fast path's reference)",
+    )
     return p
 
 
@@ -93,18 +107,12 @@ def run_evaluation(argv: Optional[list[str]] = None) -> dict[str, Any]:
         load_weights(model, weights, f"--weights {weights} ({model_name}, {kwargs})")
     device = pick_device(args.device)
     choice = choose_precision(args.precision, device)
-    model.to(device)
-    if config.get("channels_last"):
-        model.to(memory_format=torch.channels_last)
+    settings = FastPathSettings(choice.precision, fold_bn=not args.no_fold, compile=args.compile)
+    fast = FastPath(model.to(device), settings)
     data = Materializer(
-        split,
-        dataset.mean,
-        dataset.std,
-        device=device,
-        channels_last=bool(config.get("channels_last")),
-        pad_to=config.get("pad_to", 0),
+        split, dataset.mean, dataset.std, device=device, channels_last=True, pad_to=config.get("pad_to", 0)
     )
-    result = evaluate_split(model, data, args.batch_size, choice.precision, DistEnv(), flip=args.flip_tta)
+    result = evaluate_split(fast, data, args.batch_size, choice.precision, DistEnv(), flip=args.flip_tta)
     if args.flip_tta:  # the flip-averaged figures are the result
         result |= {k: result[f"flip_{k}"] for k in ("loss", "top1", "top5")}
     return dict(
@@ -120,6 +128,7 @@ def run_evaluation(argv: Optional[list[str]] = None) -> dict[str, Any]:
         precision_reason=choice.reason,
         ema=args.ema,
         flip_tta=args.flip_tta,
+        fast_path=fast.record(),
     )
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Union
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -25,7 +28,7 @@ def _sums(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate_split(
-    model: nn.Module,
+    model: Union[nn.Module, Callable[[torch.Tensor], torch.Tensor]],
     materializer: Materializer,
     batch_size: int,
     precision: str,
@@ -33,11 +36,13 @@ def evaluate_split(
     flip: bool = False,
 ) -> dict[str, float]:
     """Loss, top-1 and top-5 (percent) over the whole split of ``materializer``; ranks share the work.
+    ``model``: a module (set to eval mode here) or a callable such as the inference fast path.
 
     ``flip``: also test-time flip averaging, in the same pass over the data: ``flip_loss``,
     ``flip_top1``, ``flip_top5`` of the mean of the logits of each image and its mirror. (A mirror is
     a view the model saw in training only where the augmentation flips.)"""
-    model.eval()
+    if isinstance(model, nn.Module):
+        model.eval()
     device = materializer.device
     plan = EpochPlan(len(materializer.split), batch_size, seed=0, shuffle=False, drop_last=False)
     sums = torch.zeros(7, dtype=torch.float64, device=device)  # plain (3), flipped (3), count
