@@ -54,3 +54,10 @@ def _param_count(name: str, kwargs: tuple[tuple[str, Any], ...]) -> int:
     with torch.device("meta"):
         model = timm.create_model(name, **dict(kwargs))
     return count_parameters(model)
+
+
+def checkpoint_bytes(model: nn.Module) -> int:
+    """Size of ``model``'s state dict written as a safetensors file (shared tensors once)."""
+    from safetensors.torch import save
+
+    return len(save({k: v.contiguous() for k, v in model.state_dict().items()}))

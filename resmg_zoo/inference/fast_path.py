@@ -39,8 +39,8 @@ class FrozenCompiled:
     pre-packs them, and quantized weights lower to oneDNN's int8 convolutions. (``options={"freezing":
     True}`` is not the same: dynamo then lifts the weights as graph inputs and nothing is frozen.)"""
 
-    def __init__(self, module: nn.Module) -> None:
-        self.compiled = torch.compile(module)
+    def __init__(self, module: nn.Module, dynamic: Optional[bool] = None) -> None:
+        self.compiled = torch.compile(module, dynamic=dynamic)
 
     def __call__(self, x: Tensor) -> Tensor:
         import torch._inductor.config as inductor_config

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -32,6 +32,8 @@ from torch import Tensor, nn
 from ..core.atomic import atomic_path, write_text_atomic
 from ..core.errors import IntegrityError, UsageError
 from ..core.hashing import read_with_sha256
+from ..data.datasets import ImageDataset
+from ..data.loader import EpochPlan, Materializer
 from .fast_path import FrozenCompiled
 from .fold import FoldReport, fold_for_inference
 
@@ -83,6 +85,21 @@ def count_quantized_convs(graph: torch.fx.Graph) -> QuantizedCount:
         if produced_by(n.args[1], "dequantize_per_channel") and produced_by(n.args[0], "dequantize_per_tensor")
     ]
     return QuantizedCount(len(convs), len(quantized))
+
+
+def calibration_batches(dataset: ImageDataset, images: int, batch_size: int = 64, seed: int = 0) -> Iterator[Tensor]:
+    """``images`` training images of ``dataset`` (a seeded draw, normalised as in evaluation,
+    channels_last), in batches: what the observers see. :class:`UsageError` where there are none."""
+    if images < 1:
+        raise UsageError(f"--calibration-images must be at least 1, got {images}")
+    split = dataset.split("train")
+    if not len(split):
+        raise UsageError(f"{dataset.name} has no training images to calibrate on")
+    picked = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:images]
+    data = Materializer(split.subset(picked.sort().values), dataset.mean, dataset.std, channels_last=True)
+    plan = EpochPlan(len(data.split), batch_size, seed=0, shuffle=False, drop_last=False)
+    for batch in plan.batches(0):
+        yield data(batch)[0]
 
 
 def _batch_dim() -> dict[int, Any]:
@@ -204,11 +221,16 @@ def load_int8(path: str | Path, sha256: Optional[str] = None) -> tuple[nn.Module
 
 class Int8Model:
     """An int8 program ready to run: compiled with freezing (oneDNN's quantized kernels) unless
-    ``compile=False`` (the reference decomposition: slow, for checks only); float32 logits."""
+    ``compile=False`` (the reference decomposition: slow, for checks only); float32 logits.
+
+    Compiled for each batch size it meets (``dynamic=False``): with a symbolic batch, inductor's
+    quantized convolution on a one-channel image (MNIST) assumes an output layout it does not get.
+    One-channel inputs go in contiguous (channels_last is the same layout there)."""
 
     def __init__(self, program: nn.Module, compile: bool = True) -> None:
-        self.module: Callable[[Tensor], Tensor] = FrozenCompiled(program) if compile else program
+        self.module: Callable[[Tensor], Tensor] = FrozenCompiled(program, dynamic=False) if compile else program
 
     def __call__(self, x: Tensor) -> Tensor:
+        layout = torch.channels_last if x.shape[1] > 1 else torch.contiguous_format
         with torch.no_grad():
-            return self.module(x.contiguous(memory_format=torch.channels_last)).float()
+            return self.module(x.contiguous(memory_format=layout)).float()

@@ -39,7 +39,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..core.choices import parse_ints
-from ..core.counting import count_parameters
+from ..core.counting import checkpoint_bytes, count_parameters
 from ..core.errors import UsageError
 from ..core.hardware import (
     PRECISIONS,
@@ -186,13 +186,6 @@ class CeilingBench(Timed):
 
     def infer_step(self) -> None:
         self.ceiling.infer_step()
-
-
-def checkpoint_bytes(model: nn.Module) -> int:
-    """Size of the model's state dict as a safetensors file."""
-    from safetensors.torch import save
-
-    return len(save({k: v.contiguous() for k, v in model.state_dict().items()}))
 
 
 def synthetic_loader(

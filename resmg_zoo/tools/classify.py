@@ -2,6 +2,7 @@
 
     resmg-classify --model preact_resnet18_sharedA.cifar10 photo.jpg more/ batch.zip
     resmg-classify --run runs/mnist-quick --topk 3 --format jsonl digits/
+    resmg-classify --model exports/preact_resnet18_sharedA.cifar10.int8 photo.jpg   # an int8 export folder
 
 Inputs are image files, folders (searched recursively for image files) and zips of images; each image goes
 through timm's own ``resolve_model_data_config`` + ``create_transform`` for the model (the preprocessing its
@@ -21,11 +22,11 @@ import csv
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Optional, TextIO
 
 import torch
-from timm.data import create_transform, resolve_model_data_config
+from timm.data import create_transform, resolve_data_config, resolve_model_data_config
 from torch.utils.data import DataLoader
 
 from ..core.cli import report_error
@@ -33,6 +34,7 @@ from ..core.errors import ResmgError, UsageError
 from ..core.hardware import PRECISIONS, choose_precision
 from ..data.image_files import ImageFileStream, Skipped
 from ..inference.fast_path import FastPath, FastPathSettings
+from ..inference.int8 import Int8Model, is_int8_export, load_int8
 from ..models.factory import create_model
 from ..train.run import Run
 
@@ -53,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="resmg-classify", description=__doc__.split("\n\n")[0])
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument(
-        "--model", help="a registered <model>.<tag> with published weights, hf-hub:<id>[@rev] or local-dir:<folder>"
+        "--model",
+        help="a registered <model>.<tag> with published weights, hf-hub:<id>[@rev], local-dir:<folder>, "
+        "or an int8 export folder (resmg-export --format int8)",
     )
     source.add_argument("--run", help="a training run folder (its last checkpoint)")
     p.add_argument("inputs", nargs="+", help="image files, folders of images, zips of images")
@@ -101,20 +105,31 @@ def load_classifier(args: argparse.Namespace) -> tuple[torch.nn.Module, list[str
     return model, list(names)
 
 
+def load_predictor(args: argparse.Namespace) -> tuple[Callable[[torch.Tensor], torch.Tensor], list[str], dict]:
+    """What runs the images (the fast path, or an int8 program), the class names and timm's data config."""
+    if args.model and is_int8_export(args.model):
+        program, record = load_int8(args.model)  # sha256 checked against its export.json
+        cfg = record["pretrained_cfg"]
+        names = list(cfg.get("label_names") or [])
+        if len(names) != cfg["num_classes"]:
+            names = [str(i) for i in range(cfg["num_classes"])]
+        return Int8Model(program, compile=True), names, resolve_data_config(pretrained_cfg=cfg)
+    model, names = load_classifier(args)
+    settings = FastPathSettings(
+        choose_precision(args.precision).precision, fold_bn=not args.no_fold, compile=args.compile
+    )
+    return FastPath(model, settings), names, resolve_model_data_config(model)
+
+
 def predictions(args: argparse.Namespace, skipped: list[Skipped]) -> Iterator[dict[str, Any]]:
     """One dict per classified image, in the inputs' order; what is skipped is appended to ``skipped``
     (and named on stderr) as it is met."""
-    model, names = load_classifier(args)
-    config = resolve_model_data_config(model)
+    predict, names, config = load_predictor(args)
     stream = ImageFileStream(
         args.inputs, create_transform(**config), "L" if config["input_size"][0] == 1 else "RGB", args.batch_size
     )
     workers = default_workers() if args.workers is None else args.workers
     loader = DataLoader(stream, batch_size=None, num_workers=workers)
-    settings = FastPathSettings(
-        choose_precision(args.precision).precision, fold_bn=not args.no_fold, compile=args.compile
-    )
-    fast = FastPath(model, settings)
     k = min(args.topk, len(names))
     for batch_names, images, batch_skipped in loader:
         for item in batch_skipped:
@@ -122,7 +137,7 @@ def predictions(args: argparse.Namespace, skipped: list[Skipped]) -> Iterator[di
             print(f"skipped {item.name}: {item.reason}", file=sys.stderr, flush=True)
         if images is None:
             continue
-        top = fast(images).softmax(dim=1).topk(k, dim=1)
+        top = predict(images).softmax(dim=1).topk(k, dim=1)
         for name, p, i in zip(batch_names, top.values.tolist(), top.indices.tolist()):
             yield dict(image=name, top=[dict(label=names[j], index=j, prob=q) for j, q in zip(i, p)])
 

@@ -25,6 +25,7 @@ from ..core.hardware import PRECISIONS, choose_precision, pick_device
 from ..data.datasets import DatasetError, load_dataset, split_train_val
 from ..data.loader import Materializer
 from ..inference.fast_path import FastPath, FastPathSettings
+from ..inference.int8 import Int8Model, load_int8
 from ..train.checkpoint import CheckpointError
 from ..train.distributed import DistEnv
 from ..train.evaluation import evaluate_split
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--run", help="a training run folder (its config and last checkpoint)")
     source.add_argument("--weights", help="a safetensors state dict (needs --model)")
+    source.add_argument("--int8", help="an int8 export folder (resmg-export --format int8), sha256 checked")
     p.add_argument("--model", help="model name for --weights")
     p.add_argument("--model-kwargs", nargs="*", default=None, metavar="KEY=VALUE")
     p.add_argument("--dataset", help="dataset name or ImageFolder dir/zip (default: the run's)")
@@ -71,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_evaluation(argv: Optional[list[str]] = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
+    if args.int8:
+        return int8_evaluation(args)
     run = Run.open(args.run) if args.run else None
     config: dict[str, Any] = run.config if run else {}
     if args.ema and run is None:
@@ -129,6 +133,27 @@ def run_evaluation(argv: Optional[list[str]] = None) -> dict[str, Any]:
         ema=args.ema,
         flip_tta=args.flip_tta,
         fast_path=fast.record(),
+    )
+
+
+def int8_evaluation(args: argparse.Namespace) -> dict[str, Any]:
+    """Top-1/top-5 of an int8 export folder, compiled with freezing (oneDNN's int8 convolutions)."""
+    program, record = load_int8(args.int8)
+    dataset = load_dataset(args.dataset or record["calibration"]["dataset"], data_dir=args.data)
+    split = dataset.split("test" if args.split == "val" else args.split)
+    data = Materializer(split, dataset.mean, dataset.std, channels_last=True)
+    result = evaluate_split(Int8Model(program, compile=True), data, args.batch_size, "fp32", DistEnv())
+    return dict(
+        model=record["model"],
+        int8=str(args.int8),
+        sha256=record["sha256"],
+        dataset=dataset.name,
+        split=args.split if args.split != "val" else "test",
+        count=result["count"],
+        top1=result["top1"],
+        top5=result["top5"],
+        loss=result["loss"],
+        precision="int8",
     )
 
 

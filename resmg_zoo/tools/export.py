@@ -4,6 +4,7 @@ against eager PyTorch.
     resmg-export --model preact_resnet18_sharedA.mnist --pretrained --format pt2
     resmg-export --model preact_resnet18_sharedA.mnist --pretrained --format onnx
     resmg-export --model fresnet18 --checkpoint runs/reproduce/table1-cpu-tiny/linear-both --format torchscript
+    resmg-export --model preact_resnet18_sharedA.cifar10 --pretrained --format int8  # a folder: model.pt2, export.json
 
 ``pt2`` is what torch recommends now: ``torch.export.save`` of the exported program, loaded with
 ``torch.export.load(path).module()``. TorchScript is kept for users who still need it; torch 2.14
@@ -14,6 +15,11 @@ real test images of the model's dataset (the tag's ``<name>.zip`` in ``$RESMG_ZO
 run's archive); a difference beyond the tolerance is an error (exit 1). The shared operators stay
 shared: a level's one ``A_ℓ`` is one tensor in the file, read by every convolution that applies it
 (the report counts convolutions and distinct convolution weights).
+
+``int8`` writes an export folder (:mod:`resmg_zoo.inference.int8`): batch norm folded, statically
+quantized with torchao's ``X86InductorQuantizer`` after calibrating on ``--calibration-images``
+training images of the model's dataset; the command fails unless every convolution was quantized, and
+checks the written program against the in-memory one and reports its agreement with the float model.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import warnings
 import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Optional
 
@@ -35,17 +42,19 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from ..core.atomic import atomic_path
+from ..core.atomic import atomic_path, write_text_atomic
 from ..core.cli import parse_model_kwargs, report_error
-from ..core.counting import count_parameters
+from ..core.counting import checkpoint_bytes, count_parameters
 from ..core.errors import ResmgError, UsageError
-from ..data.datasets import default_data_dir
+from ..data.datasets import default_data_dir, load_dataset
+from ..inference.fold import fold_for_inference
+from ..inference.int8 import CFG_KEYS, RECORD_NAME, calibration_batches, load_int8, quantize_int8, save_int8
 from ..train.finetune import resolve_init
 from ..train.run import Run
 from ..weights.loading import load_weights
 
-FORMATS = ("pt2", "onnx", "torchscript")
-SUFFIXES = {"pt2": "pt2", "onnx": "onnx", "torchscript": "pt"}
+FORMATS = ("pt2", "onnx", "torchscript", "int8")
+SUFFIXES = {"pt2": "pt2", "onnx": "onnx", "torchscript": "pt", "int8": "int8"}  # int8: a folder
 
 
 @dataclass
@@ -209,6 +218,54 @@ def export(
     return report
 
 
+def calibration_dataset(model: nn.Module, archive: Optional[str], asked: Optional[str], data: Optional[str]) -> Any:
+    """The dataset whose training images calibrate int8: ``--calibration-data``, else the run's archive,
+    else the published tag's dataset (``$RESMG_ZOO_DATA``)."""
+    name = asked or archive or model.pretrained_cfg.get("tag")
+    if not name:
+        raise UsageError("int8 needs calibration images: give --calibration-data <dataset name or ImageFolder zip>")
+    return load_dataset(name, data_dir=data)
+
+
+def export_int8(
+    model: nn.Module, name: str, folder: Path, dataset: Any, images: int, real: Optional[Tensor]
+) -> dict[str, Any]:
+    """Quantize ``model`` (:func:`resmg_zoo.inference.int8.quantize_int8`), write the export folder and
+    check the written program against the in-memory one (equal outputs) and the float model."""
+    example = real[:2] if real is not None else torch.randn(2, *model.pretrained_cfg["input_size"])
+    converted, fold, count, seen = quantize_int8(model, calibration_batches(dataset, images), example)
+    unshared, _ = fold_for_inference(model, unshare=True)
+    cfg = {k: model.pretrained_cfg[k] for k in CFG_KEYS if model.pretrained_cfg.get(k) is not None}
+    record = dict(
+        model=name,
+        architecture=model.pretrained_cfg.get("architecture", name.split(".")[0]),
+        params=count_parameters(model),
+        pretrained_cfg=cfg | {"input_size": list(example.shape[1:]), "num_classes": model.num_classes},
+        calibration=dict(dataset=dataset.name, split="train", images=seen, seed=0),
+        folded_bn=fold.folded_bn,
+        conv_sites=fold.conv_sites,
+        shared_sites=fold.shared_sites,
+        quantized_convs=count.quantized,
+        float_bytes=checkpoint_bytes(model),
+        float_sites_bytes=checkpoint_bytes(unshared),
+        versions=dict(torch=torch.__version__, torchao=version("torchao")),
+    )
+    record = save_int8(converted, example, folder, record)
+    written, _ = load_int8(folder)
+    check = real if real is not None else example
+    with torch.no_grad():
+        got, expected, float_logits = written(check), converted(check), model(check)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    record["check"] = dict(
+        images=len(check),
+        real=real is not None,
+        top1_agreement_with_float=float((got.argmax(1) == float_logits.argmax(1)).float().mean()),
+        max_abs_diff_from_float=float((got - float_logits).abs().max()),
+    )
+    write_text_atomic(folder / RECORD_NAME, json.dumps(record, indent=2) + "\n")
+    return record
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/export.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="registered name, optionally with a tag: NAME[.TAG]")
@@ -219,13 +276,23 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--out", help="file to write (default exports/<model>.<pt|onnx>)")
     parser.add_argument("--model-kwargs", nargs="*", default=None, metavar="KEY=VALUE")
     parser.add_argument("--real-images", type=int, default=8, help="real test images in the check (0: none)")
+    parser.add_argument(
+        "--calibration-data", help="int8: dataset name or ImageFolder zip to calibrate on (default: the model's)"
+    )
+    parser.add_argument("--calibration-images", type=int, default=512, help="int8: training images (default 512)")
+    parser.add_argument("--data", default=None, help="folder with <dataset>.zip (default $RESMG_ZOO_DATA)")
     args = parser.parse_args(argv)
     out = Path(args.out or f"exports/{args.model}.{SUFFIXES[args.format]}")
     try:
         model, archive = build(args.model, args.pretrained, args.checkpoint, parse_model_kwargs(args.model_kwargs))
+        if args.format == "int8":  # before the check images: no calibration data is a usage error, not a warning
+            dataset = calibration_dataset(model, archive, args.calibration_data, args.data)
         real, where = real_inputs(model, archive, args.real_images) if args.real_images else (None, "not asked")
         if real is None:
             print(f"warning: real-image check skipped: {where}", file=sys.stderr)
+        if args.format == "int8":
+            print(json.dumps(export_int8(model, args.model, out, dataset, args.calibration_images, real)))
+            return 0
         report = export(model, args.model, args.format, out, real)
     except ResmgError as err:
         return report_error(err)
