@@ -48,6 +48,10 @@ def test_benchmark_writes_rows_with_the_reference(tmp_path: Path, capsys: pytest
         row = by_model[name]
         assert row["conv_ceiling"] == "conv ceiling"
         assert row["train_vs_conv_ceiling"] == pytest.approx(row["train_img_s"] / ceiling["train_img_s"])
+    # the fast path (BN folded) is timed for the zoo's models and set against the convolutions alone
+    fast = by_model["resnet18_sharedA"]
+    assert fast["fast_infer_img_s"] > 0 and by_model[REFERENCE]["fast_infer_img_s"] is None
+    assert fast["fast_infer_vs_conv_ceiling"] == pytest.approx(fast["fast_infer_img_s"] / ceiling["infer_img_s"])
     # main() called from Python leaves the allocator alone (only the console entry point sets it, as
     # resmg-train's does: tests/test_hardware.py); page faults are counted where the system counts them
     assert (

@@ -7,6 +7,10 @@ For each model: parameters, checkpoint bytes, forward and training FLOPs per ima
 training (forward + backward + SGD step) and inference images/s, the minor page faults of a training
 step, and the FLOP/s they reach as a percentage of the **peak**: the best FLOP/s of a square
 ``torch.mm`` in the same precision over the ``--peak-sizes`` and the rounds, measured in the same run.
+Inference is timed twice: the model as trained (``infer``), and on the **fast path** every inference
+command takes (:mod:`resmg_zoo.inference.fast_path`: BN folded, ``--fast-compile`` adds freezing),
+which "fast × conv ceiling" sets against the convolutions alone; ``--int8`` adds the model quantized
+by torchao (:mod:`resmg_zoo.inference.int8`, random weights: a speed, not an accuracy).
 Models are measured round-robin, ``--rounds`` times, with the reference — torchvision's ``resnet18``
 with a 3×3 stride-1 stem and no max-pool — among them, and the median of the rounds is reported, so
 slow drifts of the machine hit all alike. Among them too: the **conv ceiling**, the models' own
@@ -52,6 +56,8 @@ from ..core.hardware import (
 )
 from ..data.datasets import ImageSplit
 from ..data.loader import EpochPlan, Materializer
+from ..inference.fast_path import FastPath, FastPathSettings
+from ..inference.int8 import Int8Model, quantize_int8
 from ..train.conv_ceiling import ConvCeiling, record_convs
 from ..train.step_profile import profile_training_step
 from .benchmark_report import check_targets, markdown, profile_markdown, twin_of
@@ -100,6 +106,8 @@ class Timed:
         self.train_rates: list[float] = []
         self.infer_rates: list[float] = []
         self.train_faults: list[float] = []  # minor page faults per training step
+        self.extra: dict[str, Callable[[], None]] = {}  # further inference routes, timed like infer_step
+        self.extra_rates: dict[str, list[float]] = {}
 
     def train_step(self) -> None:
         raise NotImplementedError
@@ -118,6 +126,13 @@ class Timed:
             rates.append(steps * self.batch_size / (time.perf_counter() - tic))
             if rates is self.train_rates:
                 self.train_faults.append((minor_faults() - faults) / steps)
+        for name, fn in self.extra.items():
+            for _ in range(warmup):
+                fn()
+            tic = time.perf_counter()
+            for _ in range(steps):
+                fn()
+            self.extra_rates.setdefault(name, []).append(steps * self.batch_size / (time.perf_counter() - tic))
 
 
 def minor_faults() -> int:
@@ -156,6 +171,13 @@ class Bench(Timed):
             self.train_model = torch.compile(self.model)
         # the same convolutions in any order make the same ceiling (resnet18's variants and the reference)
         self.conv_calls = tuple(sorted(record_convs(self.model, self.x, self.precision), key=repr))
+        if name != REFERENCE:  # the fast path every inference command takes (BN folded, channels_last)
+            fast = FastPath(self.model.eval(), FastPathSettings(self.precision, compile=args.fast_compile))
+            self.extra["fast"] = lambda: fast(self.x)
+        if args.int8 and name != REFERENCE:  # speed only: random weights, calibrated on the random batch
+            program = quantize_int8(self.model.eval(), [self.x], self.x[:2])[0]
+            int8 = Int8Model(program)
+            self.extra["int8"] = lambda: int8(self.x)
 
     def train_step(self) -> None:
         self.model.train()
@@ -216,6 +238,12 @@ def step_profile(bench: Bench, args: argparse.Namespace, input_size: tuple[int, 
     )
 
 
+def extra(bench: Timed, name: str) -> Optional[float]:
+    """The median images/s of one of ``bench``'s further inference routes, ``None`` where not measured."""
+    rates = bench.extra_rates.get(name)
+    return statistics.median(rates) if rates else None
+
+
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     input_size = tuple(int(v) for v in args.input_size.split(","))
     names = [n for n in args.models.split(",") if n]
@@ -271,6 +299,10 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 train_vs_conv_ceiling=train / ceiling_train,
                 train_faults_per_step=statistics.median(b.train_faults),
                 infer_vs_conv_ceiling=infer / ceiling_infer,
+                fast_infer_img_s=extra(b, "fast"),
+                fast_infer_vs_conv_ceiling=(extra(b, "fast") or 0.0) / ceiling_infer or None,
+                int8_img_s=extra(b, "int8"),
+                int8_vs_fast=(extra(b, "int8") or 0.0) / (extra(b, "fast") or 1.0) or None,
                 train_pct_peak=100.0 * train * b.train_flops / peak[args.precision],
                 infer_pct_peak=100.0 * infer * b.flops / peak[args.precision],
                 peak_fp32_flops=peak["fp32"],
@@ -281,6 +313,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 compile_inference=args.compile_inference,
                 compile_train=args.compile_train,
                 inductor_freezing=args.inductor_freezing,
+                fast_compile=args.fast_compile,
                 rounds=args.rounds,
                 steps=args.steps,
                 input_size=list(input_size),
@@ -337,6 +370,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --compile-inference: let inductor treat weights as constants (folds BN into convs, prepacks)",
     )
     p.add_argument("--compile-train", action="store_true", help="torch.compile the training forward (default mode)")
+    p.add_argument(
+        "--fast-compile",
+        action="store_true",
+        help="the fast path column compiled with freezing",
+    )
+    p.add_argument("--int8", action="store_true", help="also time each model quantized to int8 (needs torchao)")
     p.add_argument(
         "--default-malloc",
         action="store_true",

@@ -18,25 +18,33 @@ def twin_of(name: str) -> Optional[str]:
 def markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| model | params | checkpoint MB | GFLOPs/img | train img/s | infer img/s | train × ref | infer × ref "
-        "| train × conv ceiling | train % peak | infer % peak | page faults / train step |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| train × conv ceiling | train % peak | infer % peak | page faults / train step "
+        "| fast infer img/s | fast × conv ceiling | int8 img/s | int8 × fast |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if "loader_img_s" in r:
-            lines.append(f"| {r['model']} | | | | {r['loader_img_s']:,.0f} | | | | | | | |")
+            lines.append(f"| {r['model']} | | | | {r['loader_img_s']:,.0f} | | | | | | | | | | | |")
         elif "conv_flops" in r:
             lines.append(
                 f"| {r['model']} | | | {r['conv_flops'] / 1e9:.3f} | {r['train_img_s']:.1f} | {r['infer_img_s']:.1f} "
-                f"| | | | {r['train_pct_peak']:.0f} | {r['infer_pct_peak']:.0f} | |"
+                f"| | | | {r['train_pct_peak']:.0f} | {r['infer_pct_peak']:.0f} | | | | | |"
             )
         elif "params" in r:
             lines.append(
                 f"| `{r['model']}` | {r['params']:,} | {r['checkpoint_bytes'] / 1e6:.1f} | {r['flops'] / 1e9:.3f} | "
                 f"{r['train_img_s']:.1f} | {r['infer_img_s']:.1f} | {r['train_vs_reference']:.2f} | "
                 f"{r['infer_vs_reference']:.2f} | {r['train_vs_conv_ceiling']:.2f} | {r['train_pct_peak']:.0f} | "
-                f"{r['infer_pct_peak']:.0f} | {r['train_faults_per_step']:,.0f} |"
+                f"{r['infer_pct_peak']:.0f} | {r['train_faults_per_step']:,.0f} "
+                f"| {_num(r.get('fast_infer_img_s'), '.1f')} "
+                f"| {_num(r.get('fast_infer_vs_conv_ceiling'), '.2f')} "
+                f"| {_num(r.get('int8_img_s'), '.1f')} | {_num(r.get('int8_vs_fast'), '.2f')} |"
             )
     return "\n".join(lines)
+
+
+def _num(value: Optional[float], fmt: str) -> str:
+    return "" if value is None else format(value, fmt)
 
 
 def profile_markdown(rows: list[dict[str, Any]]) -> str:
@@ -59,6 +67,7 @@ TARGETS: tuple[tuple[str, float, str, Optional[str]], ...] = (
     ("train_pct_peak", 50.0, "every model", None),
     ("infer_pct_peak", 70.0, "every model", None),
     ("train_vs_conv_ceiling", 0.9, "every model", None),
+    ("fast_infer_vs_conv_ceiling", 0.9, "zoo models", None),
 )
 
 
@@ -71,6 +80,8 @@ def check_targets(rows: list[dict[str, Any]]) -> list[str]:
             if precision and r["precision"] != precision:
                 continue
             if which == "sharing variants" and twin_of(r["model"]) is None:
+                continue
+            if which == "zoo models" and r.get("fast_infer_img_s") is None:
                 continue
             value = r.get(key)
             if value is None:
