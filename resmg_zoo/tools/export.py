@@ -20,6 +20,8 @@ shared: a level's one ``A_ℓ`` is one tensor in the file, read by every convolu
 quantized with torchao's ``X86InductorQuantizer`` after calibrating on ``--calibration-images``
 training images of the model's dataset; the command fails unless every convolution was quantized, and
 checks the written program against the in-memory one and reports its agreement with the float model.
+``onnx-int8`` is the portable route: the float ONNX statically quantized by ONNX Runtime (QDQ,
+:mod:`resmg_zoo.inference.onnx_int8`), every convolution asserted quantized likewise.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import argparse
 import io
 import json
 import sys
+import tempfile
 import warnings
 import zipfile
 from collections.abc import Callable
@@ -46,15 +49,31 @@ from ..core.atomic import atomic_path, write_text_atomic
 from ..core.cli import parse_model_kwargs, report_error
 from ..core.counting import checkpoint_bytes, count_parameters
 from ..core.errors import ResmgError, UsageError
+from ..core.hashing import read_with_sha256
 from ..data.datasets import default_data_dir, load_dataset
 from ..inference.fold import fold_for_inference
-from ..inference.int8 import CFG_KEYS, RECORD_NAME, calibration_batches, load_int8, quantize_int8, save_int8
+from ..inference.int8 import (
+    CFG_KEYS,
+    RECORD_NAME,
+    QuantizationIncomplete,
+    calibration_batches,
+    load_int8,
+    quantize_int8,
+    save_int8,
+)
+from ..inference.onnx_int8 import quantize_onnx
 from ..train.finetune import resolve_init
 from ..train.run import Run
 from ..weights.loading import load_weights
 
-FORMATS = ("pt2", "onnx", "torchscript", "int8")
-SUFFIXES = {"pt2": "pt2", "onnx": "onnx", "torchscript": "pt", "int8": "int8"}  # int8: a folder
+FORMATS = ("pt2", "onnx", "torchscript", "int8", "onnx-int8")
+SUFFIXES = {
+    "pt2": "pt2",
+    "onnx": "onnx",
+    "torchscript": "pt",
+    "int8": "int8",
+    "onnx-int8": "int8.onnx",
+}  # int8: a folder
 
 
 @dataclass
@@ -266,6 +285,46 @@ def export_int8(
     return record
 
 
+def export_onnx_int8(
+    model: nn.Module, name: str, path: Path, dataset: Any, images: int, real: Optional[Tensor]
+) -> dict[str, Any]:
+    """The float ONNX quantized by ONNX Runtime (:mod:`resmg_zoo.inference.onnx_int8`), every convolution
+    asserted quantized, checked with ONNX Runtime against the float model."""
+    import onnxruntime as ort
+
+    example = real[:2] if real is not None else torch.randn(2, *model.pretrained_cfg["input_size"])
+    with tempfile.TemporaryDirectory() as tmp, atomic_path(path, keep_suffix=True) as written:
+        float_onnx = Path(tmp) / "float.onnx"
+        export_onnx(model, example, float_onnx)
+        convs, quantized = quantize_onnx(float_onnx, written, calibration_batches(dataset, images))
+        if quantized != convs or not convs:
+            raise QuantizationIncomplete(f"{quantized} of {convs} convolutions quantized by ONNX Runtime")
+        session = ort.InferenceSession(str(written), providers=["CPUExecutionProvider"])
+        check = real if real is not None else example
+        got = torch.from_numpy(session.run(None, {"image": check.numpy()})[0])
+        with torch.no_grad():
+            float_logits = model(check)
+        _, sha256 = read_with_sha256(written)
+        record = dict(
+            model=name,
+            format="onnx-int8",
+            file=str(path),
+            sha256=sha256,
+            bytes=written.stat().st_size,
+            float_onnx_bytes=float_onnx.stat().st_size,
+            convs=convs,
+            quantized_convs=quantized,
+            calibration=dict(dataset=dataset.name, split="train", images=images, seed=0),
+            check=dict(
+                images=len(check),
+                real=real is not None,
+                top1_agreement_with_float=float((got.argmax(1) == float_logits.argmax(1)).float().mean()),
+                max_abs_diff_from_float=float((got - float_logits).abs().max()),
+            ),
+        )
+    return record
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/export.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="registered name, optionally with a tag: NAME[.TAG]")
@@ -284,14 +343,20 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     out = Path(args.out or f"exports/{args.model}.{SUFFIXES[args.format]}")
     try:
+        if args.format in ("int8", "onnx-int8") and args.calibration_images < 1:
+            raise UsageError(f"--calibration-images must be at least 1, got {args.calibration_images}")
         model, archive = build(args.model, args.pretrained, args.checkpoint, parse_model_kwargs(args.model_kwargs))
-        if args.format == "int8":  # before the check images: no calibration data is a usage error, not a warning
+        if args.format in (
+            "int8",
+            "onnx-int8",
+        ):  # before the check images: no calibration data is a usage error, not a warning
             dataset = calibration_dataset(model, archive, args.calibration_data, args.data)
         real, where = real_inputs(model, archive, args.real_images) if args.real_images else (None, "not asked")
         if real is None:
             print(f"warning: real-image check skipped: {where}", file=sys.stderr)
-        if args.format == "int8":
-            print(json.dumps(export_int8(model, args.model, out, dataset, args.calibration_images, real)))
+        if args.format in ("int8", "onnx-int8"):
+            writer = export_int8 if args.format == "int8" else export_onnx_int8
+            print(json.dumps(writer(model, args.model, out, dataset, args.calibration_images, real)))
             return 0
         report = export(model, args.model, args.format, out, real)
     except ResmgError as err:
