@@ -5,6 +5,7 @@ input refused with a message and an exit code."""
 from __future__ import annotations
 
 import json
+import shutil
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-from conftest import MODEL, MODEL_NAMES
+from conftest import HUB_ID, MODEL, MODEL_NAMES, TAG
 from realdata import shared_hub_dir
 from torch import nn
 
@@ -24,7 +25,9 @@ from resmg_zoo.inference.fast_path import FastPath, FastPathSettings
 from resmg_zoo.inference.fold import fold_for_inference
 from resmg_zoo.inference.int8 import RECORD_NAME, load_int8
 from resmg_zoo.tools import classify, evaluate, export
+from resmg_zoo.tools import mirror as mirror_tool
 from resmg_zoo.tools.claims import stratified_subset
+from resmg_zoo.weights.manifest import MANIFEST_NAME, load_manifest
 
 
 def _with_trained_statistics(model: nn.Module) -> nn.Module:
@@ -165,3 +168,25 @@ def test_int8_export_without_calibration_data_exits_2(run: Path, tmp_path: Path,
     assert export.main([*base, "--calibration-images", "0"]) == EXIT_USAGE
     assert "--calibration-images" in capsys.readouterr().err
     assert not (tmp_path / "q").exists()
+
+
+def test_a_mirror_refresh_measures_an_int8_export_into_the_entry_and_card(
+    mirror: Path, digits: Path, int8_folder: tuple[Path, dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    copy = tmp_path / "mirror"
+    shutil.copytree(mirror, copy)
+    monkeypatch.setenv("RESMG_ZOO_HUB_DIR", str(copy))
+    out = tmp_path / "published.int8"
+    args = ["--model", f"{MODEL}.{TAG}", "--pretrained", "--format", "int8", "--out", str(out)]
+    assert export.main([*args, "--calibration-data", str(digits), "--calibration-images", "32"]) == 0
+    folder = copy / HUB_ID
+    assert mirror_tool.main(["refresh", str(folder), "--int8", str(out)]) == 0
+    entry = next(e for e in load_manifest(copy / MANIFEST_NAME)["entries"] if e["hub_id"] == HUB_ID)
+    assert entry["int8"]["images"] == 10_000 and entry["int8"]["quantized_convs"] == 20
+    assert entry["int8"]["bytes"] == json.loads((out / RECORD_NAME).read_text())["bytes"]
+    card = (folder / "README.md").read_text()
+    assert f"int8 (see below) | {entry['int8']['top1']:.2f} %" in card and entry["int8"]["command"] in card
+    assert mirror_tool.main(["verify", str(copy)]) == 0
+    # the run's export is of other weights (a checkpoint, not this entry's file): refused, nothing changed
+    assert mirror_tool.main(["refresh", str(folder), "--int8", str(int8_folder[0])]) == EXIT_USAGE
+    assert next(e for e in load_manifest(copy / MANIFEST_NAME)["entries"] if e["hub_id"] == HUB_ID) == entry

@@ -8,14 +8,18 @@ machines measured so far, and the count is compared with a tolerance of a few im
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, Optional
 
 import timm
 import torch
 
+from ..core.errors import UsageError
+from ..core.hardware import describe_hardware
 from ..data.datasets import ImageDataset, ImageSplit, load_dataset
 from ..data.loader import Materializer
+from ..inference.int8 import Int8Model, load_int8
 from ..train.distributed import DistEnv
 from ..train.evaluation import evaluate_split
 from ..weights.loading import load_weights
@@ -62,4 +66,32 @@ def measure_claim(entry: dict[str, Any], folder: Path, data_dir: Optional[str] =
         precision="fp32",
         full_top1=round(full["top1"], 4),
         full_images=full["images"],
+    )
+
+
+def measure_int8(entry: dict[str, Any], export_folder: Path, data_dir: Optional[str] = None) -> dict[str, Any]:
+    """The ``int8`` record of an entry: its int8 export folder (sha256-verified, exported from this very
+    entry's weights) measured on the full test split, with the file's size and how it was made."""
+    program, record = load_int8(export_folder)
+    name = f"{entry['model']}.{entry['tag']}"
+    if record["model"] != name or record.get("weights", {}).get("sha256") != entry["sha256"]:
+        raise UsageError(
+            f"{export_folder} was exported from {record['model']} with weights sha256 "
+            f"{record.get('weights', {}).get('sha256')}, not from {name} ({entry['sha256']})"
+        )
+    dataset = load_dataset(entry["dataset"], data_dir=data_dir, registry_only=True)
+    data = Materializer(dataset.split("test"), dataset.mean, dataset.std, channels_last=True)
+    result = evaluate_split(Int8Model(program), data, BATCH, "fp32", DistEnv())
+    return dict(
+        top1=round(result["top1"], 4),
+        top5=round(result["top5"], 4),
+        images=result["count"],
+        bytes=record["bytes"],
+        float_sites_bytes=record["float_sites_bytes"],
+        quantized_convs=record["quantized_convs"],
+        calibration_images=record["calibration"]["images"],
+        command=f"resmg-export --model {name} --pretrained --format int8",
+        versions=record["versions"],
+        hardware=describe_hardware(),
+        date=time.strftime("%Y-%m-%d"),
     )

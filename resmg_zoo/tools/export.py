@@ -65,6 +65,7 @@ from ..inference.onnx_int8 import quantize_onnx
 from ..train.finetune import resolve_init
 from ..train.run import Run
 from ..weights.loading import load_weights
+from ..weights.resolve import find_published
 
 FORMATS = ("pt2", "onnx", "torchscript", "int8", "onnx-int8")
 SUFFIXES = {
@@ -246,8 +247,24 @@ def calibration_dataset(model: nn.Module, archive: Optional[str], asked: Optiona
     return load_dataset(name, data_dir=data)
 
 
+def source_weights(name: str, pretrained: bool, checkpoint: Optional[str]) -> dict[str, Any]:
+    """What the exported weights are: the published entry (hub id and the sha256 its file was checked
+    against) or the checkpoint given."""
+    if not pretrained:
+        return dict(checkpoint=checkpoint) if checkpoint else dict(random_init=True)
+    arch, _, tag = name.partition(".")
+    found = find_published(arch, tag or None)
+    return dict(hub_id=found.hub_id, sha256=found.entry["sha256"]) if found else dict(pretrained=name)
+
+
 def export_int8(
-    model: nn.Module, name: str, folder: Path, dataset: Any, images: int, real: Optional[Tensor]
+    model: nn.Module,
+    name: str,
+    folder: Path,
+    dataset: Any,
+    images: int,
+    real: Optional[Tensor],
+    weights: Optional[dict[str, Any]] = None,
 ) -> dict[str, Any]:
     """Quantize ``model`` (:func:`resmg_zoo.inference.int8.quantize_int8`), write the export folder and
     check the written program against the in-memory one (equal outputs) and the float model."""
@@ -259,6 +276,7 @@ def export_int8(
         model=name,
         architecture=model.pretrained_cfg.get("architecture", name.split(".")[0]),
         params=count_parameters(model),
+        weights=weights or {},
         pretrained_cfg=cfg | {"input_size": list(example.shape[1:]), "num_classes": model.num_classes},
         calibration=dict(dataset=dataset.name, split="train", images=seen, seed=0),
         folded_bn=fold.folded_bn,
@@ -354,9 +372,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         real, where = real_inputs(model, archive, args.real_images) if args.real_images else (None, "not asked")
         if real is None:
             print(f"warning: real-image check skipped: {where}", file=sys.stderr)
-        if args.format in ("int8", "onnx-int8"):
-            writer = export_int8 if args.format == "int8" else export_onnx_int8
-            print(json.dumps(writer(model, args.model, out, dataset, args.calibration_images, real)))
+        if args.format == "int8":
+            source = source_weights(args.model, args.pretrained, args.checkpoint)
+            print(json.dumps(export_int8(model, args.model, out, dataset, args.calibration_images, real, source)))
+            return 0
+        if args.format == "onnx-int8":
+            print(json.dumps(export_onnx_int8(model, args.model, out, dataset, args.calibration_images, real)))
             return 0
         report = export(model, args.model, args.format, out, real)
     except ResmgError as err:

@@ -5,6 +5,7 @@ already published.
     python -m resmg_zoo.tools.mirror import ../shared/hub --evaluate   # verify, re-evaluate, then merge its entries
     python -m resmg_zoo.tools.mirror import ../shared/hub --prune      # ... and drop entries it does not host
     python -m resmg_zoo.tools.mirror refresh MIRROR/resmg-zoo/NAME...  # new config.json + model card, weights untouched
+    python -m resmg_zoo.tools.mirror refresh MIRROR/resmg-zoo/NAME --int8 exports/NAME.int8  # + its int8 figures
     python -m resmg_zoo.tools.mirror verify ../shared/hub              # every folder against its entry
 
 Nothing changes unless every folder verifies; the message names each folder and what differs.
@@ -24,13 +25,14 @@ from typing import Any, Optional
 
 from ..core.atomic import aside_folders
 from ..core.cli import report_error
-from ..core.errors import ResmgError
+from ..core.errors import ResmgError, UsageError
 from ..core.tags import check_hub_id
 from ..weights.card import label_names_for, standard_split_sizes, write_card, write_config
 from ..weights.manifest import (
     MANIFEST_NAME,
     SCHEMA_VERSION,
     ManifestError,
+    add_entry,
     load_manifest,
     manifest_lock,
     repo_manifest_path,
@@ -38,9 +40,9 @@ from ..weights.manifest import (
     validate_manifest,
 )
 from ..weights.publish import publishing, verify_folder
-from .claims import TOP1_TOLERANCE, measure_claim
+from .claims import TOP1_TOLERANCE, measure_claim, measure_int8
 
-COMPARED_WITHOUT = ("check", "revision")  # what an import adds to a mirror's entry
+COMPARED_WITHOUT = ("check", "revision", "int8")  # what an import or a refresh adds to a mirror's entry
 
 
 def mirror_entries(mirror: Path) -> tuple[Path, list[dict[str, Any]]]:
@@ -115,7 +117,7 @@ def import_mirror(
             old = before.get(entry["hub_id"])
             if old is not None and _published_part(old) == _published_part(entry):
                 report["unchanged"].append(entry["hub_id"])
-                entry = old
+                entry = old | ({"int8": entry["int8"]} if "int8" in entry else {})  # a refresh's newer figures
             else:
                 report["added" if old is None else "updated"].append(entry["hub_id"])
             if evaluate and "check" not in entry:
@@ -153,10 +155,12 @@ def _checked(mirror: Path, entry: dict[str, Any], target: Path, data_dir: Option
     return check
 
 
-def refresh_folder(folder: Path) -> dict[str, Any]:
+def refresh_folder(folder: Path, int8: Optional[Path] = None, data_dir: Optional[str] = None) -> dict[str, Any]:
     """Rewrite ``config.json`` and ``README.md`` of a published mirror folder from its own files and
     its entry in the mirror's manifest (the folder is ``<mirror>/<org>/<name>``). The weights are
-    untouched, and the folder must verify before and after. Returns the entry."""
+    untouched, and the folder must verify before and after. ``int8``: an int8 export folder of these
+    weights, measured on the full test split first (:func:`.claims.measure_int8`) and recorded in the
+    entry, so the card shows its figures. Returns the entry."""
     folder = folder.resolve()
     mirror = folder.parents[1]
     repo_id = check_hub_id(folder.relative_to(mirror).as_posix(), "the folder's hub id")
@@ -164,6 +168,9 @@ def refresh_folder(folder: Path) -> dict[str, Any]:
     entry = next((e for e in entries if e["hub_id"] == repo_id), None)
     if entry is None:
         raise ManifestError(f"{folder}: {source} lists no entry for {repo_id}")
+    if int8 is not None:
+        entry = dict(entry, int8=measure_int8(entry, int8, data_dir))
+        add_entry(source, entry)
     with publishing(repo_id, folder.parent):
         problems = verify_folder(folder, entry)
         if problems:
@@ -193,6 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("mirror", help="a folder written by push_to_hub --mirror")
     refresh = commands.add_parser("refresh", help="rewrite config.json and README.md of published folders")
     refresh.add_argument("folders", nargs="+", help="<mirror>/<org>/<model>.<tag> folders")
+    refresh.add_argument(
+        "--int8", default=None, help="an int8 export folder of the (one) folder's weights: measured, added to the card"
+    )
+    refresh.add_argument("--data", default=None, help="folder with <dataset>.zip (default $RESMG_ZOO_DATA)")
     return parser
 
 
@@ -207,8 +218,10 @@ def main(argv: Optional[list[str]] = None) -> int:
             for key, ids in report.items():
                 print(f"{key}: {', '.join(ids) or '-'}")
         else:
+            if args.int8 and len(args.folders) != 1:
+                raise UsageError("--int8 measures one export folder: give one published folder with it")
             for folder in args.folders:
-                entry = refresh_folder(Path(folder))
+                entry = refresh_folder(Path(folder), Path(args.int8) if args.int8 else None, args.data)
                 print(f"refreshed {folder} ({entry['hub_id']}): config.json, README.md; sha256 {entry['sha256']}")
     except ResmgError as err:
         return report_error(err)

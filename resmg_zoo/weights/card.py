@@ -99,6 +99,21 @@ def model_card(
         if "test_flip_top1" in last
         else ""
     )
+    int8 = entry.get("int8")
+    int8_row = (
+        f"| {entry['dataset']} test, int8 (see below) | {int8['top1']:.2f} % | {int8['top5']:.2f} % "
+        f"| {int8['images']:,} |\n"
+        if int8
+        else ""
+    )
+    int8_text = (
+        f"\nint8: `{int8['command']}` (torchao's PT2E flow, X86InductorQuantizer, {int8['calibration_images']} "
+        f"calibration images) writes a {int8['bytes'] / 1e6:.1f} MB program with {int8['quantized_convs']} int8 "
+        f"convolutions; measured on {int8['hardware']} on {int8['date']} (torch {int8['versions']['torch']}, "
+        f"torchao {int8['versions']['torchao']}).\n"
+        if int8
+        else ""
+    )
     paper_line = (model_entrypoint(model).__doc__ or model).strip().split("\n")[0]  # the model's own docstring
     pinned = f', revision="{entry["revision"]}"' if entry.get("revision") else ""
     body = f"""
@@ -113,11 +128,11 @@ From *{PAPER_TITLE}* (He, Chen, Zhang, Xu; {PAPER_ID}), packaged by resmg_zoo.
 | split | top-1 | top-5 | images |
 |---|---|---|---|
 | {entry["dataset"]} test | {entry["top1"]:.2f} % | {entry["top5"]:.2f} % | {images} |
-{flip}
+{flip}{int8_row}
 Measured by the training run that produced these weights, at its last epoch ({last["epoch"]}),
 in {entry["recipe"]["precision"]} on {entry["hardware"]}; {entry["training_seconds"]:.0f} s of training.
 Weights are stored in {entry["dtype"]} exactly as trained. Parameters: {entry["params"]:,}.
-
+{int8_text}
 ## Recipe
 
 {recipe_summary(entry["recipe"], train_images)}. Command:

@@ -61,7 +61,8 @@ REQUIRED_KEYS: dict[str, type | tuple[type, ...]] = {
     "date": str,
     "command": str,
 }
-OPTIONAL_KEYS: dict[str, type] = {"revision": str, "check": dict, "previous": list, "swap_from": dict}
+# int8: the figures of the weights quantized to int8 (resmg-mirror refresh --int8), measured, never published
+OPTIONAL_KEYS: dict[str, type] = {"revision": str, "check": dict, "previous": list, "swap_from": dict, "int8": dict}
 RENAMED_KEYS = {"wall_seconds": "training_seconds"}  # the run's training time, never wall time
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
