@@ -17,6 +17,7 @@ from conftest import HUB_ID, MODEL, MODEL_NAMES, TAG
 from realdata import shared_hub_dir
 from torch import nn
 
+from resmg_zoo.core.atomic import current_umask
 from resmg_zoo.core.errors import EXIT_INTEGRITY, EXIT_USAGE
 from resmg_zoo.core.hardware import choose_precision
 from resmg_zoo.data.datasets import load_dataset
@@ -112,16 +113,30 @@ def _batches(n: int, size: int = 250) -> Iterator[GlobalBatch]:
 
 
 @pytest.fixture(scope="module")
-def int8_folder(run: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    folder = tmp_path_factory.mktemp("int8") / f"{MODEL}.int8"
-    args = ["--model", MODEL, "--checkpoint", str(run), "--format", "int8", "--out", str(folder)]
-    assert export.main([*args, "--calibration-images", "64"]) == 0
-    return folder, json.loads((folder / RECORD_NAME).read_text())
+def int8_export(mirror: Path, digits: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, Path]:
+    """The tiny published model (a writable copy of the test mirror) exported to int8: the folder, its
+    record, and the mirror copy it was exported from."""
+    base = tmp_path_factory.mktemp("int8")
+    copy = base / "mirror"
+    shutil.copytree(mirror, copy)
+    folder = base / "exports" / f"{MODEL}.{TAG}.int8"
+    args = ["--model", f"{MODEL}.{TAG}", "--pretrained", "--format", "int8", "--out", str(folder)]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RESMG_ZOO_HUB_DIR", str(copy))
+        assert export.main([*args, "--calibration-data", str(digits), "--calibration-images", "64"]) == 0
+    return folder, json.loads((folder / RECORD_NAME).read_text()), copy
+
+
+@pytest.fixture
+def int8_folder(int8_export: tuple[Path, dict, Path]) -> tuple[Path, dict]:
+    return int8_export[0], int8_export[1]
 
 
 def test_int8_export_quantizes_every_convolution_and_stays_close_to_float(int8_folder: tuple[Path, dict]) -> None:
     folder, record = int8_folder
     assert record["quantized_convs"] == record["conv_sites"] > 0
+    assert sorted(p.name for p in folder.parent.iterdir()) == [folder.name]  # no staging folder left
+    assert folder.stat().st_mode & 0o777 == 0o777 & ~current_umask()
     assert record["calibration"] == dict(dataset="mnist", split="train", images=64, seed=0)
     # the file keeps int8 convolution weights only, no float copy of one (a tiny model's file is mostly
     # program text; at full width the file is ~1/4 of the float weights: docs/inference.md)
@@ -171,22 +186,22 @@ def test_int8_export_without_calibration_data_exits_2(run: Path, tmp_path: Path,
 
 
 def test_a_mirror_refresh_measures_an_int8_export_into_the_entry_and_card(
-    mirror: Path, digits: Path, int8_folder: tuple[Path, dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    int8_export: tuple[Path, dict, Path], digits: Path, tmp_path: Path
 ) -> None:
-    copy = tmp_path / "mirror"
-    shutil.copytree(mirror, copy)
-    monkeypatch.setenv("RESMG_ZOO_HUB_DIR", str(copy))
-    out = tmp_path / "published.int8"
-    args = ["--model", f"{MODEL}.{TAG}", "--pretrained", "--format", "int8", "--out", str(out)]
-    assert export.main([*args, "--calibration-data", str(digits), "--calibration-images", "32"]) == 0
+    out, record, copy = int8_export
+    assert record["weights"]["hub_id"] == HUB_ID
     folder = copy / HUB_ID
-    assert mirror_tool.main(["refresh", str(folder), "--int8", str(out)]) == 0
+    # measured on the test split of --data's mnist.zip (the 300 test images of the real MNIST subset)
+    assert mirror_tool.main(["refresh", str(folder), "--int8", str(out), "--data", str(digits.parent)]) == 0
     entry = next(e for e in load_manifest(copy / MANIFEST_NAME)["entries"] if e["hub_id"] == HUB_ID)
-    assert entry["int8"]["images"] == 10_000 and entry["int8"]["quantized_convs"] == 20
-    assert entry["int8"]["bytes"] == json.loads((out / RECORD_NAME).read_text())["bytes"]
+    assert entry["int8"]["images"] == 300 and entry["int8"]["quantized_convs"] == 20
+    assert entry["int8"]["bytes"] == record["bytes"]
     card = (folder / "README.md").read_text()
     assert f"int8 (see below) | {entry['int8']['top1']:.2f} %" in card and entry["int8"]["command"] in card
     assert mirror_tool.main(["verify", str(copy)]) == 0
-    # the run's export is of other weights (a checkpoint, not this entry's file): refused, nothing changed
-    assert mirror_tool.main(["refresh", str(folder), "--int8", str(int8_folder[0])]) == EXIT_USAGE
+    # an export of other weights (its record names another sha256) is refused, and nothing changes
+    other = tmp_path / "other.int8"
+    shutil.copytree(out, other)
+    (other / RECORD_NAME).write_text(json.dumps(record | {"weights": {"hub_id": HUB_ID, "sha256": "0" * 64}}))
+    assert mirror_tool.main(["refresh", str(folder), "--int8", str(other)]) == EXIT_USAGE
     assert next(e for e in load_manifest(copy / MANIFEST_NAME)["entries"] if e["hub_id"] == HUB_ID) == entry

@@ -150,16 +150,6 @@ def drop_unused_tensors(program: torch.fx.GraphModule) -> None:
     program.delete_all_unused_submodules()
 
 
-def _buffers_as_constants(program: nn.Module) -> None:
-    """Turn the buffers ``torch.export.load`` registers back into plain tensor attributes, as
-    ``convert_pt2e`` made them: inductor's freezing folds those (the int8 weights' oneDNN pre-packing),
-    while a buffer stays a graph input and ``qconv_prepack`` cannot run at compile time."""
-    for name in [n for n, _ in program.named_buffers()]:
-        owner, _, leaf = name.rpartition(".")
-        module = program.get_submodule(owner) if owner else program
-        setattr(module, leaf, module._buffers.pop(leaf))
-
-
 def save_int8(program: torch.fx.GraphModule, example: Tensor, folder: Path, record: dict[str, Any]) -> dict[str, Any]:
     """Write ``folder/model.pt2`` (re-exported with a dynamic batch) and ``folder/export.json``
     (``record`` plus the file's sha256 and size); returns the record as written."""
@@ -214,9 +204,7 @@ def load_int8(path: str | Path, sha256: Optional[str] = None) -> tuple[nn.Module
         pinned = "the sha256 asked for" if sha256 else f"the sha256 in {folder / RECORD_NAME}"
         raise Int8IntegrityError(f"{folder / PROGRAM_NAME} has sha256 {actual}, not {pinned} ({expected or 'none'})")
     require_torchao()
-    program = torch.export.load(io.BytesIO(data)).module()
-    _buffers_as_constants(program)
-    return program, record
+    return torch.export.load(io.BytesIO(data)).module(), record
 
 
 class Int8Model:

@@ -138,9 +138,11 @@ def run_evaluation(argv: Optional[list[str]] = None) -> dict[str, Any]:
 
 def int8_evaluation(args: argparse.Namespace) -> dict[str, Any]:
     """Top-1/top-5 of an int8 export folder, compiled with freezing (oneDNN's int8 convolutions)."""
+    if args.split == "val" or args.ema or args.flip_tta or args.model:
+        raise UsageError("--int8 takes --dataset, --split train|test and --batch-size (no run, EMA, TTA or --model)")
     program, record = load_int8(args.int8)
     dataset = load_dataset(args.dataset or record["calibration"]["dataset"], data_dir=args.data)
-    split = dataset.split("test" if args.split == "val" else args.split)
+    split = dataset.split(args.split)
     data = Materializer(split, dataset.mean, dataset.std, channels_last=True)
     result = evaluate_split(Int8Model(program, compile=True), data, args.batch_size, "fp32", DistEnv())
     return dict(
@@ -148,7 +150,7 @@ def int8_evaluation(args: argparse.Namespace) -> dict[str, Any]:
         int8=str(args.int8),
         sha256=record["sha256"],
         dataset=dataset.name,
-        split=args.split if args.split != "val" else "test",
+        split=args.split,
         count=result["count"],
         top1=result["top1"],
         top5=result["top5"],

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import shutil
 import sys
 import tempfile
 import warnings
@@ -45,7 +46,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from ..core.atomic import atomic_path, write_text_atomic
+from ..core.atomic import atomic_path, make_shareable, replace_folder, write_text_atomic
 from ..core.cli import parse_model_kwargs, report_error
 from ..core.counting import checkpoint_bytes, count_parameters
 from ..core.errors import ResmgError, UsageError
@@ -287,19 +288,26 @@ def export_int8(
         float_sites_bytes=checkpoint_bytes(unshared),
         versions=dict(torch=torch.__version__, torchao=version("torchao")),
     )
-    record = save_int8(converted, example, folder, record)
-    written, _ = load_int8(folder)
-    check = real if real is not None else example
-    with torch.no_grad():
-        got, expected, float_logits = written(check), converted(check), model(check)
-    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
-    record["check"] = dict(
-        images=len(check),
-        real=real is not None,
-        top1_agreement_with_float=float((got.argmax(1) == float_logits.argmax(1)).float().mean()),
-        max_abs_diff_from_float=float((got - float_logits).abs().max()),
-    )
-    write_text_atomic(folder / RECORD_NAME, json.dumps(record, indent=2) + "\n")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))  # swapped in once checked
+    make_shareable(staging)
+    try:
+        record = save_int8(converted, example, staging, record)
+        written, _ = load_int8(staging)
+        check = real if real is not None else example
+        with torch.no_grad():
+            got, expected, float_logits = written(check), converted(check), model(check)
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+        record["check"] = dict(
+            images=len(check),
+            real=real is not None,
+            top1_agreement_with_float=float((got.argmax(1) == float_logits.argmax(1)).float().mean()),
+            max_abs_diff_from_float=float((got - float_logits).abs().max()),
+        )
+        write_text_atomic(staging / RECORD_NAME, json.dumps(record, indent=2) + "\n")
+        replace_folder(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return record
 
 
