@@ -124,16 +124,18 @@ def run_evaluation(argv: Optional[list[str]] = None) -> dict[str, Any]:
         weights=str(weights),
         dataset=dataset.name,
         split=args.split,
-        count=result["count"],
-        top1=result["top1"],
-        top5=result["top5"],
-        loss=result["loss"],
+        **scores(result),
         precision=choice.precision,
         precision_reason=choice.reason,
         ema=args.ema,
         flip_tta=args.flip_tta,
         fast_path=fast.record(),
     )
+
+
+def scores(result: dict[str, Any]) -> dict[str, Any]:
+    """The figures a result reports: images, top-1, top-5 (%) and mean loss."""
+    return {k: result[k] for k in ("count", "top1", "top5", "loss")}
 
 
 def int8_evaluation(args: argparse.Namespace) -> dict[str, Any]:
@@ -151,10 +153,7 @@ def int8_evaluation(args: argparse.Namespace) -> dict[str, Any]:
         sha256=record["sha256"],
         dataset=dataset.name,
         split=args.split,
-        count=result["count"],
-        top1=result["top1"],
-        top5=result["top5"],
-        loss=result["loss"],
+        **scores(result),
         precision="int8",
     )
 
