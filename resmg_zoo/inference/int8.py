@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from ..core.atomic import atomic_path, write_text_atomic
+from ..core.counting import checkpoint_bytes
 from ..core.errors import IntegrityError, UsageError
 from ..core.hashing import read_with_sha256
 from ..data.datasets import ImageDataset
@@ -106,12 +107,21 @@ def _batch_dim() -> dict[int, Any]:
     return {0: torch.export.Dim("batch", min=1)}
 
 
-def quantize_int8(
-    model: nn.Module, calibration: Iterable[Tensor], example: Tensor
-) -> tuple[torch.fx.GraphModule, FoldReport, QuantizedCount, int]:
-    """``model`` (eval) statically quantized: the converted graph, what folding did, the quantized
-    convolution count and the calibration images seen. Raises :class:`QuantizationIncomplete` where a
-    convolution stayed float, :class:`UsageError` where ``calibration`` yields nothing."""
+@dataclass
+class Quantized:
+    """The converted graph and how it was made: what folding did, the quantized convolutions, the
+    calibration images seen, and the safetensors size of the float weights of the same call sites."""
+
+    program: torch.fx.GraphModule
+    fold: FoldReport
+    count: QuantizedCount
+    calibration_images: int
+    float_sites_bytes: int
+
+
+def quantize_int8(model: nn.Module, calibration: Iterable[Tensor], example: Tensor) -> Quantized:
+    """``model`` (eval) statically quantized. Raises :class:`QuantizationIncomplete` where a convolution
+    stayed float, :class:`UsageError` where ``calibration`` yields nothing."""
     quantize_pt2e = require_torchao()
     from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
         X86InductorQuantizer,
@@ -119,6 +129,7 @@ def quantize_int8(
     )
 
     folded, fold = fold_for_inference(model.eval(), unshare=True)
+    float_sites_bytes = checkpoint_bytes(folded)
     exported = torch.export.export(folded, (example,), dynamic_shapes=(_batch_dim(),)).module()
     quantizer = X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config())
     prepared = quantize_pt2e.prepare_pt2e(exported, quantizer)
@@ -135,7 +146,7 @@ def quantize_int8(
         raise QuantizationIncomplete(
             f"{count.quantized} of {count.convs} convolutions quantized ({fold.conv_sites} in the model)"
         )
-    return converted, fold, count, seen
+    return Quantized(converted, fold, count, seen, float_sites_bytes)
 
 
 def drop_unused_tensors(program: torch.fx.GraphModule) -> None:
@@ -165,9 +176,14 @@ def save_int8(program: torch.fx.GraphModule, example: Tensor, folder: Path, reco
     return record
 
 
+def _folder_of(path: Path) -> Path:
+    """The export folder ``path`` names: the folder itself, or the folder of its ``model.pt2``."""
+    return path.parent if path.name == PROGRAM_NAME else path
+
+
 def _locate(path: Path) -> Path:
-    """The export folder of ``path`` (the folder, or its ``model.pt2``)."""
-    folder = path.parent if path.name == PROGRAM_NAME else path
+    """The export folder of ``path``, or a :class:`UsageError` where it holds no record."""
+    folder = _folder_of(path)
     if not (folder / RECORD_NAME).is_file():
         raise UsageError(f"{path} is not an int8 export folder: no {RECORD_NAME} in {folder}")
     return folder
@@ -175,9 +191,7 @@ def _locate(path: Path) -> Path:
 
 def is_int8_export(path: str | Path) -> bool:
     """Whether ``path`` names an export folder (or the program inside one) written by :func:`save_int8`."""
-    p = Path(path)
-    folder = p.parent if p.name == PROGRAM_NAME else p
-    return (folder / RECORD_NAME).is_file()
+    return (_folder_of(Path(path)) / RECORD_NAME).is_file()
 
 
 def read_record(folder: Path) -> dict[str, Any]:

@@ -61,6 +61,7 @@ from ..inference.int8 import Int8Model, quantize_int8
 from ..train.conv_ceiling import ConvCeiling, record_convs
 from ..train.step_profile import profile_training_step
 from .benchmark_report import check_targets, markdown, profile_markdown, twin_of
+from .benchmark_timing import Timed, ratio
 
 REFERENCE = "tv_resnet18_cifar"
 
@@ -97,53 +98,6 @@ def training_flops(model: nn.Module, input_size: tuple[int, int, int]) -> int:
     return int(counter.get_total_flops()) // 2
 
 
-class Timed:
-    """Steps timed in each round: training and inference images/s, one rate per round."""
-
-    batch_size: int
-
-    def __init__(self) -> None:
-        self.train_rates: list[float] = []
-        self.infer_rates: list[float] = []
-        self.train_faults: list[float] = []  # minor page faults per training step
-        self.extra: dict[str, Callable[[], None]] = {}  # further inference routes, timed like infer_step
-        self.extra_rates: dict[str, list[float]] = {}
-
-    def train_step(self) -> None:
-        raise NotImplementedError
-
-    def infer_step(self) -> None:
-        raise NotImplementedError
-
-    def measure(self, steps: int, warmup: int) -> None:
-        for fn, rates in ((self.train_step, self.train_rates), (self.infer_step, self.infer_rates)):
-            for _ in range(warmup):
-                fn()
-            faults = minor_faults()
-            tic = time.perf_counter()
-            for _ in range(steps):
-                fn()
-            rates.append(steps * self.batch_size / (time.perf_counter() - tic))
-            if rates is self.train_rates:
-                self.train_faults.append((minor_faults() - faults) / steps)
-        for name, fn in self.extra.items():
-            for _ in range(warmup):
-                fn()
-            tic = time.perf_counter()
-            for _ in range(steps):
-                fn()
-            self.extra_rates.setdefault(name, []).append(steps * self.batch_size / (time.perf_counter() - tic))
-
-
-def minor_faults() -> int:
-    """The process's minor page faults so far (0 where the system does not count them)."""
-    try:
-        import resource
-    except ImportError:  # not on Unix
-        return 0
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-
-
 class Bench(Timed):
     """One model's timed steps, ready to run again in each round."""
 
@@ -175,8 +129,7 @@ class Bench(Timed):
             fast = FastPath(self.model.eval(), FastPathSettings(self.precision, compile=args.fast_compile))
             self.extra["fast"] = lambda: fast(self.x)
         if args.int8 and name != REFERENCE:  # speed only: random weights, calibrated on the random batch
-            program = quantize_int8(self.model.eval(), [self.x], self.x[:2])[0]
-            int8 = Int8Model(program)
+            int8 = Int8Model(quantize_int8(self.model.eval(), [self.x], self.x[:2]).program)
             self.extra["int8"] = lambda: int8(self.x)
 
     def train_step(self) -> None:
@@ -238,12 +191,6 @@ def step_profile(bench: Bench, args: argparse.Namespace, input_size: tuple[int, 
     )
 
 
-def extra(bench: Timed, name: str) -> Optional[float]:
-    """The median images/s of one of ``bench``'s further inference routes, ``None`` where not measured."""
-    rates = bench.extra_rates.get(name)
-    return statistics.median(rates) if rates else None
-
-
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     input_size = tuple(int(v) for v in args.input_size.split(","))
     names = [n for n in args.models.split(",") if n]
@@ -281,6 +228,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         twin_rates = rates.get(twin) if twin else None
         ceiling = ceilings[b.conv_calls]
         ceiling_train, ceiling_infer = statistics.median(ceiling.train_rates), statistics.median(ceiling.infer_rates)
+        fast, int8 = b.extra_rate("fast"), b.extra_rate("int8")
         rows.append(
             dict(
                 model=b.name,
@@ -299,10 +247,10 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 train_vs_conv_ceiling=train / ceiling_train,
                 train_faults_per_step=statistics.median(b.train_faults),
                 infer_vs_conv_ceiling=infer / ceiling_infer,
-                fast_infer_img_s=extra(b, "fast"),
-                fast_infer_vs_conv_ceiling=(extra(b, "fast") or 0.0) / ceiling_infer or None,
-                int8_img_s=extra(b, "int8"),
-                int8_vs_fast=(extra(b, "int8") or 0.0) / (extra(b, "fast") or 1.0) or None,
+                fast_infer_img_s=fast,
+                fast_infer_vs_conv_ceiling=ratio(fast, ceiling_infer),
+                int8_img_s=int8,
+                int8_vs_fast=ratio(int8, fast),
                 train_pct_peak=100.0 * train * b.train_flops / peak[args.precision],
                 infer_pct_peak=100.0 * infer * b.flops / peak[args.precision],
                 peak_fp32_flops=peak["fp32"],

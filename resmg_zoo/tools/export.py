@@ -29,14 +29,12 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import shutil
 import sys
 import tempfile
 import warnings
 import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Optional
 
@@ -46,29 +44,24 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from ..core.atomic import atomic_path, make_shareable, replace_folder, write_text_atomic
+from ..core.atomic import atomic_path
 from ..core.cli import parse_model_kwargs, report_error
-from ..core.counting import checkpoint_bytes, count_parameters
+from ..core.counting import count_parameters
 from ..core.errors import ResmgError, UsageError
 from ..core.hashing import read_with_sha256
-from ..data.datasets import default_data_dir, load_dataset
-from ..inference.fold import fold_for_inference
+from ..data.datasets import default_data_dir
 from ..inference.int8 import (
-    CFG_KEYS,
-    RECORD_NAME,
     QuantizationIncomplete,
     calibration_batches,
-    load_int8,
-    quantize_int8,
-    save_int8,
 )
 from ..inference.onnx_int8 import quantize_onnx
 from ..train.finetune import resolve_init
 from ..train.run import Run
 from ..weights.loading import load_weights
-from ..weights.resolve import find_published
+from .export_int8 import agreement_with_float, calibration_dataset, export_int8, source_weights
 
-FORMATS = ("pt2", "onnx", "torchscript", "int8", "onnx-int8")
+INT8_FORMATS = ("int8", "onnx-int8")
+FORMATS = ("pt2", "onnx", "torchscript", *INT8_FORMATS)
 SUFFIXES = {
     "pt2": "pt2",
     "onnx": "onnx",
@@ -239,78 +232,6 @@ def export(
     return report
 
 
-def calibration_dataset(model: nn.Module, archive: Optional[str], asked: Optional[str], data: Optional[str]) -> Any:
-    """The dataset whose training images calibrate int8: ``--calibration-data``, else the run's archive,
-    else the published tag's dataset (``$RESMG_ZOO_DATA``)."""
-    name = asked or archive or model.pretrained_cfg.get("tag")
-    if not name:
-        raise UsageError("int8 needs calibration images: give --calibration-data <dataset name or ImageFolder zip>")
-    return load_dataset(name, data_dir=data)
-
-
-def source_weights(name: str, pretrained: bool, checkpoint: Optional[str]) -> dict[str, Any]:
-    """What the exported weights are: the published entry (hub id and the sha256 its file was checked
-    against) or the checkpoint given."""
-    if not pretrained:
-        return dict(checkpoint=checkpoint) if checkpoint else dict(random_init=True)
-    arch, _, tag = name.partition(".")
-    found = find_published(arch, tag or None)
-    return dict(hub_id=found.hub_id, sha256=found.entry["sha256"]) if found else dict(pretrained=name)
-
-
-def export_int8(
-    model: nn.Module,
-    name: str,
-    folder: Path,
-    dataset: Any,
-    images: int,
-    real: Optional[Tensor],
-    weights: Optional[dict[str, Any]] = None,
-) -> dict[str, Any]:
-    """Quantize ``model`` (:func:`resmg_zoo.inference.int8.quantize_int8`), write the export folder and
-    check the written program against the in-memory one (equal outputs) and the float model."""
-    example = real[:2] if real is not None else torch.randn(2, *model.pretrained_cfg["input_size"])
-    converted, fold, count, seen = quantize_int8(model, calibration_batches(dataset, images), example)
-    unshared, _ = fold_for_inference(model, unshare=True)
-    cfg = {k: model.pretrained_cfg[k] for k in CFG_KEYS if model.pretrained_cfg.get(k) is not None}
-    record = dict(
-        model=name,
-        architecture=model.pretrained_cfg.get("architecture", name.split(".")[0]),
-        params=count_parameters(model),
-        weights=weights or {},
-        pretrained_cfg=cfg | {"input_size": list(example.shape[1:]), "num_classes": model.num_classes},
-        calibration=dict(dataset=dataset.name, split="train", images=seen, seed=0),
-        folded_bn=fold.folded_bn,
-        conv_sites=fold.conv_sites,
-        shared_sites=fold.shared_sites,
-        quantized_convs=count.quantized,
-        float_bytes=checkpoint_bytes(model),
-        float_sites_bytes=checkpoint_bytes(unshared),
-        versions=dict(torch=torch.__version__, torchao=version("torchao")),
-    )
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))  # swapped in once checked
-    make_shareable(staging)
-    try:
-        record = save_int8(converted, example, staging, record)
-        written, _ = load_int8(staging)
-        check = real if real is not None else example
-        with torch.no_grad():
-            got, expected, float_logits = written(check), converted(check), model(check)
-        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
-        record["check"] = dict(
-            images=len(check),
-            real=real is not None,
-            top1_agreement_with_float=float((got.argmax(1) == float_logits.argmax(1)).float().mean()),
-            max_abs_diff_from_float=float((got - float_logits).abs().max()),
-        )
-        write_text_atomic(staging / RECORD_NAME, json.dumps(record, indent=2) + "\n")
-        replace_folder(staging, folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return record
-
-
 def export_onnx_int8(
     model: nn.Module, name: str, path: Path, dataset: Any, images: int, real: Optional[Tensor]
 ) -> dict[str, Any]:
@@ -328,8 +249,6 @@ def export_onnx_int8(
         session = ort.InferenceSession(str(written), providers=["CPUExecutionProvider"])
         check = real if real is not None else example
         got = torch.from_numpy(session.run(None, {"image": check.numpy()})[0])
-        with torch.no_grad():
-            float_logits = model(check)
         _, sha256 = read_with_sha256(written)
         record = dict(
             model=name,
@@ -341,12 +260,7 @@ def export_onnx_int8(
             convs=convs,
             quantized_convs=quantized,
             calibration=dict(dataset=dataset.name, split="train", images=images, seed=0),
-            check=dict(
-                images=len(check),
-                real=real is not None,
-                top1_agreement_with_float=float((got.argmax(1) == float_logits.argmax(1)).float().mean()),
-                max_abs_diff_from_float=float((got - float_logits).abs().max()),
-            ),
+            check=agreement_with_float(model, check, got, real is not None),
         )
     return record
 
@@ -369,13 +283,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     out = Path(args.out or f"exports/{args.model}.{SUFFIXES[args.format]}")
     try:
-        if args.format in ("int8", "onnx-int8") and args.calibration_images < 1:
+        int8 = args.format in INT8_FORMATS
+        if int8 and args.calibration_images < 1:
             raise UsageError(f"--calibration-images must be at least 1, got {args.calibration_images}")
         model, archive = build(args.model, args.pretrained, args.checkpoint, parse_model_kwargs(args.model_kwargs))
-        if args.format in (
-            "int8",
-            "onnx-int8",
-        ):  # before the check images: no calibration data is a usage error, not a warning
+        if int8:  # before the check images: no calibration data is an error, not a warning
             dataset = calibration_dataset(model, archive, args.calibration_data, args.data)
         real, where = real_inputs(model, archive, args.real_images) if args.real_images else (None, "not asked")
         if real is None:
@@ -390,6 +302,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         report = export(model, args.model, args.format, out, real)
     except ResmgError as err:
         return report_error(err)
+    except QuantizationIncomplete as err:
+        print(f"error: int8 left convolutions in float: {err}", file=sys.stderr)
+        return 1
     except AssertionError as err:
         print(f"error: the exported file does not match eager PyTorch: {err}", file=sys.stderr)
         return 1
