@@ -40,12 +40,13 @@ class FrozenCompiled:
     True}`` is not the same: dynamo then lifts the weights as graph inputs and nothing is frozen.)"""
 
     def __init__(self, module: nn.Module, dynamic: Optional[bool] = None) -> None:
+        import torch._inductor.config as inductor_config  # only where a model is compiled
+
         self.compiled = torch.compile(module, dynamic=dynamic)
+        self.inductor_config = inductor_config
 
     def __call__(self, x: Tensor) -> Tensor:
-        import torch._inductor.config as inductor_config
-
-        with inductor_config.patch(freezing=True):
+        with self.inductor_config.patch(freezing=True):
             return self.compiled(x)
 
 
