@@ -17,7 +17,10 @@ chunks, without a float64 copy of the split).
 
 ``image_size`` and ``channels`` convert every image while it is decoded (bilinear resize to a
 square, PIL's ``L``/``RGB`` conversion), so a folder of mixed sizes or colour images can feed a
-1-channel 28×28 model.
+1-channel 28×28 model. Before an image is decoded, the bytes the decoded splits will take (images ×
+channels × the size decoded to) are checked against a limit, 8 GiB unless
+``$RESMG_ZOO_MAX_DECODED_BYTES`` says otherwise (:func:`~resmg_zoo.data.archive.plan_decoding`): a
+small archive of large-dimension images is refused by a :class:`DatasetError`, not allocated.
 """
 
 from __future__ import annotations
@@ -36,7 +39,16 @@ from torch import Tensor
 from ..core.atomic import atomic_path
 from ..core.hashing import file_sha256
 from ..core.tags import TAGS, dataset_identity
-from .archive import IMAGE_SUFFIXES, SPLITS, DatasetError, ImageSplit, Members, decode_split, open_image
+from .archive import (
+    IMAGE_SUFFIXES,
+    SPLITS,
+    DatasetError,
+    ImageSplit,
+    Members,
+    decode_split,
+    open_image,
+    plan_decoding,
+)
 
 CACHE_VERSION = 2  # 2: the key names the decoded format; mean/std are not cached (they depend on the name)
 __all__ = ["IMAGE_SUFFIXES", "DatasetError", "ImageDataset", "ImageSplit", "load_dataset", "split_train_val"]
@@ -201,6 +213,7 @@ def _load_image_folder(
     members = Members(root)
     classes = members.check()
     mode, size = convert.target(*_target_format(name, members))
+    sizes = plan_decoding(members, classes, mode, size)  # the decoded bytes checked before any is allocated
     resize = convert.image_size is not None
     digest = file_sha256(root) if members.is_zip else None
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
@@ -212,7 +225,7 @@ def _load_image_folder(
         splits, measured = found[1], found[2]
     else:
         splits = {
-            split: decode_split(members, split, classes, mode, size, resize)
+            split: decode_split(members, split, classes, mode, sizes[split], resize)
             for split in SPLITS
             if split in members.files
         }
@@ -224,12 +237,13 @@ def _load_image_folder(
 
 
 def _target_format(name: str, members: Members) -> tuple[str, Optional[tuple[int, int]]]:
-    """Mode and size every image must have: the registry's for a known dataset, else the first image's."""
+    """Mode and size every image must have: the registry's for a known dataset, else the first image's
+    mode (read from its header) and each split's first image's size (:func:`plan_decoding`)."""
     if name in TAGS:
         _, height, width = TAGS[name].input_size
         return TAGS[name].pil_mode, (width, height)
     first_class = next(iter(members.files["train"].values()))
-    image = open_image(members, first_class[0])
+    image = open_image(members, first_class[0], load=False)
     return ("L" if image.mode in ("L", "1", "I;16", "I") else "RGB"), None
 
 

@@ -4,15 +4,18 @@ decoded images for inference, with every input that is not a readable image name
 Nothing is held for the whole input: folders are walked and zips listed lazily, and
 :class:`ImageFileStream` decodes in ``DataLoader`` workers, each worker taking whole batches in turn
 so that the batches come back in the inputs' order. An input is skipped, with why, when it is missing,
-a zip member declares more than :data:`~resmg_zoo.data.archive.MAX_IMAGE_BYTES` decompressed or is
-encrypted, its bytes are damaged (a bad CRC, a truncated stream), or it does not decode, or its header
-declares more than :data:`~resmg_zoo.data.archive.MAX_IMAGE_PIXELS` pixels
-(:func:`~resmg_zoo.data.archive.decode_image`).
+is not a regular file (a FIFO, a device or a link to one, a socket: never opened for reading), holds or
+a zip member declares more than :data:`~resmg_zoo.data.archive.MAX_IMAGE_BYTES` (at most that many
+bytes + 1 are read, and a member is inflated only up to its declared size + 1:
+:func:`~resmg_zoo.data.archive.read_member`), a member is encrypted, its bytes are damaged (a bad CRC,
+a truncated stream, more data than declared), or it does not decode, or its header declares more than
+:data:`~resmg_zoo.data.archive.MAX_IMAGE_PIXELS` pixels (:func:`~resmg_zoo.data.archive.decode_image`).
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,7 +25,18 @@ from typing import Any, Optional, Union
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from .archive import DAMAGED_ZIP_ERRORS, IMAGE_SUFFIXES, MAX_IMAGE_BYTES, DatasetError, decode_image
+from ..core.files import UnreadableFileError, read_regular
+from .archive import (
+    DAMAGED_ZIP_ERRORS,
+    IMAGE_SUFFIXES,
+    MAX_IMAGE_BYTES,
+    NOT_REGULAR,
+    DatasetError,
+    RegularZip,
+    decode_image,
+    open_regular,
+    read_member,
+)
 
 
 @dataclass(frozen=True)
@@ -37,12 +51,14 @@ class ImageSource:
         return f"{self.path}:{self.member}" if self.member else self.path
 
     def read(self, archives: dict[str, zipfile.ZipFile]) -> bytes:
-        """The file's bytes (a zip stays open in ``archives`` for the next member)."""
+        """The file's bytes, at most :data:`~resmg_zoo.data.archive.MAX_IMAGE_BYTES` of a regular file or
+        of a member inflated no further than it declares (a zip stays open in ``archives`` for the next
+        member)."""
         if self.member is None:
-            return Path(self.path).read_bytes()
+            return read_regular(self.path, MAX_IMAGE_BYTES, "image")
         if self.path not in archives:
-            archives[self.path] = zipfile.ZipFile(self.path)
-        return archives[self.path].read(self.member)
+            archives[self.path] = RegularZip(self.path)
+        return read_member(archives[self.path], self.member, MAX_IMAGE_BYTES)
 
 
 @dataclass(frozen=True)
@@ -55,17 +71,34 @@ class Skipped:
 
 def list_inputs(inputs: list[str]) -> Iterator[Union[ImageSource, Skipped]]:
     """Every image the inputs name, in order (folders walked in sorted order, zip members sorted), or a
-    :class:`Skipped` for what cannot be read; nothing is decoded or decompressed here."""
+    :class:`Skipped` for what cannot be read; nothing is decoded or decompressed here, and only a
+    regular file is opened."""
     for item in inputs:
         path = Path(item)
-        if path.is_dir():
-            yield from _walk(path)
-        elif path.is_file() and zipfile.is_zipfile(path):
-            yield from _zip_members(path)
-        elif path.is_file():
-            yield _sized(path)
-        else:
+        try:
+            mode = path.stat().st_mode
+        except FileNotFoundError:
             yield Skipped(item, "no such file or folder")
+            continue
+        except OSError as err:
+            yield Skipped(item, f"cannot be read ({err.strerror or err})")
+            continue
+        if stat.S_ISDIR(mode):
+            yield from _walk(path)
+        elif not stat.S_ISREG(mode):
+            yield Skipped(item, NOT_REGULAR)
+        elif _is_zip(path):
+            yield from _zip_members(path)
+        else:
+            yield _sized(path)
+
+
+def _is_zip(path: Path) -> bool:
+    try:
+        with open_regular(path) as handle:
+            return zipfile.is_zipfile(handle)
+    except DatasetError:
+        return False  # not readable as a zip: read (and named) as an image
 
 
 def _walk(folder: Path) -> Iterator[Union[ImageSource, Skipped]]:
@@ -77,10 +110,15 @@ def _walk(folder: Path) -> Iterator[Union[ImageSource, Skipped]]:
 
 
 def _sized(path: Path) -> Union[ImageSource, Skipped]:
+    """``path`` to read, or why not: not a regular file (its type read without opening it), or already
+    larger than an image may be (the read itself stops at that limit, whatever the size said here)."""
     try:
-        size = path.stat().st_size
+        status = path.stat()
     except OSError as err:
         return Skipped(str(path), f"cannot be read ({err.strerror or err})")
+    if not stat.S_ISREG(status.st_mode):
+        return Skipped(str(path), NOT_REGULAR)
+    size = status.st_size
     if size > MAX_IMAGE_BYTES:
         return Skipped(str(path), f"{size:,} bytes, more than the {MAX_IMAGE_BYTES:,} an image file may have")
     return ImageSource(str(path))
@@ -88,9 +126,9 @@ def _sized(path: Path) -> Union[ImageSource, Skipped]:
 
 def _zip_members(path: Path) -> Iterator[Union[ImageSource, Skipped]]:
     try:
-        with zipfile.ZipFile(path) as archive:
+        with RegularZip(path) as archive:
             infos = sorted((i for i in archive.infolist() if i.filename.lower().endswith(IMAGE_SUFFIXES)), key=_name)
-    except (zipfile.BadZipFile, OSError) as err:
+    except (zipfile.BadZipFile, OSError, DatasetError) as err:
         yield Skipped(str(path), f"not a readable zip archive ({err})")
         return
     for info in infos:
@@ -113,7 +151,7 @@ def load_image(source: ImageSource, mode: str, archives: dict[str, zipfile.ZipFi
     """The decoded image of ``source`` converted to ``mode``; :class:`DatasetError` saying why not."""
     try:
         data = source.read(archives)
-    except (*DAMAGED_ZIP_ERRORS, OSError, RuntimeError, NotImplementedError) as err:
+    except (*DAMAGED_ZIP_ERRORS, OSError, KeyError, UnreadableFileError, RuntimeError, NotImplementedError) as err:
         # RuntimeError: an encrypted member; NotImplementedError: a compression zipfile lacks
         raise DatasetError(f"{source.name}: cannot be read ({type(err).__name__}: {err})") from None
     return decode_image(data, source.name).convert(mode)

@@ -1,0 +1,120 @@
+"""Reading a file a user hands us, bounded: a regular file only (never a FIFO, a device or a link to
+one), at most ``limit`` bytes (``limit + 1`` are read, so a file that grows or lies about its size is
+caught by what it holds, not by ``st_size``), and JSON that is valid UTF-8, not nested past
+:data:`MAX_JSON_DEPTH`, and of the shape the caller asks for.
+
+Every failure is a :class:`~resmg_zoo.core.errors.UsageError` (exit 2) naming the file: a damaged or
+foreign file is the user's to fix, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+from .errors import UsageError
+
+MAX_JSON_BYTES = 16 << 20  # a run's config, a checkpoint record, an int8 record, a manifest
+MAX_JSON_DEPTH = 64  # the deepest JSON the project writes is 5 levels
+
+
+class UnreadableFileError(UsageError):
+    """A file that is not a regular file, too large, unreadable or not what it should be; the message
+    names it."""
+
+
+def read_regular(path: str | Path, limit: int, what: str = "file") -> bytes:
+    """The bytes of ``path`` if it is a regular file (symlinks followed) of at most ``limit`` bytes.
+
+    Opened non-blocking, so a FIFO is refused at once instead of waiting for a writer; the type is
+    checked on the open descriptor (no race between a check and the open), and at most ``limit + 1``
+    bytes are read."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as err:
+        raise UnreadableFileError(f"{what} {path} cannot be read ({err.strerror or err})") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file (a device, FIFO or socket)"
+            raise UnreadableFileError(f"{what} {path} is {kind}")
+        os.set_blocking(fd, True)
+        chunks, size = [], 0
+        while size <= limit:
+            chunk = os.read(fd, min(1 << 20, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as err:
+        raise UnreadableFileError(f"{what} {path} cannot be read ({err.strerror or err})") from None
+    finally:
+        os.close(fd)
+    if size > limit:
+        raise UnreadableFileError(f"{what} {path} is larger than the {limit:,} bytes it may have")
+    return b"".join(chunks)
+
+
+def _depth(text: str) -> int:
+    """The deepest nesting of brackets in ``text`` outside strings (an upper bound on JSON depth)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def parse_json(data: bytes, where: str) -> Any:
+    """``data`` as JSON: valid UTF-8, nested at most :data:`MAX_JSON_DEPTH` deep (checked before parsing,
+    so no recursion limit is ever reached); :class:`UnreadableFileError` naming ``where`` otherwise."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise UnreadableFileError(f"{where} is not UTF-8 text ({err.reason} at byte {err.start})") from None
+    if _depth(text) > MAX_JSON_DEPTH:
+        raise UnreadableFileError(f"{where} nests deeper than {MAX_JSON_DEPTH} levels: not a file this project wrote")
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as err:
+        raise UnreadableFileError(f"{where} is not valid JSON ({err})") from None
+
+
+def read_json(path: str | Path, what: str = "file", limit: int = MAX_JSON_BYTES) -> Any:
+    """The JSON value in ``path``, read by :func:`read_regular` and parsed by :func:`parse_json`."""
+    return parse_json(read_regular(path, limit, what), f"{what} {path}")
+
+
+def read_json_object(path: str | Path, what: str = "file", limit: int = MAX_JSON_BYTES) -> dict[str, Any]:
+    """:func:`read_json`, which must give an object (a dict)."""
+    value = read_json(path, what, limit)
+    if not isinstance(value, dict):
+        raise UnreadableFileError(f"{what} {path} holds a JSON {type(value).__name__}, not an object")
+    return value
+
+
+def require_keys(record: dict[str, Any], keys: dict[str, type | tuple[type, ...]], where: str) -> None:
+    """Each of ``keys`` present in ``record`` with its type (``bool`` never passes for a number);
+    :class:`UnreadableFileError` naming ``where`` and the first key that is not."""
+    for key, kind in keys.items():
+        value = record.get(key)
+        if key not in record:
+            raise UnreadableFileError(f"{where} has no {key!r}")
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, float, (int, float))):
+            raise UnreadableFileError(f"{where}: {key!r} is a {type(value).__name__}, not what the project writes")
