@@ -12,7 +12,7 @@ from conftest import MODEL, MODEL_NAMES
 from realdata import real_data_dir
 
 from resmg_zoo.models.variants import VARIANTS, FResNetVariant
-from resmg_zoo.tools.export import export, main, real_inputs
+from resmg_zoo.tools.export import ExportMismatch, export, main, real_inputs
 
 SMALL = {"widths": (8, 8, 16, 16)}
 
@@ -108,6 +108,6 @@ def test_a_file_that_fails_its_check_is_never_left_at_out(tmp_path: Path) -> Non
     model = timm.create_model("preact_resnet18_sharedA.mnist", widths=(8, 8, 16, 16), drop_rate=0.9).train()
     out = tmp_path / "model.pt"
     out.write_bytes(b"the previous export")
-    with pytest.raises(AssertionError):  # dropout on: eager and exported outputs differ
+    with pytest.raises(ExportMismatch, match="does not match eager PyTorch"):  # dropout on: the outputs differ
         export(model, "preact_resnet18_sharedA", "torchscript", out, None)
     assert out.read_bytes() == b"the previous export" and sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]

@@ -1,34 +1,23 @@
-"""The inference fast path (BN folded, channels_last, auto precision) and int8 export folders: the same
-function as the trained model, the same answers on real images, every convolution quantized, and bad
-input refused with a message and an exit code."""
+"""The inference fast path (BN folded, channels_last, auto precision): the same function as the trained
+model and the same answers on real images (int8: ``tests/test_int8.py``)."""
 
 from __future__ import annotations
 
-import json
-import shutil
-import zipfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import timm
 import torch
-from conftest import HUB_ID, MODEL, MODEL_NAMES, TAG
+from conftest import MODEL_NAMES
 from realdata import shared_hub_dir
 from torch import nn
 
-from resmg_zoo.core.atomic import current_umask
-from resmg_zoo.core.errors import EXIT_INTEGRITY, EXIT_USAGE
 from resmg_zoo.core.hardware import choose_precision
 from resmg_zoo.data.datasets import load_dataset
 from resmg_zoo.data.loader import EpochPlan, GlobalBatch, Materializer
 from resmg_zoo.inference.fast_path import FastPath, FastPathSettings
 from resmg_zoo.inference.fold import fold_for_inference
-from resmg_zoo.inference.int8 import RECORD_NAME, load_int8
-from resmg_zoo.tools import classify, evaluate, export
-from resmg_zoo.tools import mirror as mirror_tool
 from resmg_zoo.tools.claims import stratified_subset
-from resmg_zoo.weights.manifest import MANIFEST_NAME, load_manifest
 
 
 def _with_trained_statistics(model: nn.Module) -> nn.Module:
@@ -112,98 +101,3 @@ def test_the_fast_path_gives_fp32s_answers_on_real_mnist_test_images(monkeypatch
 
 def _batches(n: int, size: int = 250) -> Iterator[GlobalBatch]:
     return EpochPlan(n, size, seed=0, shuffle=False, drop_last=False).batches(0)
-
-
-@pytest.fixture(scope="module")
-def int8_export(mirror: Path, digits: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, Path]:
-    """The tiny published model (a writable copy of the test mirror) exported to int8: the folder, its
-    record, and the mirror copy it was exported from."""
-    base = tmp_path_factory.mktemp("int8")
-    copy = base / "mirror"
-    shutil.copytree(mirror, copy)
-    folder = base / "exports" / f"{MODEL}.{TAG}.int8"
-    args = ["--model", f"{MODEL}.{TAG}", "--pretrained", "--format", "int8", "--out", str(folder)]
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("RESMG_ZOO_HUB_DIR", str(copy))
-        assert export.main([*args, "--calibration-data", str(digits), "--calibration-images", "64"]) == 0
-    return folder, json.loads((folder / RECORD_NAME).read_text()), copy
-
-
-@pytest.fixture
-def int8_folder(int8_export: tuple[Path, dict, Path]) -> tuple[Path, dict]:
-    return int8_export[0], int8_export[1]
-
-
-def test_int8_export_quantizes_every_convolution_and_stays_close_to_float(int8_folder: tuple[Path, dict]) -> None:
-    folder, record = int8_folder
-    assert record["quantized_convs"] == record["conv_sites"] > 0
-    assert sorted(p.name for p in folder.parent.iterdir()) == [folder.name]  # no staging folder left
-    assert folder.stat().st_mode & 0o777 == 0o777 & ~current_umask()
-    assert record["calibration"] == dict(dataset="mnist", split="train", images=64, seed=0)
-    # the file keeps int8 convolution weights only, no float copy of one (a tiny model's file is mostly
-    # program text; at full width the file is ~1/4 of the float weights: docs/inference.md)
-    saved = torch.export.load(folder / "model.pt2").state_dict
-    assert sum(t.dtype == torch.int8 and t.dim() == 4 for t in saved.values()) == record["conv_sites"]
-    assert not any(t.is_floating_point() and t.dim() == 4 for t in saved.values())
-    program, loaded = load_int8(folder)
-    assert loaded == record
-    x = torch.randn(4, *record["pretrained_cfg"]["input_size"])
-    with torch.no_grad():
-        out = program(x)
-    assert out.shape == (4, record["pretrained_cfg"]["num_classes"]) and torch.isfinite(out).all()
-    assert record["check"]["real"] and record["check"]["top1_agreement_with_float"] >= 0.75
-
-
-def test_an_int8_folder_evaluates_and_classifies(int8_folder: tuple[Path, dict], digits: Path, tmp_path: Path) -> None:
-    folder, record = int8_folder
-    result = evaluate.run_evaluation(["--int8", str(folder), "--dataset", str(digits), "--batch-size", "16"])
-    assert result["precision"] == "int8" and result["sha256"] == record["sha256"] and result["count"] == 300
-    with zipfile.ZipFile(digits) as zf:
-        name = next(n for n in zf.namelist() if n.startswith("test/") and n.endswith(".png"))
-        (tmp_path / "digit.png").write_bytes(zf.read(name))
-    count, skipped = classify.classify(["--model", str(folder), str(tmp_path / "digit.png"), "--format", "json"])
-    assert count == 1 and not skipped
-
-
-def test_an_int8_file_with_another_sha256_is_refused(
-    int8_folder: tuple[Path, dict], tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    folder, record = int8_folder
-    tampered = tmp_path / "tampered"
-    tampered.mkdir()
-    (tampered / "model.pt2").write_bytes((folder / "model.pt2").read_bytes() + b"\0")
-    (tampered / RECORD_NAME).write_text(json.dumps(record))
-    assert evaluate.main(["--int8", str(tampered)]) == EXIT_INTEGRITY
-    assert "sha256" in capsys.readouterr().err
-    assert classify.main(["--model", str(tampered / "model.pt2"), str(tmp_path)]) == EXIT_INTEGRITY
-
-
-def test_int8_export_without_calibration_data_exits_2(run: Path, tmp_path: Path, capsys) -> None:
-    base = ["--model", MODEL, "--checkpoint", str(run), "--format", "int8", "--out", str(tmp_path / "q")]
-    assert export.main([*base, "--calibration-data", str(tmp_path / "missing.zip")]) == EXIT_USAGE
-    assert "missing.zip" in capsys.readouterr().err
-    assert export.main([*base, "--calibration-images", "0"]) == EXIT_USAGE
-    assert "--calibration-images" in capsys.readouterr().err
-    assert not (tmp_path / "q").exists()
-
-
-def test_a_mirror_refresh_measures_an_int8_export_into_the_entry_and_card(
-    int8_export: tuple[Path, dict, Path], digits: Path, tmp_path: Path
-) -> None:
-    out, record, copy = int8_export
-    assert record["weights"]["hub_id"] == HUB_ID
-    folder = copy / HUB_ID
-    # measured on the test split of --data's mnist.zip (the 300 test images of the real MNIST subset)
-    assert mirror_tool.main(["refresh", str(folder), "--int8", str(out), "--data", str(digits.parent)]) == 0
-    entry = next(e for e in load_manifest(copy / MANIFEST_NAME)["entries"] if e["hub_id"] == HUB_ID)
-    assert entry["int8"]["images"] == 300 and entry["int8"]["quantized_convs"] == 20
-    assert entry["int8"]["bytes"] == record["bytes"]
-    card = (folder / "README.md").read_text()
-    assert f"int8 (see below) | {entry['int8']['top1']:.2f} %" in card and entry["int8"]["command"] in card
-    assert mirror_tool.main(["verify", str(copy)]) == 0
-    # an export of other weights (its record names another sha256) is refused, and nothing changes
-    other = tmp_path / "other.int8"
-    shutil.copytree(out, other)
-    (other / RECORD_NAME).write_text(json.dumps(record | {"weights": {"hub_id": HUB_ID, "sha256": "0" * 64}}))
-    assert mirror_tool.main(["refresh", str(folder), "--int8", str(other)]) == EXIT_USAGE
-    assert next(e for e in load_manifest(copy / MANIFEST_NAME)["entries"] if e["hub_id"] == HUB_ID) == entry

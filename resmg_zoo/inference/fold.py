@@ -23,16 +23,19 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional
 
 import torch
 import torch.fx as fx
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.fx.proxy import TraceError
 
 from ..core.errors import UsageError
 
 CONV_FUNCTIONS = (F.conv2d, torch.conv2d)
+FX_SOURCE = Path(fx.__file__).resolve().parent
 _ARG_NAMES = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
 
 
@@ -151,6 +154,19 @@ def _one_module_per_call(gm: fx.GraphModule) -> None:
         seen.add(str(node.target))
 
 
+def refused_by_fx(err: BaseException) -> bool:
+    """Whether ``err`` is FX refusing to trace a model: a :class:`~torch.fx.proxy.TraceError` (control flow
+    on a traced value: ``if x.sum() > 0``, a loop over a proxy), or a ``NotImplementedError`` or
+    ``RuntimeError`` raised by torch.fx's own code (``len`` of a proxy, an argument it cannot record).
+    The same types raised anywhere else — the model's ``forward``, a torch op — are not."""
+    if isinstance(err, TraceError):
+        return True
+    frame = err.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    return frame is not None and Path(frame.tb_frame.f_code.co_filename).resolve().is_relative_to(FX_SOURCE)
+
+
 def fold_for_inference(model: nn.Module, unshare: bool = False) -> tuple[fx.GraphModule, FoldReport]:
     """``model`` (eval mode) as a graph whose convolutions are modules, one per call site, with the BNs
     that follow them folded in. ``unshare``: every site gets its own copy of a shared weight."""
@@ -158,7 +174,9 @@ def fold_for_inference(model: nn.Module, unshare: bool = False) -> tuple[fx.Grap
         raise UsageError("fold_for_inference needs an eval-mode model (.eval()): a training BN is no fixed affine map")
     try:
         gm = fx.symbolic_trace(model)
-    except Exception as err:  # FX raises TraceError, TypeError, NotImplementedError…
+    except (TraceError, NotImplementedError, RuntimeError) as err:
+        if not refused_by_fx(err):
+            raise  # the model's own error (or ours): a bug, with its traceback
         raise UsageError(f"{type(model).__name__} cannot be traced for inference folding: {err}") from err
     weight_users: dict[str, int] = {}
     for node in gm.graph.nodes:

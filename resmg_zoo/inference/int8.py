@@ -1,4 +1,4 @@
-"""int8 models through torchao's PT2E flow, saved as an export folder that loads like published weights.
+"""int8 models through torchao's PT2E flow, rebuilt by our own code from data.
 
     quantize: fold BN (:mod:`.fold`, one ``nn.Conv2d`` per call site, a shared ``A_ℓ`` copied to each
     site) → ``torch.export`` → ``prepare_pt2e`` with ``X86InductorQuantizer`` (static, per-channel
@@ -6,55 +6,49 @@
     ``convert_pt2e``; run: ``torch.compile`` with freezing, which lowers the q/dq pairs into oneDNN's
     quantized convolutions (VNNI / AMX int8 units where the CPU has them).
 
-An export folder holds ``model.pt2`` (``torch.export.save`` of the converted program) and
-``export.json``: what was quantized from what, how it was calibrated and checked, the preprocessing
-(``pretrained_cfg``), and the file's sha256 and size. :func:`load_int8` hashes the bytes it reads and
-refuses a file whose sha256 is not the recorded one (or the one the caller pins).
+What calibration found is kept as data (:mod:`.int8_record`): the scale and zero point of every
+activation quantizer. :func:`rebuild_int8` makes the same program from the float model and those
+numbers — the same steps, with each activation observer replaced by torchao's
+``FixedQParamsObserver`` holding the recorded values, and the weight observers run on the folded
+weights — so an int8 model is never a saved program (``torch.export.load`` unpickles and evaluates what
+a file says) and needs no calibration data where it is loaded. Rebuilt and calibrated programs are
+the same graph with the same constants: the export checks that they give the same logits.
 
-Why the int8 file is not a quarter of the *float* file of a shared model: the float checkpoint holds
-each level's ``A_ℓ`` once, the int8 program one weight per call site (BN folding scales every site's
-copy by its own block's BN, and torchao quantizes a convolution only through its own weight). The
-quarter holds against the float model with the same sites (``float_sites_bytes`` in the record).
+Why an int8 model needs one weight per call site, even for a shared ``A_ℓ``: BN folding scales every
+site's copy by its own block's BN, and torchao quantizes a convolution only through its own weight.
 """
 
 from __future__ import annotations
 
-import io
-import json
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ..core.atomic import atomic_path, write_text_atomic
 from ..core.counting import checkpoint_bytes
-from ..core.errors import IntegrityError, UsageError
-from ..core.hashing import read_with_sha256
+from ..core.errors import ResmgError, UsageError
 from ..data.datasets import ImageDataset
 from ..data.loader import EpochPlan, Materializer
 from .fast_path import FrozenCompiled
 from .fold import FoldReport, fold_for_inference
-
-PROGRAM_NAME = "model.pt2"
-RECORD_NAME = "export.json"
-FORMAT = "resmg-zoo int8 pt2e v1"
-CFG_KEYS = ("input_size", "mean", "std", "interpolation", "crop_pct", "crop_mode", "label_names", "num_classes")
+from .int8_record import ActivationQParams, Int8RecordError
 
 
-class Int8IntegrityError(IntegrityError):
-    """An int8 program whose bytes are not the ones its record (or the caller) names."""
+class QuantizationIncomplete(ResmgError):
+    """Quantization left convolutions in float: the known way for int8 to silently do nothing (exit 1)."""
 
 
-class QuantizationIncomplete(AssertionError):
-    """Quantization left convolutions in float: the known way for int8 to silently do nothing."""
+class Int8RebuildMismatch(ResmgError):
+    """A program rebuilt from an int8 record does not answer as the calibrated one did (exit 1): the
+    record would not reproduce the model it describes."""
 
 
 def require_torchao() -> Any:
-    """torchao's PT2E module (importing it also registers the ``quantized_decomposed`` ops a saved
-    int8 program needs), or a :class:`UsageError` that says how to install it."""
+    """torchao's PT2E module (importing it also registers the ``quantized_decomposed`` ops), or a
+    :class:`UsageError` that says how to install it."""
     try:
         from torchao.quantization.pt2e import quantize_pt2e
         from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer  # noqa: F401 (registers inductor's
@@ -90,7 +84,8 @@ def count_quantized_convs(graph: torch.fx.Graph) -> QuantizedCount:
 
 def calibration_batches(dataset: ImageDataset, images: int, batch_size: int = 64, seed: int = 0) -> Iterator[Tensor]:
     """``images`` training images of ``dataset`` (a seeded draw, normalised as in evaluation,
-    channels_last), in batches: what the observers see. :class:`UsageError` where there are none."""
+    channels_last), in batches: what the observers see, for both int8 routes (PT2E and ONNX Runtime).
+    :class:`UsageError` where there are none."""
     if images < 1:
         raise UsageError(f"--calibration-images must be at least 1, got {images}")
     split = dataset.split("train")
@@ -103,25 +98,23 @@ def calibration_batches(dataset: ImageDataset, images: int, batch_size: int = 64
         yield data(batch)[0]
 
 
-def _batch_dim() -> dict[int, Any]:
-    return {0: torch.export.Dim("batch", min=1)}
-
-
 @dataclass
 class Quantized:
     """The converted graph and how it was made: what folding did, the quantized convolutions, the
-    calibration images seen, and the safetensors size of the float weights of the same call sites."""
+    activation quantizers (the record's data), the calibration images seen (0 for a rebuild), and the
+    safetensors size of the float weights of the same call sites."""
 
     program: torch.fx.GraphModule
     fold: FoldReport
     count: QuantizedCount
+    activations: list[ActivationQParams]
     calibration_images: int
     float_sites_bytes: int
 
 
-def quantize_int8(model: nn.Module, calibration: Iterable[Tensor], example: Tensor) -> Quantized:
-    """``model`` (eval) statically quantized. Raises :class:`QuantizationIncomplete` where a convolution
-    stayed float, :class:`UsageError` where ``calibration`` yields nothing."""
+def _prepared(model: nn.Module, example: Tensor) -> tuple[torch.fx.GraphModule, FoldReport, int]:
+    """``model`` folded (every site its own weight), exported with a dynamic batch and prepared with the
+    x86 quantizer's default static config; with the fold report and the folded weights' size."""
     quantize_pt2e = require_torchao()
     from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
         X86InductorQuantizer,
@@ -130,9 +123,62 @@ def quantize_int8(model: nn.Module, calibration: Iterable[Tensor], example: Tens
 
     folded, fold = fold_for_inference(model.eval(), unshare=True)
     float_sites_bytes = checkpoint_bytes(folded)
-    exported = torch.export.export(folded, (example,), dynamic_shapes=(_batch_dim(),)).module()
+    batch = {0: torch.export.Dim("batch", min=1)}
+    exported = torch.export.export(folded, (example,), dynamic_shapes=(batch,)).module()
     quantizer = X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config())
-    prepared = quantize_pt2e.prepare_pt2e(exported, quantizer)
+    return quantize_pt2e.prepare_pt2e(exported, quantizer), fold, float_sites_bytes
+
+
+def _activation_observers(prepared: torch.fx.GraphModule) -> list[tuple[torch.fx.Node, nn.Module]]:
+    """The observers of activations (per-tensor), in graph order; weight observers are per-channel."""
+    from torchao.quantization.pt2e.observer import ObserverBase
+
+    found = []
+    for node in prepared.graph.nodes:
+        if node.op == "call_module":
+            module = prepared.get_submodule(str(node.target))
+            if isinstance(module, ObserverBase) and not str(module.qscheme).startswith("torch.per_channel"):
+                found.append((node, module))
+    return found
+
+
+@contextmanager
+def _no_qat_conv_bn_search(quantize_pt2e: Any, prepared: torch.fx.GraphModule) -> Iterator[None]:
+    """Skip ``convert_pt2e``'s search for QAT conv–BN patterns, which exports 96 pattern graphs (29 s of a
+    30 s convert on 2 cores) whenever any batch norm is left. It folds a BN into the convolution *before*
+    it; :mod:`.fold` has folded every such BN already (the ones left follow a residual sum), and a
+    static (non-QAT) prepare makes no QAT pattern, so it cannot match — checked here, not assumed."""
+    for node in prepared.graph.nodes:
+        if node.op == "call_function" and "batch_norm" in str(node.target):
+            source = node.args[0]
+            if isinstance(source, torch.fx.Node) and "conv" in str(source.target):
+                raise QuantizationIncomplete(f"a batch norm still follows a convolution ({source.name}): not folded")
+    search = quantize_pt2e._fold_conv_bn_qat
+    quantize_pt2e._fold_conv_bn_qat = lambda m: m
+    try:
+        yield
+    finally:
+        quantize_pt2e._fold_conv_bn_qat = search
+
+
+def _convert(prepared: torch.fx.GraphModule, fold: FoldReport) -> tuple[torch.fx.GraphModule, QuantizedCount]:
+    """``convert_pt2e``, then :class:`QuantizationIncomplete` unless every convolution site is int8."""
+    quantize_pt2e = require_torchao()
+    with _no_qat_conv_bn_search(quantize_pt2e, prepared):
+        converted = quantize_pt2e.convert_pt2e(prepared)
+    count = count_quantized_convs(converted.graph)
+    if count.quantized != count.convs or count.convs != fold.conv_sites:
+        raise QuantizationIncomplete(
+            f"{count.quantized} of {count.convs} convolutions quantized ({fold.conv_sites} in the model)"
+        )
+    return converted, count
+
+
+def quantize_int8(model: nn.Module, calibration: Iterable[Tensor], example: Tensor) -> Quantized:
+    """``model`` (eval) statically quantized after the observers saw ``calibration``. Raises
+    :class:`QuantizationIncomplete` where a convolution stayed float, :class:`UsageError` where
+    ``calibration`` yields nothing."""
+    prepared, fold, float_sites_bytes = _prepared(model, example)
     seen = 0
     with torch.no_grad():  # the observers record each activation's range
         for x in calibration:
@@ -140,85 +186,59 @@ def quantize_int8(model: nn.Module, calibration: Iterable[Tensor], example: Tens
             seen += len(x)
     if not seen:
         raise UsageError("no calibration images: int8 needs training images of the model's dataset")
-    converted = quantize_pt2e.convert_pt2e(prepared)
-    count = count_quantized_convs(converted.graph)
-    if count.quantized != count.convs or count.convs != fold.conv_sites:
-        raise QuantizationIncomplete(
-            f"{count.quantized} of {count.convs} convolutions quantized ({fold.conv_sites} in the model)"
+    activations = []
+    for node, observer in _activation_observers(prepared):
+        scale, zero_point = observer.calculate_qparams()
+        activations.append(
+            ActivationQParams(
+                str(node.target),
+                node.args[0].name,
+                float(scale),
+                int(zero_point),
+                str(observer.dtype),
+                str(observer.qscheme),
+                int(observer.quant_min),
+                int(observer.quant_max),
+            )
         )
-    return Quantized(converted, fold, count, seen, float_sites_bytes)
+    converted, count = _convert(prepared, fold)
+    return Quantized(converted, fold, count, activations, seen, float_sites_bytes)
 
 
-def drop_unused_tensors(program: torch.fx.GraphModule) -> None:
-    """Remove the parameters and buffers no node reads: ``convert_pt2e`` leaves each float weight beside
-    the int8 one that replaced it, and ``torch.export`` would save both."""
-    used = {str(n.target) for n in program.graph.nodes if n.op == "get_attr"}
-    named = [*program.named_parameters(remove_duplicate=False), *program.named_buffers(remove_duplicate=False)]
-    for name, _ in named:
-        if name not in used:
-            owner, _, leaf = name.rpartition(".")
-            delattr(program.get_submodule(owner) if owner else program, leaf)
-    program.delete_all_unused_submodules()
+def rebuild_int8(model: nn.Module, activations: dict[str, ActivationQParams], example: Tensor) -> Quantized:
+    """The program :func:`quantize_int8` made, from ``model`` and the recorded ``activations`` alone: each
+    activation observer becomes a ``FixedQParamsObserver`` of its recorded values (same dtype, scheme and
+    range), one forward pass of zeros lets the weight observers see the folded weights, then convert.
+    :class:`Int8RecordError` where the prepared graph's observers are not the recorded ones (another
+    architecture, or a torch/torchao that prepares another graph)."""
+    from torchao.quantization.pt2e.observer import FixedQParamsObserver
 
-
-def save_int8(program: torch.fx.GraphModule, example: Tensor, folder: Path, record: dict[str, Any]) -> dict[str, Any]:
-    """Write ``folder/model.pt2`` (re-exported with a dynamic batch) and ``folder/export.json``
-    (``record`` plus the file's sha256 and size); returns the record as written."""
-    drop_unused_tensors(program)
-    exported = torch.export.export(program, (example,), dynamic_shapes=(_batch_dim(),))
-    path = folder / PROGRAM_NAME
-    with atomic_path(path, keep_suffix=True) as tmp:
-        torch.export.save(exported, str(tmp))
-        _, sha256 = read_with_sha256(tmp)
-        size = tmp.stat().st_size
-    record = dict(format=FORMAT) | record | dict(file=PROGRAM_NAME, sha256=sha256, bytes=size)
-    write_text_atomic(folder / RECORD_NAME, json.dumps(record, indent=2) + "\n")
-    return record
-
-
-def _folder_of(path: Path) -> Path:
-    """The export folder ``path`` names: the folder itself, or the folder of its ``model.pt2``."""
-    return path.parent if path.name == PROGRAM_NAME else path
-
-
-def _locate(path: Path) -> Path:
-    """The export folder of ``path``, or a :class:`UsageError` where it holds no record."""
-    folder = _folder_of(path)
-    if not (folder / RECORD_NAME).is_file():
-        raise UsageError(f"{path} is not an int8 export folder: no {RECORD_NAME} in {folder}")
-    return folder
-
-
-def is_int8_export(path: str | Path) -> bool:
-    """Whether ``path`` names an export folder (or the program inside one) written by :func:`save_int8`."""
-    return (_folder_of(Path(path)) / RECORD_NAME).is_file()
-
-
-def read_record(folder: Path) -> dict[str, Any]:
-    try:
-        record = json.loads((folder / RECORD_NAME).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise UsageError(f"{folder / RECORD_NAME} cannot be read: {err}") from err
-    if not isinstance(record, dict) or record.get("format") != FORMAT or record.get("file") != PROGRAM_NAME:
-        raise UsageError(f"{folder / RECORD_NAME} is not a {FORMAT!r} record")
-    return record
-
-
-def load_int8(path: str | Path, sha256: Optional[str] = None) -> tuple[nn.Module, dict[str, Any]]:
-    """The int8 program of an export folder (not compiled) and its record; the file's bytes are hashed as
-    read and must match ``sha256`` (default: the record's), else :class:`Int8IntegrityError`."""
-    folder = _locate(Path(path))
-    record = read_record(folder)
-    expected = (sha256 or record.get("sha256") or "").lower()
-    try:
-        data, actual = read_with_sha256(folder / PROGRAM_NAME)
-    except OSError as err:
-        raise UsageError(f"{folder / PROGRAM_NAME} cannot be read: {err}") from err
-    if actual != expected:
-        pinned = "the sha256 asked for" if sha256 else f"the sha256 in {folder / RECORD_NAME}"
-        raise Int8IntegrityError(f"{folder / PROGRAM_NAME} has sha256 {actual}, not {pinned} ({expected or 'none'})")
-    require_torchao()
-    return torch.export.load(io.BytesIO(data)).module(), record
+    prepared, fold, float_sites_bytes = _prepared(model, example)
+    observers = _activation_observers(prepared)
+    found = {str(node.target): node.args[0].name for node, _ in observers}
+    recorded = {name: q.observes for name, q in activations.items()}
+    if found != recorded:
+        differ = sorted(set(found.items()) ^ set(recorded.items()))[:3]
+        raise Int8RecordError(
+            f"the int8 record does not describe this model as torch {torch.__version__} prepares it "
+            f"({len(recorded)} recorded activation quantizers, {len(found)} in the graph; first differences: {differ})"
+        )
+    for node, observer in observers:
+        q = activations[str(node.target)]
+        if (q.dtype, q.qscheme, q.quant_min, q.quant_max) != (
+            str(observer.dtype), str(observer.qscheme), int(observer.quant_min), int(observer.quant_max)
+        ):  # fmt: skip
+            raise Int8RecordError(f"the int8 record's {q.observer} is not the quantizer's {observer}")
+        fixed = FixedQParamsObserver(
+            q.scale, q.zero_point, dtype=observer.dtype, qscheme=observer.qscheme,
+            quant_min=q.quant_min, quant_max=q.quant_max,
+        )  # fmt: skip
+        owner, _, leaf = str(node.target).rpartition(".")
+        setattr(prepared.get_submodule(owner) if owner else prepared, leaf, fixed)
+    with torch.no_grad():
+        prepared(torch.zeros_like(example[:1]))
+    converted, count = _convert(prepared, fold)
+    return Quantized(converted, fold, count, [activations[name] for name in found], 0, float_sites_bytes)
 
 
 class Int8Model:

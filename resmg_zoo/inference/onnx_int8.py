@@ -19,6 +19,8 @@ from typing import Any
 
 from torch import Tensor
 
+from .int8 import QuantizationIncomplete
+
 
 def count_qdq_convs(path: Path) -> tuple[int, int]:
     """(convolutions, convolutions fed by ``DequantizeLinear`` on both input and weight) of an ONNX file."""
@@ -41,8 +43,9 @@ class _Reader:
         return next(self.feeds, None)
 
 
-def quantize_onnx(float_model: Path, out: Path, calibration: Iterable[Tensor]) -> tuple[int, int]:
-    """Write the static QDQ int8 model of ``float_model`` to ``out``; returns :func:`count_qdq_convs`."""
+def quantize_onnx(float_model: Path, out: Path, calibration: Iterable[Tensor]) -> int:
+    """Write the static QDQ int8 model of ``float_model`` to ``out``; returns its convolutions, every one
+    of them quantized (:class:`~resmg_zoo.inference.int8.QuantizationIncomplete` otherwise)."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -59,4 +62,7 @@ def quantize_onnx(float_model: Path, out: Path, calibration: Iterable[Tensor]) -
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
         )
-    return count_qdq_convs(out)
+    convs, quantized = count_qdq_convs(out)
+    if quantized != convs or not convs:
+        raise QuantizationIncomplete(f"{quantized} of {convs} convolutions quantized by ONNX Runtime")
+    return convs

@@ -13,7 +13,6 @@ left to timm, with a warning that nothing is checked.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +20,12 @@ import timm
 from torch import nn
 
 from ..core.choices import check_choice
-from ..core.errors import UsageError
+from ..core.files import read_json_object
+from ..core.sources import HUB_PREFIXES, LOCAL_PREFIX
+from ..weights.hub_download import hub_errors
 from ..weights.manifest import WEIGHTS_NAME
-from ..weights.resolve import check_architecture, find_published, split_revision, warn_unchecked
+from ..weights.resolve import check_architecture, configured_hub_id, find_published, split_revision, warn_unchecked
 from .variants import VARIANTS
-
-HUB_PREFIXES = ("hf-hub:", "hf_hub:")
-LOCAL_PREFIX = "local-dir:"
 
 
 def create_model(name: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:
@@ -46,7 +44,8 @@ def _from_hub(hub: str, pretrained: bool, kwargs: dict[str, Any]) -> nn.Module:
     found = find_published(None, None, repo_id)
     if found is None:
         warn_unchecked(f"hf-hub:{hub}")
-        return timm.create_model(f"hf-hub:{hub}", pretrained=pretrained, **kwargs)
+        with hub_errors(f"hf-hub:{hub}"):  # timm fetches its config.json (and weights) through huggingface_hub
+            return timm.create_model(f"hf-hub:{hub}", pretrained=pretrained, **kwargs)
     entry = found.entry
     overlay = dict(kwargs.pop("pretrained_cfg_overlay", None) or {}, hf_hub_id=hub)
     return _build(entry, pretrained, overlay, kwargs)
@@ -54,12 +53,9 @@ def _from_hub(hub: str, pretrained: bool, kwargs: dict[str, Any]) -> nn.Module:
 
 def _from_folder(folder: Path, pretrained: bool, kwargs: dict[str, Any]) -> nn.Module:
     config_file = folder / "config.json"
-    try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise UsageError(f"local-dir:{folder}: {config_file} cannot be read ({err})") from None
-    hub = (config.get("pretrained_cfg") or {}).get("hf_hub_id") if isinstance(config, dict) else None
-    found = find_published(None, None, split_revision(hub)[0]) if isinstance(hub, str) else None
+    config = read_json_object(config_file, f"local-dir:{folder}: its config")
+    hub = configured_hub_id(config)
+    found = find_published(None, None, split_revision(hub)[0]) if hub is not None else None
     if found is None:
         warn_unchecked(f"local-dir:{folder}")
         return timm.create_model(f"local-dir:{folder}", pretrained=pretrained, **kwargs)

@@ -8,7 +8,9 @@ machines measured so far, and the count is compared with a tolerance of a few im
 
 from __future__ import annotations
 
+import hashlib
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional
 
@@ -19,7 +21,8 @@ from ..core.errors import UsageError
 from ..core.hardware import describe_hardware
 from ..data.datasets import ImageDataset, ImageSplit, load_dataset
 from ..data.loader import Materializer
-from ..inference.int8 import Int8Model, load_int8
+from ..inference.int8_record import RECORD_NAME
+from ..inference.int8_source import open_int8_folder
 from ..train.distributed import DistEnv
 from ..train.evaluation import evaluate_split
 from ..weights.loading import load_weights
@@ -46,7 +49,9 @@ def published_model(entry: dict[str, Any], weights: Path) -> torch.nn.Module:
     return model.to(memory_format=torch.channels_last).eval()
 
 
-def count_correct(model: torch.nn.Module, dataset: ImageDataset, split: ImageSplit) -> dict[str, Any]:
+def count_correct(
+    model: Callable[[torch.Tensor], torch.Tensor], dataset: ImageDataset, split: ImageSplit
+) -> dict[str, Any]:
     data = Materializer(split, dataset.mean, dataset.std, channels_last=True)
     result = evaluate_split(model, data, BATCH, "fp32", DistEnv())
     return dict(images=result["count"], correct=round(result["top1"] * result["count"] / 100), top1=result["top1"])
@@ -69,29 +74,40 @@ def measure_claim(entry: dict[str, Any], folder: Path, data_dir: Optional[str] =
     )
 
 
-def measure_int8(entry: dict[str, Any], export_folder: Path, data_dir: Optional[str] = None) -> dict[str, Any]:
-    """The ``int8`` record of an entry: its int8 export folder (sha256-verified, exported from this very
-    entry's weights) measured on the full test split, with the file's size and how it was made."""
-    program, record = load_int8(export_folder)
+def measure_int8(
+    entry: dict[str, Any], int8_folder: Path, data_dir: Optional[str] = None
+) -> tuple[dict[str, Any], bytes]:
+    """The ``int8`` record of an entry and the bytes of the int8 record it pins: ``int8_folder`` (an int8
+    folder made from this very entry's weights, its record validated and its weights verified) rebuilt and
+    measured on the full test split, with its exact count of correct images on the stratified subset
+    (``check``, re-counted by the published-claims test)."""
+    opened = open_int8_folder(int8_folder)
+    record, data = opened.record, opened.record_bytes
     name = f"{entry['model']}.{entry['tag']}"
-    if record["model"] != name or record.get("weights", {}).get("sha256") != entry["sha256"]:
+    made_for = (record["model"], record["model_args"], record["weights"]["sha256"])
+    if made_for != (entry["model"], entry["model_args"], entry["sha256"]):
         raise UsageError(
-            f"{export_folder} was exported from {record['model']} with weights sha256 "
-            f"{record.get('weights', {}).get('sha256')}, not from {name} ({entry['sha256']})"
+            f"{int8_folder} was made for {record['model']} {record['model_args']} with weights sha256 "
+            f"{record['weights']['sha256']}, not for {name} {entry['model_args']} ({entry['sha256']})"
         )
     dataset = load_dataset(entry["dataset"], data_dir=data_dir, registry_only=True)
-    data = Materializer(dataset.split("test"), dataset.mean, dataset.std, channels_last=True)
-    result = evaluate_split(Int8Model(program), data, BATCH, "fp32", DistEnv())
-    return dict(
+    data_split = Materializer(dataset.split("test"), dataset.mean, dataset.std, channels_last=True)
+    result = evaluate_split(opened.model, data_split, BATCH, "fp32", DistEnv())
+    subset = count_correct(opened.model, dataset, stratified_subset(dataset.split("test")))
+    figures = dict(
+        file=RECORD_NAME,
+        sha256=hashlib.sha256(data).hexdigest(),
+        bytes=len(data),
         top1=round(result["top1"], 4),
         top5=round(result["top5"], 4),
         images=result["count"],
-        bytes=record["bytes"],
-        float_sites_bytes=record["float_sites_bytes"],
+        check=dict(split="test", per_class=PER_CLASS, images=subset["images"], correct=subset["correct"]),
         quantized_convs=record["quantized_convs"],
+        float_sites_bytes=record["float_sites_bytes"],
         calibration_images=record["calibration"]["images"],
         command=f"resmg-export --model {name} --pretrained --format int8",
         versions=record["versions"],
         hardware=describe_hardware(),
         date=time.strftime("%Y-%m-%d"),
     )
+    return figures, data

@@ -2,7 +2,13 @@
 
     resmg-classify --model preact_resnet18_sharedA.cifar10 photo.jpg more/ batch.zip
     resmg-classify --run runs/mnist-quick --topk 3 --format jsonl digits/
-    resmg-classify --model exports/preact_resnet18_sharedA.cifar10.int8 photo.jpg   # an int8 export folder
+    resmg-classify --model preact_resnet18_sharedA.cifar10 --int8 photo.jpg  # its published int8 model
+    resmg-classify --model ./exports/preact_resnet18_sharedA.cifar10.int8 photo.jpg   # an int8 folder
+
+``--model`` names a model source by the package's one rule (:mod:`resmg_zoo.core.sources`): a registered
+``model.tag`` is never a folder of the current directory; a folder is given as a path (``./x``, ``/x``,
+``local-dir:x``). An int8 model is rebuilt from its record and float weights by our own code
+(:mod:`resmg_zoo.inference.int8_source`): nothing read from a file runs.
 
 Inputs are image files, folders (searched recursively for image files) and zips of images; each image goes
 through timm's own ``resolve_model_data_config`` + ``create_transform`` for the model (the preprocessing its
@@ -32,9 +38,11 @@ from torch.utils.data import DataLoader
 from ..core.cli import report_error
 from ..core.errors import ResmgError, UsageError
 from ..core.hardware import PRECISIONS, choose_precision
+from ..core.sources import model_source
 from ..data.image_files import ImageFileStream, Skipped
 from ..inference.fast_path import FastPath, FastPathSettings
-from ..inference.int8 import Int8Model, is_int8_export, load_int8
+from ..inference.int8_record import is_int8_folder
+from ..inference.int8_source import open_int8
 from ..models.factory import create_model
 from ..train.run import Run
 
@@ -57,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument(
         "--model",
         help="a registered <model>.<tag> with published weights, hf-hub:<id>[@rev], local-dir:<folder>, "
-        "or an int8 export folder (resmg-export --format int8)",
+        "or the path of an int8 folder (resmg-export --format int8)",
     )
     source.add_argument("--run", help="a training run folder (its last checkpoint)")
     p.add_argument("inputs", nargs="+", help="image files, folders of images, zips of images")
@@ -75,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--precision", default="auto", choices=PRECISIONS, help="auto (default): bf16 where measured faster here"
     )
+    p.add_argument(
+        "--int8", action="store_true", help="the published int8 model of --model (no calibration data needed)"
+    )
     p.add_argument("--cache-dir", default=None, help="Hugging Face cache for downloaded weights")
     p.add_argument("--compile", action="store_true", help="torch.compile with inductor freezing (a one-off compile)")
     p.add_argument("--no-fold", action="store_true", help="keep batch norm apart from the convolutions (as trained)")
@@ -90,30 +101,38 @@ def check_args(args: argparse.Namespace) -> None:
         raise ClassifyError(f"--workers must be between 0 and 64, got {args.workers}")
 
 
+def class_names(names: Optional[list[str]], classes: int) -> list[str]:
+    """``names`` where there is one per class, else the class indices as strings."""
+    names = list(names or [])
+    return names if len(names) == classes else [str(i) for i in range(classes)]
+
+
 def load_classifier(args: argparse.Namespace) -> tuple[torch.nn.Module, list[str]]:
-    """The model in eval mode and its class names (``label_names`` of its cfg, the run's classes, or indices)."""
+    """The float model in eval mode and its class names (``label_names`` of its cfg, the run's classes)."""
     if args.run:
         run = Run.open(args.run)
         model = run.build_model()
         names = run.config.get("classes")
     else:
-        model = create_model(args.model, pretrained=True, cache_dir=args.cache_dir).eval()
+        source = model_source(args.model)
+        name = f"local-dir:{source.value}" if source.kind == "path" else source.text
+        model = create_model(name, pretrained=True, cache_dir=args.cache_dir).eval()
         names = None
-    names = names or list(model.pretrained_cfg.get("label_names") or [])
-    if len(names) != model.num_classes:
-        names = [str(i) for i in range(model.num_classes)]
-    return model, list(names)
+    return model, class_names(names or model.pretrained_cfg.get("label_names"), model.num_classes)
 
 
 def load_predictor(args: argparse.Namespace) -> tuple[Callable[[torch.Tensor], torch.Tensor], list[str], dict]:
-    """What runs the images (the fast path, or an int8 program), the class names and timm's data config."""
-    if args.model and is_int8_export(args.model):
-        program, record = load_int8(args.model)  # sha256 checked against its export.json
-        cfg = record["pretrained_cfg"]
-        names = list(cfg.get("label_names") or [])
-        if len(names) != cfg["num_classes"]:
-            names = [str(i) for i in range(cfg["num_classes"])]
-        return Int8Model(program, compile=True), names, resolve_data_config(pretrained_cfg=cfg)
+    """What runs the images (the fast path, or an int8 model), the class names and timm's data config."""
+    source = model_source(args.model) if args.model else None
+    if args.int8 and source is None:
+        raise ClassifyError("--int8 takes --model: a published model.tag, hf-hub:<id>, or an int8 folder")
+    if source is not None and (args.int8 or (source.kind == "path" and is_int8_folder(source.path))):
+        if args.no_fold:
+            raise ClassifyError("an int8 model always folds batch norm: drop --no-fold")
+        opened = open_int8(source, args.cache_dir)
+        cfg = opened.pretrained_cfg
+        names = class_names(cfg.get("label_names"), cfg["num_classes"])
+        return opened.model, names, resolve_data_config(pretrained_cfg=cfg)
     model, names = load_classifier(args)
     settings = FastPathSettings(
         choose_precision(args.precision).precision, fold_bn=not args.no_fold, compile=args.compile

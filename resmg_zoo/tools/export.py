@@ -30,7 +30,6 @@ import argparse
 import io
 import json
 import sys
-import tempfile
 import warnings
 import zipfile
 from collections.abc import Callable
@@ -45,20 +44,17 @@ from PIL import Image
 from torch import Tensor, nn
 
 from ..core.atomic import atomic_path
+from ..core.choices import check_choice
 from ..core.cli import parse_model_kwargs, report_error
 from ..core.counting import count_parameters
 from ..core.errors import ResmgError, UsageError
-from ..core.hashing import read_with_sha256
 from ..data.datasets import default_data_dir
-from ..inference.int8 import (
-    QuantizationIncomplete,
-    calibration_batches,
-)
-from ..inference.onnx_int8 import quantize_onnx
+from ..models.variants import VARIANTS
 from ..train.finetune import resolve_init
 from ..train.run import Run
-from ..weights.loading import load_weights
-from .export_int8 import agreement_with_float, calibration_dataset, export_int8, source_weights
+from ..weights.loading import load_state
+from ..weights.resolve import resolve_weights
+from .export_int8 import WeightsFile, calibration_dataset, check_out, export_int8, export_onnx_int8
 
 INT8_FORMATS = ("int8", "onnx-int8")
 FORMATS = ("pt2", "onnx", "torchscript", *INT8_FORMATS)
@@ -89,25 +85,38 @@ class ExportReport:
 
 def build(
     name: str, pretrained: bool, checkpoint: Optional[str], model_kwargs: dict[str, Any]
-) -> tuple[nn.Module, Optional[str]]:
-    """The eval-mode model, and the archive its real check images come from (``None``: the tag's).
+) -> tuple[nn.Module, Optional[str], dict[str, Any], Optional[WeightsFile]]:
+    """The eval-mode model, the archive its real check images come from (``None``: the tag's), the
+    arguments it was built with, and the file its weights were loaded from (``None``: random).
 
     ``checkpoint``: a run folder (its model rebuilt from its config, its last checkpoint), a
     published folder (its ``config.json``'s ``model_args``) or a safetensors file (``--model-kwargs``).
     """
     if pretrained and checkpoint:
         raise UsageError("give --pretrained or --checkpoint, not both")
+    arch, _, tag = name.partition(".")
+    check_choice("--model", arch, VARIANTS)
     if not checkpoint:
-        return timm.create_model(name, pretrained=pretrained, **model_kwargs).eval(), None
-    arch = name.split(".", 1)[0]
-    init = resolve_init(arch, checkpoint, False, "")
+        model = timm.create_model(name, pretrained=pretrained, **model_kwargs).eval()
+        args = dict(model_kwargs, num_classes=model.num_classes, in_chans=model.conv1.in_channels)
+        if not pretrained:
+            return model, None, args, None
+        resolved = resolve_weights(arch, tag or model.pretrained_cfg.get("tag"))
+        described = dict(hub_id=resolved.hub_id, sha256=resolved.sha256)
+        args = {k: v for k, v in resolved.published.entry["model_args"].items()} | model_kwargs
+        return model, None, args, WeightsFile(resolved.path, resolved.sha256, described)
+    init = resolve_init(arch, checkpoint, False, "", flag="--checkpoint")
     if init.record["kind"] == "run":
         run = Run.open(checkpoint)
-        return run.build_model(**model_kwargs), run.config.get("dataset_source")
+        model = run.build_model(**model_kwargs)
+        args = dict(run.model_args, **model_kwargs, num_classes=model.num_classes, in_chans=model.conv1.in_channels)
+        weights = WeightsFile(init.weights, init.sha256, dict(checkpoint=str(checkpoint)))
+        return model, run.config.get("dataset_source"), args, weights
     args = {k: v for k, v in (init.model_args | model_kwargs).items() if v is not None}
     model = timm.create_model(name, **args)
-    load_weights(model, init.weights, f"--checkpoint {checkpoint} ({name}, {args})")
-    return model.eval(), None
+    load_state(model, init.state, f"--checkpoint {checkpoint} ({name}, {args})")  # the tensors of the bytes hashed
+    args |= dict(num_classes=model.num_classes, in_chans=model.conv1.in_channels)
+    return model.eval(), None, args, WeightsFile(init.weights, init.sha256, dict(checkpoint=str(checkpoint)))
 
 
 def real_inputs(model: nn.Module, archive: Optional[str], count: int = 8) -> tuple[Optional[Tensor], str]:
@@ -193,6 +202,17 @@ def onnx_conv_sharing(path: Path) -> tuple[int, int]:
     return len(convs), len({n.input[1] for n in convs})
 
 
+class ExportMismatch(ResmgError):
+    """The written file does not compute what the model does (exit 1); nothing is left at ``--out``."""
+
+
+def _check_close(got: Tensor, expected: Tensor, rtol: float, atol: float, what: str) -> None:
+    try:
+        torch.testing.assert_close(got, expected, rtol=rtol, atol=atol)
+    except AssertionError as err:
+        raise ExportMismatch(f"the exported file does not match eager PyTorch on {what}: {err}") from None
+
+
 def export(
     model: nn.Module, name: str, fmt: str, path: Path, real: Optional[Tensor], rtol: float = 1e-4, atol: float = 1e-4
 ) -> ExportReport:
@@ -208,14 +228,14 @@ def export(
         for batch in (1, 5):  # not the example's batch size: the batch dimension is dynamic
             x = torch.randn(batch, *input_size, generator=generator)
             expected, got = model(x), run(x)
-            torch.testing.assert_close(got, expected, rtol=rtol, atol=atol)
+            _check_close(got, expected, rtol, atol, f"random inputs of batch {batch}")
             diffs.append((got - expected).abs().max().item())
         real_diff = None
         if real is not None:
             expected, got = model(real), run(real)
-            torch.testing.assert_close(got, expected, rtol=rtol, atol=atol)
+            _check_close(got, expected, rtol, atol, "real images")
             if not torch.equal(got.argmax(1), expected.argmax(1)):
-                raise AssertionError("the exported model predicts other classes than eager PyTorch on real images")
+                raise ExportMismatch("the exported model predicts other classes than eager PyTorch on real images")
             real_diff = (got - expected).abs().max().item()
         report = ExportReport(
             name,
@@ -230,39 +250,6 @@ def export(
         if fmt == "onnx":
             report.conv_nodes, report.conv_weights = onnx_conv_sharing(written)
     return report
-
-
-def export_onnx_int8(
-    model: nn.Module, name: str, path: Path, dataset: Any, images: int, real: Optional[Tensor]
-) -> dict[str, Any]:
-    """The float ONNX quantized by ONNX Runtime (:mod:`resmg_zoo.inference.onnx_int8`), every convolution
-    asserted quantized, checked with ONNX Runtime against the float model."""
-    import onnxruntime as ort
-
-    example = real[:2] if real is not None else torch.randn(2, *model.pretrained_cfg["input_size"])
-    with tempfile.TemporaryDirectory() as tmp, atomic_path(path, keep_suffix=True) as written:
-        float_onnx = Path(tmp) / "float.onnx"
-        export_onnx(model, example, float_onnx)
-        convs, quantized = quantize_onnx(float_onnx, written, calibration_batches(dataset, images))
-        if quantized != convs or not convs:
-            raise QuantizationIncomplete(f"{quantized} of {convs} convolutions quantized by ONNX Runtime")
-        session = ort.InferenceSession(str(written), providers=["CPUExecutionProvider"])
-        check = real if real is not None else example
-        got = torch.from_numpy(session.run(None, {"image": check.numpy()})[0])
-        _, sha256 = read_with_sha256(written)
-        record = dict(
-            model=name,
-            format="onnx-int8",
-            file=str(path),
-            sha256=sha256,
-            bytes=written.stat().st_size,
-            float_onnx_bytes=float_onnx.stat().st_size,
-            convs=convs,
-            quantized_convs=quantized,
-            calibration=dict(dataset=dataset.name, split="train", images=images, seed=0),
-            check=agreement_with_float(model, check, got, real is not None),
-        )
-    return record
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -280,34 +267,37 @@ def main(argv: Optional[list[str]] = None) -> int:
     )
     parser.add_argument("--calibration-images", type=int, default=512, help="int8: training images (default 512)")
     parser.add_argument("--data", default=None, help="folder with <dataset>.zip (default $RESMG_ZOO_DATA)")
+    parser.add_argument("--replace", action="store_true", help="int8: replace the int8 folder at --out")
     args = parser.parse_args(argv)
     out = Path(args.out or f"exports/{args.model}.{SUFFIXES[args.format]}")
     try:
+        check_out(out, folder=args.format == "int8", replace=args.replace)
         int8 = args.format in INT8_FORMATS
         if int8 and args.calibration_images < 1:
             raise UsageError(f"--calibration-images must be at least 1, got {args.calibration_images}")
-        model, archive = build(args.model, args.pretrained, args.checkpoint, parse_model_kwargs(args.model_kwargs))
+        if args.format == "int8" and not (args.pretrained or args.checkpoint):
+            raise UsageError("--format int8 quantizes trained weights: give --pretrained or --checkpoint")
+        kwargs = parse_model_kwargs(args.model_kwargs)
+        model, archive, model_args, weights = build(args.model, args.pretrained, args.checkpoint, kwargs)
         if int8:  # before the check images: no calibration data is an error, not a warning
             dataset = calibration_dataset(model, archive, args.calibration_data, args.data)
         real, where = real_inputs(model, archive, args.real_images) if args.real_images else (None, "not asked")
         if real is None:
             print(f"warning: real-image check skipped: {where}", file=sys.stderr)
         if args.format == "int8":
-            source = source_weights(args.model, args.pretrained, args.checkpoint)
-            print(json.dumps(export_int8(model, args.model, out, dataset, args.calibration_images, real, source)))
+            assert weights is not None  # --pretrained or --checkpoint, checked above
+            record = export_int8(
+                model, args.model, model_args, out, dataset, args.calibration_images, real, weights, args.replace
+            )
+            print(json.dumps({k: v for k, v in record.items() if k != "activations"}))
             return 0
         if args.format == "onnx-int8":
-            print(json.dumps(export_onnx_int8(model, args.model, out, dataset, args.calibration_images, real)))
+            images = args.calibration_images
+            print(json.dumps(export_onnx_int8(model, args.model, out, dataset, images, real, export_onnx)))
             return 0
         report = export(model, args.model, args.format, out, real)
     except ResmgError as err:
         return report_error(err)
-    except QuantizationIncomplete as err:
-        print(f"error: int8 left convolutions in float: {err}", file=sys.stderr)
-        return 1
-    except AssertionError as err:
-        print(f"error: the exported file does not match eager PyTorch: {err}", file=sys.stderr)
-        return 1
     print(json.dumps(asdict(report)))
     return 0
 

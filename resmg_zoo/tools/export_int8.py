@@ -1,12 +1,21 @@
-"""``resmg-export --format int8``: the export folder of :mod:`resmg_zoo.inference.int8` for a model, with
-its calibration data and the record of what it was made from; part of :mod:`.export`, kept apart so
-that the float formats read on their own."""
+"""The two int8 writers of ``resmg-export``, side by side: ``--format int8`` (an int8 folder: the float
+weights and the record of :mod:`resmg_zoo.inference.int8_record`, rebuilt by our code when loaded) and
+``--format onnx-int8`` (ONNX Runtime's QDQ file, for other runtimes; never loaded by our commands). Both
+calibrate on the same seeded draw of training images, quantize with a function that refuses a
+convolution left in float, and report the agreement with the float model on the same check images.
+
+An int8 folder is written into a staging folder beside ``--out``, rebuilt from what was written (the
+record and the weights, exactly as a user's command will load it) and compared with the calibrated
+program, and only then swapped in; an existing ``--out`` is replaced only when it is an int8 folder
+and ``--replace`` is given (:func:`check_out`).
+"""
 
 from __future__ import annotations
 
 import json
 import shutil
 import tempfile
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Optional
@@ -14,12 +23,76 @@ from typing import Any, Optional
 import torch
 from torch import Tensor, nn
 
-from ..core.atomic import make_shareable, replace_folder, write_text_atomic
-from ..core.counting import checkpoint_bytes, count_parameters
-from ..core.errors import UsageError
+from ..core.atomic import atomic_path, make_shareable, replace_folder, write_text_atomic
+from ..core.counting import check_model_args, checkpoint_bytes, count_parameters
+from ..core.errors import IntegrityError, UsageError
+from ..core.files import UnreadableFileError
+from ..core.hashing import read_with_sha256
 from ..data.datasets import load_dataset
-from ..inference.int8 import CFG_KEYS, RECORD_NAME, calibration_batches, load_int8, quantize_int8, save_int8
-from ..weights.resolve import find_published
+from ..inference.int8 import Int8RebuildMismatch, calibration_batches, quantize_int8
+from ..inference.int8_record import FORMAT, QUANTIZER, RECORD_NAME, read_record
+from ..inference.int8_source import open_int8_folder
+from ..inference.onnx_int8 import quantize_onnx
+from ..weights.loading import parse_state_dict
+from ..weights.manifest import WEIGHTS_NAME
+
+CFG_KEYS = ("input_size", "mean", "std", "interpolation", "crop_pct", "crop_mode", "label_names", "num_classes")
+REBUILD_TOLERANCE = 1e-5  # rebuilt and calibrated programs hold the same constants: equal up to rounding
+
+
+@dataclass(frozen=True)
+class WeightsFile:
+    """The safetensors file a model was loaded from, the sha256 it was verified against, and what it is
+    (``hub_id`` of published weights, or the checkpoint named)."""
+
+    path: Path
+    sha256: str
+    describe: dict[str, Any]
+
+
+class OutExists(UsageError):
+    """``--out`` names something an export may not replace; the message says what and why."""
+
+
+def check_out(out: Path, folder: bool, replace: bool) -> None:
+    """Refuse an ``--out`` that an export must not overwrite, before anything is computed: a folder where
+    a file is written, a parent that is a file, and for an int8 folder anything but an earlier int8
+    folder (its two files and nothing else) replaced with ``--replace``."""
+    blocker = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise OutExists(f"--out {out}: {blocker} is a file, not a folder")
+    if not out.exists() and not out.is_symlink():
+        return
+    if out.is_symlink():
+        raise OutExists(f"--out {out} is a symbolic link: give the real path (nothing was written)")
+    if not folder:
+        if not out.is_file():
+            raise OutExists(f"--out {out} exists and is not a file: an export writes one file there")
+        return
+    if not out.is_dir():
+        raise OutExists(f"--out {out} exists and is not a folder: an int8 export is a folder")
+    names = sorted(p.name for p in out.iterdir())
+    try:
+        read_record(out)
+        ours = set(names) <= {RECORD_NAME, WEIGHTS_NAME}
+    except UnreadableFileError:  # no record, or not one of ours
+        ours = False
+    if not ours:
+        raise OutExists(
+            f"--out {out} is an existing folder that is not an int8 export folder (it holds {names[:5]}): "
+            "nothing was touched; give a new folder"
+        )
+    if not replace:
+        raise OutExists(f"--out {out} holds an earlier int8 export: pass --replace to replace it")
+
+
+def calibration_dataset(model: nn.Module, archive: Optional[str], asked: Optional[str], data: Optional[str]) -> Any:
+    """The dataset whose training images calibrate int8: ``--calibration-data``, else the run's archive,
+    else the published tag's dataset (``$RESMG_ZOO_DATA``)."""
+    name = asked or archive or model.pretrained_cfg.get("tag")
+    if not name:
+        raise UsageError("int8 needs calibration images: give --calibration-data <dataset name or ImageFolder zip>")
+    return load_dataset(name, data_dir=data)
 
 
 def agreement_with_float(model: nn.Module, images: Tensor, got: Tensor, real: bool) -> dict[str, Any]:
@@ -34,46 +107,57 @@ def agreement_with_float(model: nn.Module, images: Tensor, got: Tensor, real: bo
     )
 
 
-def calibration_dataset(model: nn.Module, archive: Optional[str], asked: Optional[str], data: Optional[str]) -> Any:
-    """The dataset whose training images calibrate int8: ``--calibration-data``, else the run's archive,
-    else the published tag's dataset (``$RESMG_ZOO_DATA``)."""
-    name = asked or archive or model.pretrained_cfg.get("tag")
-    if not name:
-        raise UsageError("int8 needs calibration images: give --calibration-data <dataset name or ImageFolder zip>")
-    return load_dataset(name, data_dir=data)
+def _json_cfg(model: nn.Module, example: Tensor) -> dict[str, Any]:
+    """The preprocessing of ``model``'s cfg as the record keeps it (lists, not tuples; no ``None``)."""
+    cfg = {k: model.pretrained_cfg[k] for k in CFG_KEYS if model.pretrained_cfg.get(k) is not None}
+    cfg = {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}
+    return cfg | {"input_size": list(example.shape[1:]), "num_classes": model.num_classes}
 
 
-def source_weights(name: str, pretrained: bool, checkpoint: Optional[str]) -> dict[str, Any]:
-    """What the exported weights are: the published entry (hub id and the sha256 its file was checked
-    against) or the checkpoint given."""
-    if not pretrained:
-        return dict(checkpoint=checkpoint) if checkpoint else dict(random_init=True)
-    arch, _, tag = name.partition(".")
-    found = find_published(arch, tag or None)
-    return dict(hub_id=found.hub_id, sha256=found.entry["sha256"]) if found else dict(pretrained=name)
+def verified_bytes(weights: WeightsFile) -> bytes:
+    """The bytes of the file the model was loaded from, if they still have the sha256 it was checked against."""
+    data, actual = read_with_sha256(weights.path)
+    if actual != weights.sha256:
+        raise IntegrityError(
+            f"{weights.path} changed while it was exported (sha256 {actual}, loaded as {weights.sha256}): run it again"
+        )
+    return data
 
 
 def export_int8(
     model: nn.Module,
     name: str,
+    model_args: dict[str, Any],
     folder: Path,
     dataset: Any,
     images: int,
     real: Optional[Tensor],
-    weights: Optional[dict[str, Any]] = None,
+    weights: WeightsFile,
+    replace: bool = False,
 ) -> dict[str, Any]:
-    """Quantize ``model`` (:func:`resmg_zoo.inference.int8.quantize_int8`), write the export folder and
-    check the written program against the in-memory one (equal outputs) and the float model."""
-    example = real[:2] if real is not None else torch.randn(2, *model.pretrained_cfg["input_size"])
+    """Quantize ``model`` (loaded from ``weights``), write the int8 folder (those very weight bytes and the
+    record), rebuild it from the written files and check it against the calibrated program
+    (:class:`Int8RebuildMismatch` otherwise) and the float model; returns the record. What is at ``folder``
+    is checked again (:func:`check_out`) just before the swap: it may have changed during the minutes of work."""
+    data = verified_bytes(weights)
+    with torch.no_grad():  # the model holds exactly the tensors of the bytes written beside the record
+        model.load_state_dict(parse_state_dict(data, str(weights.path)), strict=True)
+    arch = model.pretrained_cfg.get("architecture", name.split(".")[0])
+    check_model_args(arch, model_args)
+    in_chans = model_args.get("in_chans", model.pretrained_cfg["input_size"][0])
+    example = real[:2] if real is not None else torch.zeros(2, in_chans, *model.pretrained_cfg["input_size"][1:])
     quantized = quantize_int8(model, calibration_batches(dataset, images), example)
     fold = quantized.fold
-    cfg = {k: model.pretrained_cfg[k] for k in CFG_KEYS if model.pretrained_cfg.get(k) is not None}
     record = dict(
-        model=name,
-        architecture=model.pretrained_cfg.get("architecture", name.split(".")[0]),
+        format=FORMAT,
+        name=name,
+        model=arch,
+        model_args=model_args,
+        pretrained_cfg=_json_cfg(model, example),
+        weights=dict(file=WEIGHTS_NAME, sha256=weights.sha256, bytes=len(data), source=weights.describe),
+        quantizer=QUANTIZER,
+        activations=[q.to_json() for q in quantized.activations],
         params=count_parameters(model),
-        weights=weights or {},
-        pretrained_cfg=cfg | {"input_size": list(example.shape[1:]), "num_classes": model.num_classes},
         calibration=dict(dataset=dataset.name, split="train", images=quantized.calibration_images, seed=0),
         folded_bn=fold.folded_bn,
         conv_sites=fold.conv_sites,
@@ -87,15 +171,62 @@ def export_int8(
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))  # swapped in once checked
     make_shareable(staging)
     try:
-        record = save_int8(quantized.program, example, staging, record)
-        written, _ = load_int8(staging)
+        (staging / WEIGHTS_NAME).write_bytes(data)
+        make_shareable(staging / WEIGHTS_NAME)
+        write_text_atomic(staging / RECORD_NAME, json.dumps(record, indent=2) + "\n")
+        rebuilt = open_int8_folder(staging, compile=False)
         check = real if real is not None else example
         with torch.no_grad():
-            got, expected = written(check), quantized.program(check)
-        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
-        record["check"] = agreement_with_float(model, check, got, real is not None)
+            got, calibrated = rebuilt.model(check), quantized.program(check)
+        diff = float((got - calibrated).abs().max())
+        if diff > REBUILD_TOLERANCE or not torch.equal(got.argmax(1), calibrated.argmax(1)):
+            raise Int8RebuildMismatch(
+                f"the program rebuilt from {RECORD_NAME} differs from the calibrated one by {diff:.3g} "
+                f"(tolerance {REBUILD_TOLERANCE}): the record is incomplete for this torch/torchao; nothing was written"
+            )
+        record["check"] = agreement_with_float(model, check, got, real is not None) | dict(
+            rebuilt_max_abs_diff_from_calibrated=diff
+        )
         write_text_atomic(staging / RECORD_NAME, json.dumps(record, indent=2) + "\n")
+        check_out(folder, folder=True, replace=replace)
         replace_folder(staging, folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return record
+
+
+def export_onnx_int8(
+    model: nn.Module,
+    name: str,
+    path: Path,
+    dataset: Any,
+    images: int,
+    real: Optional[Tensor],
+    export_onnx: Any,
+) -> dict[str, Any]:
+    """The float ONNX (``export_onnx``, the float writer) quantized by ONNX Runtime
+    (:func:`resmg_zoo.inference.onnx_int8.quantize_onnx`, which refuses a float convolution), checked
+    with ONNX Runtime against the float model."""
+    import onnxruntime as ort
+
+    example = real[:2] if real is not None else torch.randn(2, *model.pretrained_cfg["input_size"])
+    with tempfile.TemporaryDirectory() as tmp, atomic_path(path, keep_suffix=True) as written:
+        float_onnx = Path(tmp) / "float.onnx"
+        export_onnx(model, example, float_onnx)
+        convs = quantize_onnx(float_onnx, written, calibration_batches(dataset, images))
+        session = ort.InferenceSession(str(written), providers=["CPUExecutionProvider"])
+        check = real if real is not None else example
+        got = torch.from_numpy(session.run(None, {"image": check.numpy()})[0])
+        _, sha256 = read_with_sha256(written)
+        return dict(
+            model=name,
+            format="onnx-int8",
+            file=str(path),
+            sha256=sha256,
+            bytes=written.stat().st_size,
+            float_onnx_bytes=float_onnx.stat().st_size,
+            convs=convs,
+            quantized_convs=convs,
+            calibration=dict(dataset=dataset.name, split="train", images=images, seed=0),
+            check=agreement_with_float(model, check, got, real is not None),
+        )

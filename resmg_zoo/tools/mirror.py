@@ -5,7 +5,7 @@ already published.
     python -m resmg_zoo.tools.mirror import ../shared/hub --evaluate   # verify, re-evaluate, then merge its entries
     python -m resmg_zoo.tools.mirror import ../shared/hub --prune      # ... and drop entries it does not host
     python -m resmg_zoo.tools.mirror refresh MIRROR/resmg-zoo/NAME...  # new config.json + model card, weights untouched
-    python -m resmg_zoo.tools.mirror refresh MIRROR/resmg-zoo/NAME --int8 exports/NAME.int8  # + its int8 figures
+    python -m resmg_zoo.tools.mirror refresh MIRROR/resmg-zoo/NAME --int8 exports/NAME.int8  # + its int8 record
     python -m resmg_zoo.tools.mirror verify ../shared/hub              # every folder against its entry
 
 Nothing changes unless every folder verifies; the message names each folder and what differs.
@@ -23,12 +23,14 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-from ..core.atomic import aside_folders
+from ..core.atomic import aside_folders, write_bytes_atomic
 from ..core.cli import report_error
 from ..core.errors import ResmgError, UsageError
+from ..core.files import read_json, read_json_object
 from ..core.tags import check_hub_id
 from ..weights.card import label_names_for, standard_split_sizes, write_card, write_config
 from ..weights.manifest import (
+    INT8_RECORD_NAME,
     MANIFEST_NAME,
     SCHEMA_VERSION,
     ManifestError,
@@ -158,31 +160,53 @@ def _checked(mirror: Path, entry: dict[str, Any], target: Path, data_dir: Option
 def refresh_folder(folder: Path, int8: Optional[Path] = None, data_dir: Optional[str] = None) -> dict[str, Any]:
     """Rewrite ``config.json`` and ``README.md`` of a published mirror folder from its own files and
     its entry in the mirror's manifest (the folder is ``<mirror>/<org>/<name>``). The weights are
-    untouched, and the folder must verify before and after. ``int8``: an int8 export folder of these
-    weights, measured on the full test split first (:func:`.claims.measure_int8`) and recorded in the
-    entry, so the card shows its figures. Returns the entry."""
+    untouched, and the folder must verify before and after. ``int8``: an int8 folder of these weights
+    (``resmg-export --format int8``), rebuilt and measured on the full test split first
+    (:func:`.claims.measure_int8`); its record is then published beside the weights as ``int8.json`` and
+    pinned in the entry with its figures, so the card shows them and ``--int8`` loads it.
+
+    Everything is written under the folder's publishing lock, and only if the entry still lists the
+    weights that were measured (a ``--replace`` that finished during the measurement is not undone)."""
     folder = folder.resolve()
     mirror = folder.parents[1]
     repo_id = check_hub_id(folder.relative_to(mirror).as_posix(), "the folder's hub id")
-    source, entries = mirror_entries(mirror)
-    entry = next((e for e in entries if e["hub_id"] == repo_id), None)
-    if entry is None:
-        raise ManifestError(f"{folder}: {source} lists no entry for {repo_id}")
-    if int8 is not None:
-        entry = dict(entry, int8=measure_int8(entry, int8, data_dir))
-        add_entry(source, entry)
+    source, entry = _mirror_entry(mirror, folder, repo_id)
+    measured = measure_int8(entry, int8, data_dir) if int8 is not None else None
     with publishing(repo_id, folder.parent):
-        problems = verify_folder(folder, entry)
+        _, current = _mirror_entry(mirror, folder, repo_id)
+        if current["sha256"] != entry["sha256"] or "swap_from" in current:
+            raise ManifestError(
+                f"{folder}: the entry changed while it was measured (sha256 {entry['sha256']} -> {current['sha256']}"
+                f"{', a swap in progress' if 'swap_from' in current else ''}); nothing was written, run it again"
+            )
+        entry = current
+        problems = verify_folder(folder, entry) if measured is None else []
+        if measured is not None:
+            figures, record = measured
+            entry = dict(entry, int8=figures)
+            write_bytes_atomic(folder / INT8_RECORD_NAME, record)
+            problems = verify_folder(folder, entry)
         if problems:
             raise ManifestError(f"{folder} does not verify, so it is not refreshed: " + "; ".join(problems))
-        rows = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
-        old = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        if measured is not None:
+            add_entry(source, entry)
+        rows = read_json(folder / "metrics.json", "the published metrics")
+        old = read_json_object(folder / "config.json", "the published config")
         write_config(folder, entry, old.get("label_names") or label_names_for(entry, None))
         write_card(folder, entry, rows, standard_split_sizes(entry))
         problems = verify_folder(folder, entry)
     if problems:
         raise ManifestError(f"{folder} no longer verifies after the refresh: " + "; ".join(problems))
     return entry
+
+
+def _mirror_entry(mirror: Path, folder: Path, repo_id: str) -> tuple[Path, dict[str, Any]]:
+    """The mirror's manifest and its entry for ``repo_id``."""
+    source, entries = mirror_entries(mirror)
+    entry = next((e for e in entries if e["hub_id"] == repo_id), None)
+    if entry is None:
+        raise ManifestError(f"{folder}: {source} lists no entry for {repo_id}")
+    return source, entry
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -201,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     refresh = commands.add_parser("refresh", help="rewrite config.json and README.md of published folders")
     refresh.add_argument("folders", nargs="+", help="<mirror>/<org>/<model>.<tag> folders")
     refresh.add_argument(
-        "--int8", default=None, help="an int8 export folder of the (one) folder's weights: measured, added to the card"
+        "--int8", default=None, help="an int8 folder of the (one) folder's weights: measured, published as int8.json"
     )
     refresh.add_argument("--data", default=None, help="folder with <dataset>.zip (default $RESMG_ZOO_DATA)")
     return parser

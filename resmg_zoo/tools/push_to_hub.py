@@ -19,10 +19,23 @@ from typing import Any, Optional
 
 from ..core.cli import report_error
 from ..core.errors import ResmgError
+from ..core.files import require_keys
 from ..core.tags import DEFAULT_HUB_ORG, TAGS, check_hub_id, hub_id
-from ..train.run import Run
+from ..train.log import METRICS_JSONL
+from ..train.run import CONFIG_NAME, Run
 from ..weights.manifest import MANIFEST_NAME, ManifestError, checkout_root, repo_manifest_path
 from ..weights.publish import TrainedWeights, staged_files, to_mirror, upload
+
+# What a publication takes from the run's config.json (the entry, the folder's config and card).
+PUBLISHED_SETTINGS: dict[str, type | tuple[type, ...]] = {
+    "model_kwargs": dict,
+    "num_classes": int,
+    "input_size": list,
+    "dataset": str,
+    "recipe_settings": dict,
+    "precision": str,
+    "seed": int,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,8 +83,13 @@ def publish(argv: Optional[list[str]] = None) -> dict[str, Any]:
         check_hub_id(args.repo_id, "--repo-id")
     record = record_manifest(args.manifest) if args.repo_id or args.record else None
     run = Run.open(args.run)
-    run.require_finished()
-    source = TrainedWeights(run.config, run.metrics(), run.weights_path())
+    last = run.require_finished()
+    require_keys(run.config, PUBLISHED_SETTINGS, f"the run's settings {run.path / CONFIG_NAME}")
+    number = (int, float)
+    finals = {"test_top1": number, "test_top5": number, "train_seconds_total": number}
+    require_keys(last, finals, f"log {run.path / METRICS_JSONL}, last row")
+    weights, data, sha256 = run.verified_weights()  # read once: these bytes are parsed, hashed and published
+    source = TrainedWeights(run.config, run.metrics(), weights, data, sha256)
     tag = source.pretrained_tag(args.tag)
     repo_id = args.repo_id or hub_id(run.config["model"], tag, args.org)
     if args.mirror:

@@ -29,6 +29,7 @@ from torch import nn
 
 from ..core.atomic import atomic_path, write_text_atomic
 from ..core.errors import IntegrityError, UsageError
+from ..core.files import read_json_object, require_keys
 from ..core.hashing import file_sha256, read_with_sha256
 from ..weights.loading import load_weights
 
@@ -110,14 +111,27 @@ def remove_leftovers(run_dir: Path) -> list[str]:
     return sorted(p.name for p in removed)
 
 
+# What every pointer the checkpoint writer makes holds (an EMA run adds ema_weights and its sha256).
+POINTER_KEYS: dict[str, type | tuple[type, ...]] = {
+    "epoch": int,
+    "step_in_epoch": int,
+    "global_step": int,
+    "weights": str,
+    "weights_sha256": str,
+    "state": str,
+    "state_sha256": str,
+}
+
+
 def read_pointer(run_dir: Path) -> dict[str, Any]:
+    """The run's ``checkpoint.json``: a regular file holding a JSON object with the keys the writer puts
+    there (:data:`POINTER_KEYS`); a :class:`~resmg_zoo.core.files.UnreadableFileError` naming it otherwise."""
     path = run_dir / POINTER
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         raise CheckpointError(f"no checkpoint in {run_dir}: {path} does not exist")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"{path} is not valid JSON: {err}") from None
+    pointer = read_json_object(path, "checkpoint pointer")
+    require_keys(pointer, POINTER_KEYS, f"checkpoint pointer {path}")
+    return pointer
 
 
 def named_file(run_dir: Path, pointer: dict[str, Any], key: str) -> tuple[Path, str]:
@@ -163,11 +177,18 @@ def checkpoint_weights(run_dir: Path, ema: bool = False) -> tuple[Path, str]:
 
 def checkpoint_weights_path(run_dir: Path, ema: bool = False) -> Path:
     """The weights file of the last checkpoint (``ema``: of its EMA copy), its sha256 verified."""
+    return checkpoint_weights_bytes(run_dir, ema)[0]
+
+
+def checkpoint_weights_bytes(run_dir: Path, ema: bool = False) -> tuple[Path, bytes, str]:
+    """The weights file of the last checkpoint (``ema``: of its EMA copy), its bytes and their sha256
+    (the recorded one), from one read: what the caller parses or copies is what was verified."""
     pointer = read_pointer(run_dir)
     key = "ema_weights" if ema else "weights"
     if key not in pointer:
         checkpoint_weights(run_dir, ema)  # raises, naming what is missing
-    return _verified(run_dir, pointer, key)[0]
+    path, data = _verified(run_dir, pointer, key)
+    return path, data, pointer[f"{key}_sha256"]
 
 
 def load_checkpoint(run_dir: Path, model: nn.Module, ema_model: Optional[nn.Module] = None) -> TrainingState:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
@@ -14,13 +13,14 @@ import torch
 from ..core.choices import check_choice
 from ..core.cli import parse_model_kwargs
 from ..core.errors import UsageError
+from ..core.files import read_json_object, require_keys
 from ..core.hardware import PrecisionChoice, choose_precision
 from ..core.tags import DEFAULT_TAG, dataset_identity
 from ..models.variants import VARIANTS
 from .checkpoint import POINTER, CheckpointError
 from .distributed import DistEnv, broadcast_flag
 from .recipes import RECIPES, Recipe, check_recipe, resolve_recipe
-from .run import CONFIG_NAME, RunError
+from .run import CONFIG_NAME, RunError, check_architecture_args, check_run_config
 
 # Settings of a run that --resume takes from config.json; given again, they must agree.
 RUN_SETTINGS = (
@@ -175,16 +175,28 @@ class RunOptions:
 
 
 def saved_config(path: Path) -> dict[str, Any]:
-    """A run's ``config.json`` for ``--resume``; a :class:`UsageError` naming the file if it is not one."""
+    """A run's ``config.json`` for ``--resume``: a JSON object with a registered ``model``, architecture
+    ``model_kwargs`` (:func:`~resmg_zoo.train.run.check_run_config`) and complete ``recipe_settings``;
+    a :class:`UsageError` naming the file if it is not one."""
+    hint = (
+        "it is damaged or not a run's config.json. Restore it (it is written once, when the run starts), "
+        "or start a new run in another --out"
+    )
     try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        saved = read_json_object(path, "--resume: the run's settings")
+        require_keys(saved, {"recipe_settings": dict}, f"--resume: {path}")
+        check_run_config(saved, f"--resume: {path}")
+    except UsageError as err:
+        raise UsageError(f"{err}; {hint}") from None
+    recipe = saved["recipe_settings"]
+    names = {f.name for f in fields(Recipe)}
+    required = {f.name for f in fields(Recipe) if f.default is MISSING and f.default_factory is MISSING}
+    unknown, missing = sorted(set(recipe) - names), sorted(required - set(recipe))
+    if unknown or missing or not isinstance(recipe.get("milestones", []), list):
         raise UsageError(
-            f"--resume: {path} cannot be read as a run's settings ({err}); it is damaged or not a run's "
-            "config.json. Restore it (it is written once, when the run starts), or start a new run in another --out"
-        ) from None
-    if not isinstance(saved, dict) or not isinstance(saved.get("recipe_settings"), dict):
-        raise UsageError(f"--resume: {path} is not a run's config.json (no recipe_settings)")
+            f"--resume: {path}: recipe_settings are not a recipe's (unknown {unknown}, missing {missing}, "
+            f"milestones {recipe.get('milestones')!r}); {hint}"
+        )
     return saved
 
 
@@ -201,6 +213,7 @@ def resolve_config(args: argparse.Namespace, run_dir: Path, device: torch.device
         del given["precision"]  # auto on a resume: the precision the run was started with
     if args.model_kwargs is not None:
         given["model_kwargs"] = parse_model_kwargs(args.model_kwargs)
+        check_architecture_args(given["model_kwargs"], "--model-kwargs")  # before anything is read or written
     overrides = {k: getattr(args, k) for k in RECIPE_FLAGS if getattr(args, k) is not None}
     if args.resume:
         saved = saved_config(run_dir / "config.json")
@@ -218,7 +231,8 @@ def resolve_config(args: argparse.Namespace, run_dir: Path, device: torch.device
                 f"Only {', '.join('--' + k.replace('_', '-') for k in RESUMABLE_OVERRIDES)} may change on resume."
             )
         changed = {k: v for k, v in overrides.items() if saved_recipe.get(k) != v}
-        recipe = check_recipe(Recipe(**{**saved_recipe, "milestones": tuple(saved_recipe["milestones"]), **changed}))
+        milestones = tuple(saved_recipe.get("milestones", Recipe.milestones))
+        recipe = check_recipe(Recipe(**{**saved_recipe, "milestones": milestones, **changed}))
         resumes = [*saved.get("resumes", []), dict(at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), changed=changed)]
         return TrainConfig.from_json({**saved, "resumes": resumes}, recipe)
     settings = {**DEFAULTS, **given}

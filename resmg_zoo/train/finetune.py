@@ -15,22 +15,22 @@ config unless the command line sets them.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+import torch
 from timm.models import group_parameters
 from torch import nn
 
 from ..core.errors import UsageError
-from ..core.hashing import file_sha256
-from ..weights.loading import WeightsMismatchError, load_weights
+from ..core.files import read_json_object
+from ..weights.loading import WeightsMismatchError, load_state, parse_state_dict, read_verified
 from ..weights.manifest import WEIGHTS_NAME
 from ..weights.resolve import listed_hub_id, resolve_weights, verify_local_file
-from .checkpoint import POINTER, checkpoint_weights
-from .run import Run
+from .checkpoint import POINTER, checkpoint_weights_bytes
+from .run import Run, check_architecture_args
 
 HEAD_CHOICES = ("auto", "new", "keep")
 FREEZE_HELP = "'body' (all but the head), 'stem', or 'stages.K' (the stem and levels 0..K)"
@@ -42,77 +42,84 @@ class InitError(UsageError):
 
 @dataclass
 class InitSource:
-    """Initial weights, the sha256 their bytes must have when loaded, and the model arguments they were
-    trained with."""
+    """Initial weights: their file, the tensors parsed from the one read whose sha256 was checked or
+    recorded (load these, never the file again), and the model arguments they were trained with."""
 
     weights: Path
     model_args: dict[str, Any]
     record: dict[str, Any] = field(default_factory=dict)  # what the run folder records
     where: str = ""  # how errors name it
-    sha256: Optional[str] = None  # checked on the bytes that are loaded
+    sha256: Optional[str] = None  # of the bytes ``state`` was parsed from
+    state: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
 
-def resolve_init(model: str, init_from: Optional[str], pretrained: bool, init_tag: str) -> Optional[InitSource]:
-    """Find the initial weights a command line asks for (``None``: train from scratch). A run folder's
-    pointer names files inside it (checked); a published folder whose ``config.json`` names a listed hub
-    id is verified as ``local-dir:`` is (its architecture and sha256 the manifest's)."""
+def resolve_init(
+    model: str, init_from: Optional[str], pretrained: bool, init_tag: str, flag: str = "--init-from"
+) -> Optional[InitSource]:
+    """Find the initial weights a command line asks for (``None``: train from scratch); ``flag`` is the
+    option that named ``init_from`` (``--init-from``; ``resmg-export`` passes ``--checkpoint``), for the
+    messages. A run folder's pointer names files inside it (checked); a published folder whose
+    ``config.json`` names a listed hub id is verified as ``local-dir:`` is (its architecture and sha256
+    the manifest's). Every file is read once: the tensors are parsed from the bytes that were hashed."""
     if init_from and pretrained:
-        raise InitError("give either --pretrained or --init-from, not both")
+        raise InitError(f"give either --pretrained or {flag}, not both")
     if pretrained:
         resolved = resolve_weights(model, init_tag)
         record = dict(kind="pretrained", hub_id=resolved.hub_id, source=resolved.source, sha256=resolved.sha256)
         args = dict(resolved.published.entry["model_args"])
-        return InitSource(resolved.path, args, record, resolved.describe(), resolved.sha256)
+        return InitSource(resolved.path, args, record, resolved.describe(), resolved.sha256, resolved.state_dict)
     if not init_from:
         return None
     path = Path(init_from).expanduser()
+    where = f"{flag} {path}"
     if not path.exists():
-        raise InitError(f"--init-from {path}: no such file or folder")
+        raise InitError(f"{where}: no such file or folder")
     if path.is_dir() and (path / POINTER).exists():
         run = Run.open(path)
         if run.model_name != model:
-            raise InitError(f"--init-from {path}: that run trained {run.model_name!r}, not {model!r}")
-        weights, sha256 = checkpoint_weights(path)
-        args, kind = run.model_args, "run"
+            raise InitError(f"{where}: that run trained {run.model_name!r}, not {model!r}")
+        weights, data, sha256 = checkpoint_weights_bytes(path)
+        args, kind, state = run.model_args, "run", parse_state_dict(data, f"{where}: {weights}")
     elif path.is_dir():
         weights = path / WEIGHTS_NAME
         if not weights.exists():
-            raise InitError(
-                f"--init-from {path}: neither a run folder (checkpoint.json) nor a published one (model.safetensors)"
-            )
-        config = _folder_config(path)
+            raise InitError(f"{where}: neither a run folder (checkpoint.json) nor a published one (model.safetensors)")
+        config = _folder_config(path, where)
         published = config.get("architecture")
         if published and published != model:
-            raise InitError(f"--init-from {path}: those weights are {published!r}, not {model!r}")
+            raise InitError(f"{where}: those weights are {published!r}, not {model!r}")
         hub = listed_hub_id(path)
         if hub is not None:  # a copy of a published weight: its bytes must be the published ones
-            resolved = verify_local_file(model, weights, hub, f"--init-from {path}")
-            args, sha256 = dict(resolved.published.entry["model_args"]), resolved.sha256
+            resolved = verify_local_file(model, weights, hub, where)
+            args, sha256, state = dict(resolved.published.entry["model_args"]), resolved.sha256, resolved.state_dict
         else:
-            args = dict(config.get("model_args", {}), num_classes=config.get("num_classes"))
-            sha256 = file_sha256(weights)
+            model_args = config.get("model_args") or {}
+            if not isinstance(model_args, dict):
+                raise InitError(f"{where}: {path / 'config.json'} holds model_args that are not a JSON object")
+            args = dict(model_args, num_classes=config.get("num_classes"))
+            check_architecture_args({k: v for k, v in args.items() if v is not None}, f"{where}: config.json")
+            state, sha256 = read_verified(weights, where)
         kind = "published"
     elif path.suffix == ".safetensors":
-        weights, args, kind, sha256 = path, {}, "file", file_sha256(path)
+        weights, args, kind = path, {}, "file"
+        state, sha256 = read_verified(path, where)
     else:
-        raise InitError(f"--init-from {path}: expected a run folder, a published folder or a .safetensors file")
+        raise InitError(f"{where}: expected a run folder, a published folder or a .safetensors file")
     args = {k: v for k, v in args.items() if v is not None}
     record = dict(kind=kind, path=str(path.resolve()), weights=str(weights.resolve()), sha256=sha256)
-    return InitSource(weights, args, record, f"--init-from {path}", sha256)
+    return InitSource(weights, args, record, where, sha256, state)
 
 
-def _folder_config(path: Path) -> dict[str, Any]:
-    """A published folder's ``config.json`` (empty where it has none)."""
+def _folder_config(path: Path, where: str) -> dict[str, Any]:
+    """A published folder's ``config.json`` (empty where it has none); :class:`InitError` naming it
+    where it is not a JSON object (see :func:`~resmg_zoo.core.files.read_json_object`)."""
     config_file = path / "config.json"
-    if not config_file.exists():
+    if not config_file.exists() and not config_file.is_symlink():
         return {}
     try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise InitError(f"--init-from {path}: {config_file} cannot be read ({err})") from None
-    if not isinstance(config, dict):
-        raise InitError(f"--init-from {path}: {config_file} is not a JSON object")
-    return config
+        return read_json_object(config_file, "its config")
+    except UsageError as err:
+        raise InitError(f"{where}: {err}") from None
 
 
 def apply_init(model: nn.Module, model_name: str, init: InitSource, head: str) -> dict[str, Any]:
@@ -124,9 +131,7 @@ def apply_init(model: nn.Module, model_name: str, init: InitSource, head: str) -
             f"{model.num_classes} classes; use --head auto (or new) to train a new head"
         )
     try:
-        report = load_weights(
-            model, init.weights, init.where, strict=False, drop_head=head == "new", sha256=init.sha256
-        )
+        report = load_state(model, init.state, init.where, strict=False, drop_head=head == "new")
     except WeightsMismatchError as err:
         raise InitError(f"the initial weights do not fit {model_name}: {err}") from None
     if head == "keep" and report["new_head"]:

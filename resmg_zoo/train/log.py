@@ -11,17 +11,36 @@ from pathlib import Path
 from typing import Any
 
 from ..core.atomic import atomic_path, write_text_atomic
+from ..core.files import UnreadableFileError, parse_json, read_regular
 
 METRICS_JSONL = "metrics.jsonl"
 METRICS_CSV = "metrics.csv"
 CURVE_PNG = "curve.png"
 STEPS_JSONL = "steps.jsonl"
+MAX_JSONL_BYTES = 1 << 30  # a row per step of a long run is tens of MB; a log is never a GiB
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
+def _read_jsonl(path: Path, key: str, torn_tail: bool = False) -> list[dict[str, Any]]:
+    """The rows of the JSON-lines log at ``path`` (none where there is no file): each line a JSON object
+    with a number under ``key``, read by :func:`~resmg_zoo.core.files.read_regular` and parsed by
+    :func:`~resmg_zoo.core.files.parse_json` (an :class:`~resmg_zoo.core.files.UnreadableFileError`
+    naming the file and line otherwise). ``torn_tail``: a last line without its newline (an append
+    killed midway) is not a row."""
+    if not path.exists() and not path.is_symlink():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    data = read_regular(path, MAX_JSONL_BYTES, "log")
+    if torn_tail:
+        data = data[: data.rfind(b"\n") + 1]
+    rows = []
+    for number, line in enumerate(data.splitlines(), 1):
+        if not line.strip():
+            continue
+        row = parse_json(line, f"log {path}, line {number}")
+        value = row.get(key) if isinstance(row, dict) else None
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise UnreadableFileError(f"log {path}, line {number}: not a row with a number {key!r}")
+        rows.append(row)
+    return rows
 
 
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -42,7 +61,8 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     ``<split>_loss``/``_top1``/``_top5`` (``ema_`` too with an EMA; ``_flip_top1`` after the last
     epoch where the augmentation flips; the splits on evaluated epochs only, see ``--eval-every``) and
     ``train_seconds_total`` (training time of every epoch so far)."""
-    return [{RENAMED.get(k, k): v for k, v in row.items()} for row in _read_jsonl(run_dir / METRICS_JSONL)]
+    rows = _read_jsonl(run_dir / METRICS_JSONL, "epoch")
+    return [{RENAMED.get(k, k): v for k, v in row.items()} for row in rows]
 
 
 def write_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
@@ -62,11 +82,7 @@ def read_steps(run_dir: Path) -> list[dict[str, Any]]:
     """The per-step log: one row per optimiser step (``step``, fractional ``epoch``, ``train_loss``,
     ``train_top1`` of rank 0's share of the batch, ``lr``). A line torn by a kill during an append
     (no newline yet) is not a row."""
-    path = run_dir / STEPS_JSONL
-    if not path.exists():
-        return []
-    text = path.read_text(encoding="utf-8")
-    return [json.loads(line) for line in text[: text.rfind("\n") + 1].splitlines() if line.strip()]
+    return _read_jsonl(run_dir / STEPS_JSONL, "step", torn_tail=True)
 
 
 def write_steps(run_dir: Path, steps: list[dict[str, Any]]) -> None:

@@ -7,7 +7,6 @@ the pointer to ``ckpt-*.safetensors`` and ``ckpt-*.state.pt``; see :mod:`.checkp
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -17,14 +16,26 @@ from typing import Any, Optional
 import timm
 from torch import nn
 
+from ..core.choices import check_choice
+from ..core.counting import MODEL_ARGS
 from ..core.errors import UsageError
+from ..core.files import read_json_object, require_keys
 from ..core.tags import dataset_identity
 from ..data.datasets import ImageDataset, load_dataset
+from ..models.variants import VARIANTS
 from ..weights.loading import load_weights
-from .checkpoint import checkpoint_weights, checkpoint_weights_path
+from .checkpoint import checkpoint_weights, checkpoint_weights_bytes
 from .log import read_metrics
 
 CONFIG_NAME = "config.json"
+# The types of what a run's config.json holds and a reader of the run uses, where it holds them.
+CONFIG_TYPES: dict[str, type | tuple[type, ...]] = {
+    "model_kwargs": dict,
+    "num_classes": int,
+    "input_size": list,
+    "dataset": str,
+    "recipe_settings": dict,
+}
 
 
 class RunError(UsageError):
@@ -46,11 +57,40 @@ def make_run_dir(path: Path) -> Path:
     return path
 
 
+def check_architecture_args(args: dict[str, Any], where: str) -> None:
+    """``args`` are architecture arguments of the zoo's models only (:data:`~resmg_zoo.core.counting.MODEL_ARGS`):
+    a run's ``model_kwargs`` never carry what makes ``create_model`` load a file or change its output
+    (``pretrained``, ``pretrained_cfg``, ``pretrained_cfg_overlay``, ``checkpoint_path``, ``features_only``,
+    ...); :class:`RunError` naming ``where`` and the keys otherwise."""
+    unknown = sorted(set(args) - MODEL_ARGS)
+    if unknown:
+        raise RunError(
+            f"{where}: {', '.join(map(repr, unknown))} {'is' if len(unknown) == 1 else 'are'} not an architecture "
+            f"argument of the zoo's models; model_kwargs take {', '.join(sorted(MODEL_ARGS))} only"
+        )
+
+
+def check_run_config(config: dict[str, Any], where: str) -> None:
+    """What a reader of a run relies on in its ``config.json``: a registered ``model``, the types of
+    :data:`CONFIG_TYPES` where present, and ``model_kwargs`` of architecture arguments only
+    (:func:`check_architecture_args`); a :class:`~resmg_zoo.core.errors.UsageError` naming ``where``."""
+    require_keys(config, {"model": str}, where)
+    require_keys(config, {k: v for k, v in CONFIG_TYPES.items() if k in config}, where)
+    try:
+        check_choice("model", config["model"], VARIANTS)
+    except UsageError as err:
+        raise RunError(f"{where}: {err}") from None
+    check_architecture_args(config.get("model_kwargs", {}), f"{where}: model_kwargs")
+
+
 def build_model(config: dict[str, Any], **args: Any) -> nn.Module:
     """The one way a model is built from a run's settings (training it, or reading it back): the
     ``model`` with its ``model_kwargs``, the ``num_classes`` and ``in_chans`` it trains for (from
     ``args``, else from the config), and the dataset's tag as ``pretrained_cfg`` where the dataset is
-    one of the registry. ``args`` win over the config."""
+    one of the registry. ``args`` win over the config; both hold architecture arguments only
+    (:func:`check_architecture_args`)."""
+    check_architecture_args(config.get("model_kwargs", {}), "model_kwargs")
+    check_architecture_args(args, "the model arguments")
     kwargs = {**config.get("model_kwargs", {}), **args}
     kwargs.setdefault("num_classes", config.get("num_classes"))
     if config.get("input_size"):
@@ -70,15 +110,16 @@ class Run:
 
     @classmethod
     def open(cls, path: str | Path) -> Run:
-        """The run in ``path``; :class:`RunError` if it has no readable ``config.json``."""
+        """The run in ``path``; :class:`RunError` if it has no ``config.json``, a
+        :class:`~resmg_zoo.core.errors.UsageError` naming it where that is not a run's settings
+        (:func:`~resmg_zoo.core.files.read_json_object`, :func:`check_run_config`)."""
         path = Path(path)
-        config = path / CONFIG_NAME
-        if not config.is_file():
+        config_file = path / CONFIG_NAME
+        if not config_file.exists() and not config_file.is_symlink():
             raise RunError(f"{path} is not a training run folder (no {CONFIG_NAME})")
-        try:
-            return cls(path, json.loads(config.read_text(encoding="utf-8")))
-        except json.JSONDecodeError as err:
-            raise RunError(f"{config} is not valid JSON: {err}") from None
+        config = read_json_object(config_file, "the run's settings")
+        check_run_config(config, f"the run's settings {config_file}")
+        return cls(path, config)
 
     @property
     def model_name(self) -> str:
@@ -98,13 +139,25 @@ class Run:
 
     def weights_path(self, ema: bool = False) -> Path:
         """The weights file of the last checkpoint (``ema``: of its EMA copy), its sha256 verified."""
-        return checkpoint_weights_path(self.path, ema)
+        return self.verified_weights(ema)[0]
+
+    def verified_weights(self, ema: bool = False) -> tuple[Path, bytes, str]:
+        """The weights file of the last checkpoint (``ema``: of its EMA copy), its bytes and their sha256,
+        from one read that was checked against the pointer: use these bytes, not the file again."""
+        return checkpoint_weights_bytes(self.path, ema)
+
+    @property
+    def epochs(self) -> float:
+        """The epochs the run's recipe trains for; :class:`RunError` where its config records none."""
+        epochs = self.config.get("recipe_settings", {}).get("epochs")
+        if not isinstance(epochs, (int, float)) or isinstance(epochs, bool):
+            raise RunError(f"{self.path / CONFIG_NAME} records no recipe_settings.epochs: not a run this project wrote")
+        return epochs
 
     def finished(self) -> Optional[dict[str, Any]]:
         """The last metrics row if every epoch of the recipe is done (with a test accuracy), else ``None``."""
         rows = self.metrics()
-        epochs = self.config["recipe_settings"]["epochs"]
-        if not rows or rows[-1]["epoch"] < math.ceil(epochs) or "test_top1" not in rows[-1]:
+        if not rows or rows[-1]["epoch"] < math.ceil(self.epochs) or "test_top1" not in rows[-1]:
             return None
         return rows[-1]
 
@@ -115,9 +168,8 @@ class Run:
             raise RunError(f"{self.path} has no finished epoch with a test accuracy (metrics.jsonl)")
         row = self.finished()
         if row is None:
-            epochs = self.config["recipe_settings"]["epochs"]
             raise RunError(
-                f"{self.path} stopped at epoch {rows[-1]['epoch']} of {epochs:g}: finish it with --resume first"
+                f"{self.path} stopped at epoch {rows[-1]['epoch']} of {self.epochs:g}: finish it with --resume first"
             )
         return row
 

@@ -108,8 +108,10 @@ def model_card(
     )
     int8_text = (
         f"\nint8: `{int8['command']}` (torchao's PT2E flow, X86InductorQuantizer, {int8['calibration_images']} "
-        f"calibration images) writes a {int8['bytes'] / 1e6:.1f} MB program with {int8['quantized_convs']} int8 "
-        f"convolutions; measured on {int8['hardware']} on {int8['date']} (torch {int8['versions']['torch']}, "
+        f"calibration images) wrote `int8.json` beside the weights ({int8['bytes']:,} bytes of data, no program): "
+        f"the activations' scales and zero points. `resmg-classify --model {model}.{tag} --int8` rebuilds the int8 "
+        f"model from it and these weights ({int8['quantized_convs']} int8 convolutions, no calibration data needed); "
+        f"measured on {int8['hardware']} on {int8['date']} (torch {int8['versions']['torch']}, "
         f"torchao {int8['versions']['torchao']}).\n"
         if int8
         else ""

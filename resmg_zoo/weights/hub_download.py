@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import socket
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 from urllib.parse import urlsplit
@@ -61,9 +63,16 @@ def writable_cache(cache_dir: Optional[str | Path]) -> Path:
     return folder
 
 
-def download(found: Published, revision: Optional[str], cache_dir: Optional[str | Path], looked: list[str]) -> Path:
-    """The file from the Hub through ``huggingface_hub`` at ``revision`` (its cache first when
-    offline): the client's retries only where the Hub answers; ``looked`` says which of these happened."""
+def download(
+    found: Published,
+    revision: Optional[str],
+    cache_dir: Optional[str | Path],
+    looked: list[str],
+    filename: str = WEIGHTS_NAME,
+) -> Path:
+    """The entry's ``filename`` (its weights, or its int8 record) from the Hub through ``huggingface_hub``
+    at ``revision`` (its cache first when offline): the client's retries only where the Hub answers;
+    ``looked`` says which of these happened."""
     from huggingface_hub import constants, hf_hub_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RevisionNotFoundError
 
@@ -83,7 +92,7 @@ def download(found: Published, revision: Optional[str], cache_dir: Optional[str 
         return Path(
             hf_hub_download(
                 repo_id=found.hub_id,
-                filename=WEIGHTS_NAME,
+                filename=filename,
                 revision=revision,
                 cache_dir=cache_dir,
                 local_files_only=local_only,
@@ -95,7 +104,7 @@ def download(found: Published, revision: Optional[str], cache_dir: Optional[str 
         ) from None
     except LocalEntryNotFoundError:
         raise PretrainedWeightsUnavailable(
-            f"the weights of {found.name} are not in the local Hugging Face cache and the Hub was not reached. "
+            f"{filename} of {found.name} is not in the local Hugging Face cache and the Hub was not reached. "
             f"Looked in: {'; '.join(looked)}. To get them: go online once (they are cached), or point "
             f"RESMG_ZOO_HUB_DIR at a mirror holding the folder {found.hub_id}/."
         ) from None
@@ -103,3 +112,31 @@ def download(found: Published, revision: Optional[str], cache_dir: Optional[str 
         raise PretrainedWeightsUnavailable(
             f"could not download {found.name} from the Hub repo {found.hub_id}: {err}. Looked in: {'; '.join(looked)}"
         ) from None
+
+
+@contextmanager
+def hub_errors(name: str) -> Iterator[None]:
+    """Turn what ``huggingface_hub`` raises for ``name`` while timm fetches an unlisted repo's files into
+    the package's kinds: not in the cache while offline or unreachable → :class:`PretrainedWeightsUnavailable`
+    (exit 5); no such repo, revision or file → :class:`NotPublishedError` (exit 2); any other refusal of
+    the Hub → :class:`PretrainedWeightsUnavailable`. Nothing else is caught."""
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    try:
+        yield
+    except LocalEntryNotFoundError:  # (an EntryNotFoundError too: caught first)
+        raise PretrainedWeightsUnavailable(
+            f"{name}: its files are not in the local Hugging Face cache and the Hub was not reached "
+            "(offline, HF_HUB_OFFLINE set, or no route to it); go online once, or pass a cache_dir that holds them"
+        ) from None
+    except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as err:
+        raise NotPublishedError(f"{name}: the Hub has no such repo, revision or file ({type(err).__name__})") from None
+    except (HfHubHTTPError, OfflineModeIsEnabled) as err:
+        raise PretrainedWeightsUnavailable(f"{name}: the Hub could not be read: {' '.join(str(err).split())}") from None

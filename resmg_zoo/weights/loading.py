@@ -88,6 +88,12 @@ def fit_state_dict(
 def read_state_dict(path: Path, where: str = "", sha256: Optional[str] = None) -> dict[str, torch.Tensor]:
     """The safetensors state dict at ``path``, parsed from the bytes whose sha256 was checked against
     ``sha256`` (when given) in the same read: what is loaded is what was verified."""
+    return read_verified(path, where, sha256)[0]
+
+
+def read_verified(path: Path, where: str = "", sha256: Optional[str] = None) -> tuple[dict[str, torch.Tensor], str]:
+    """The tensors of the safetensors file at ``path`` and the sha256 of the bytes they were parsed from,
+    from one read; with ``sha256`` those bytes must have it (:class:`WeightsIntegrityError` otherwise)."""
     where = where or str(path)
     try:
         data, actual = read_with_sha256(path)
@@ -98,16 +104,20 @@ def read_state_dict(path: Path, where: str = "", sha256: Optional[str] = None) -
             f"{where}: {path} has sha256 {actual} ({len(data):,} bytes), not the recorded {sha256}: "
             "the file is corrupt, truncated or was replaced"
         )
-    return parse_state_dict(data, f"{where}: {path}")
+    return parse_state_dict(data, f"{where}: {path}"), actual
 
 
 def parse_state_dict(data: bytes, where: str) -> dict[str, torch.Tensor]:
     """The tensors of a safetensors file's bytes; :class:`WeightsIntegrityError` naming ``where`` if they
-    are not one (truncated, foreign)."""
+    are not one (truncated, foreign, or a tensor of a dtype torch has no type for)."""
     try:
         return load_safetensors(data)
     except SafetensorError as err:  # safetensors' own word for a truncated or foreign file
         raise WeightsIntegrityError(f"{where} is not a readable safetensors file: {err}") from None
+    except KeyError as err:  # safetensors.torch's table of dtypes lacks the header's (e.g. F4, F8_E8M0)
+        raise WeightsIntegrityError(
+            f"{where} is not a readable safetensors file: a tensor has the dtype {err}, which torch cannot load"
+        ) from None
 
 
 def load_weights(
@@ -123,7 +133,15 @@ def load_weights(
     class count differs (or ``drop_head``) and a stem adapted to other input channels. With
     ``sha256`` the bytes loaded are the bytes checked (:func:`read_state_dict`)."""
     where = where or str(path)
-    state = read_state_dict(path, where, sha256)
+    return load_state(model, read_state_dict(path, where, sha256), where, strict=strict, drop_head=drop_head)
+
+
+def load_state(
+    model: nn.Module, state: dict[str, torch.Tensor], where: str, strict: bool = True, drop_head: bool = False
+) -> dict[str, Any]:
+    """Load tensors already read (and verified) into ``model`` as :func:`load_weights` loads a file's;
+    ``state`` itself is left as it was (the head dropped and the stem adapted on a copy)."""
+    state = dict(state)
     report = fit_state_dict(state, model, where, strict=strict, adapt=True, drop_head=drop_head)
     with torch.no_grad():
         model.load_state_dict(state, strict=False)

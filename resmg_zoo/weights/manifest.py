@@ -35,10 +35,12 @@ from typing import Any, Optional
 
 from ..core.atomic import exclusive_lock, write_text_atomic
 from ..core.errors import UsageError
+from ..core.files import UnreadableFileError, read_json
 from ..core.tags import TAGS, HubIdError, check_hub_id
 
 MANIFEST_NAME = "weights_manifest.json"
 WEIGHTS_NAME = "model.safetensors"
+INT8_RECORD_NAME = "int8.json"  # a published int8 record (resmg_zoo.inference.int8_record), where there is one
 # A published folder, in the layout of a Hugging Face Hub model repo.
 PUBLISHED_FILES = (WEIGHTS_NAME, "config.json", "README.md", "metrics.json", "recipe.json")
 SCHEMA_VERSION = 1
@@ -61,7 +63,8 @@ REQUIRED_KEYS: dict[str, type | tuple[type, ...]] = {
     "date": str,
     "command": str,
 }
-# int8: the figures of the weights quantized to int8 (resmg-mirror refresh --int8), measured, never published
+# int8: the published int8 record of the weights (``file`` int8.json beside them, its ``sha256`` and ``bytes``,
+# pinned like the weights) and its figures, measured by resmg-mirror refresh --int8
 OPTIONAL_KEYS: dict[str, type] = {"revision": str, "check": dict, "previous": list, "swap_from": dict, "int8": dict}
 RENAMED_KEYS = {"wall_seconds": "training_seconds"}  # the run's training time, never wall time
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -127,15 +130,16 @@ def empty_manifest() -> dict[str, Any]:
 def load_manifest(path: Path, check_params: bool = False) -> dict[str, Any]:
     """Read and validate a manifest (``check_params``: rebuild every model and compare its parameter
     count too); a missing file is an empty manifest."""
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return empty_manifest()
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ManifestError(f"{path} is not valid JSON: {err}") from None
-    for entry in data.get("entries", []) if isinstance(data, dict) else []:
+        data = read_json(path, "weights manifest")  # a regular file, UTF-8, bounded in size and depth
+    except UnreadableFileError as err:
+        raise ManifestError(str(err)) from None
+    entries = data.get("entries") if isinstance(data, dict) else None
+    for entry in entries if isinstance(entries, list) else []:
         for old, new in RENAMED_KEYS.items():  # an entry written before a key said what it holds
-            if old in entry and new not in entry:
+            if isinstance(entry, dict) and old in entry and new not in entry:
                 entry[new] = entry.pop(old)
     problems = validate_manifest(data, check_params)
     if problems:
@@ -163,6 +167,8 @@ def validate_entry(entry: dict[str, Any], check_params: bool = True) -> list[str
         return [f"{name}: {err}"]
     if "swap_from" in entry and not SHA256.match(str(entry["swap_from"].get("sha256"))):
         problems.append(f"{name}: swap_from has no sha256 of 64 lowercase hex digits")
+    if "int8" in entry and not _int8_pin_valid(entry["int8"]):
+        problems.append(f"{name}: int8 must name {INT8_RECORD_NAME}, its sha256 (64 lowercase hex digits) and bytes")
     if "revision" in entry and not COMMIT.match(entry["revision"]):
         problems.append(f"{name}: revision {entry['revision']!r} is not a 40-hex-digit commit id")
     if not SHA256.match(entry["sha256"]):
@@ -185,11 +191,23 @@ def validate_entry(entry: dict[str, Any], check_params: bool = True) -> list[str
     return problems
 
 
+def _int8_pin_valid(int8: dict[str, Any]) -> bool:
+    return (
+        int8.get("file") == INT8_RECORD_NAME
+        and isinstance(int8.get("sha256"), str)
+        and bool(SHA256.match(int8["sha256"]))
+        and type(int8.get("bytes")) is int
+    )
+
+
 def validate_manifest(data: Any, check_params: bool = True) -> list[str]:
     if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
         return [f"expected an object with schema_version {SCHEMA_VERSION}"]
     if not isinstance(data.get("entries"), list):
         return ["'entries' must be a list"]
+    strays = [e for e in data["entries"] if not isinstance(e, dict)]
+    if strays:
+        return [f"'entries' holds a {type(strays[0]).__name__}, not an entry (a JSON object)"]
     problems = [p for entry in data["entries"] for p in validate_entry(entry, check_params)]
     keys = [(e.get("model"), e.get("tag"), e.get("hub_id")) for e in data["entries"]]
     if len(keys) != len(set(keys)):

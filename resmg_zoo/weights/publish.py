@@ -11,14 +11,17 @@ made and checks the Hub's sha256 of the weights). One publisher of an id at a ti
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Optional
 
@@ -27,11 +30,20 @@ import timm
 from ..core.atomic import exclusive_lock, make_shareable, replace_folder, restore_aside, write_text_atomic
 from ..core.counting import check_model_args, count_parameters
 from ..core.errors import UnavailableError, UsageError
-from ..core.hashing import file_sha256
+from ..core.files import UnreadableFileError, read_json, read_json_object
+from ..core.hashing import file_sha256, read_with_sha256
 from ..core.tags import TAGS, check_hub_id, dataset_identity
 from .card import label_names_for, write_card, write_config
-from .loading import WeightsIntegrityError, fit_state_dict, load_weights
-from .manifest import MANIFEST_NAME, PUBLISHED_FILES, WEIGHTS_NAME, add_entry, load_manifest, validate_entry
+from .loading import WeightsIntegrityError, fit_state_dict, load_state, parse_state_dict
+from .manifest import (
+    INT8_RECORD_NAME,
+    MANIFEST_NAME,
+    PUBLISHED_FILES,
+    WEIGHTS_NAME,
+    add_entry,
+    load_manifest,
+    validate_entry,
+)
 
 
 class PublishError(UsageError):
@@ -41,11 +53,24 @@ class PublishError(UsageError):
 @dataclass(frozen=True)
 class TrainedWeights:
     """What publishing needs of a finished training run: its ``config.json``, its metrics rows and
-    its verified weights file."""
+    its verified weights file, with the bytes that were verified and their sha256 where the caller
+    read them (:meth:`resmg_zoo.train.run.Run.verified_weights`); else the file is read once, here."""
 
     config: dict[str, Any]
     metrics: list[dict[str, Any]]
     weights: Path
+    data: Optional[bytes] = field(default=None, repr=False, compare=False)
+    sha256: Optional[str] = None
+
+    @cached_property
+    def verified(self) -> tuple[bytes, str]:
+        """The weights' bytes and their sha256, from one read: what is parsed, hashed and published."""
+        if self.data is not None:  # read (and checked against the run's pointer) by the caller
+            return self.data, self.sha256 or hashlib.sha256(self.data).hexdigest()
+        try:
+            return read_with_sha256(self.weights)
+        except OSError as err:
+            raise PublishError(f"{self.weights} cannot be read: {err.strerror or err}") from None
 
     @property
     def model_args(self) -> dict[str, Any]:
@@ -71,15 +96,17 @@ def build_entry(source: TrainedWeights, tag: str, repo_id: str) -> dict[str, Any
     its parameter count is that of the model rebuilt from the entry, which must take the weights exactly."""
     config, last, weights = source.config, source.metrics[-1], source.weights
     check_hub_id(repo_id)
+    data, sha256 = source.verified  # the bytes parsed here are the bytes hashed and published
+    where = f"{weights} ({config['model']}, {source.model_args})"
     model = timm.create_model(config["model"], pretrained_cfg=tag, **source.model_args)
-    load_weights(model, weights, f"{weights} ({config['model']}, {source.model_args})")
+    load_state(model, parse_state_dict(data, where), where)
     entry = dict(
         model=config["model"],
         tag=tag,
         hub_id=repo_id,
         file=WEIGHTS_NAME,
-        sha256=file_sha256(weights),
-        bytes=weights.stat().st_size,
+        sha256=sha256,
+        bytes=len(data),
         params=count_parameters(model),
         dataset=dataset_identity(config["dataset"]).name,  # a registry name, or the folder's own name: never a path
         top1=round(last["test_top1"], 4),
@@ -102,7 +129,7 @@ def write_folder(source: TrainedWeights, folder: Path, entry: dict[str, Any]) ->
     """Write the Hub-layout folder of ``source``, published as ``entry``, into ``folder``."""
     config = source.config
     folder.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source.weights, folder / WEIGHTS_NAME)
+    (folder / WEIGHTS_NAME).write_bytes(source.verified[0])  # the bytes the entry's sha256 is of
     write_config(folder, entry, label_names_for(entry, config.get("classes")))
     write_card(folder, entry, source.metrics, (config.get("train_images"), config.get("test_images")))
     write_text_atomic(folder / "metrics.json", json.dumps(source.metrics, indent=2) + "\n")
@@ -133,11 +160,12 @@ def verify_folder(folder: Path, entry: dict[str, Any]) -> list[str]:
     digest = file_sha256(weights)
     if digest != entry["sha256"]:
         problems.append(f"model.safetensors: sha256 {digest}, the entry says {entry['sha256']}")
+    problems += int8_record_problems(folder, entry)
     try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-        rows = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        return [*problems, f"not valid JSON: {err}"]
+        config = read_json_object(folder / "config.json", "the published config")
+        rows = read_json(folder / "metrics.json", "the published metrics")
+    except UnreadableFileError as err:
+        return [*problems, str(err)]
     problems += config_problems(config, entry)
     last_top1 = rows[-1].get("test_top1") if isinstance(rows, list) and rows else None
     if last_top1 is None or round(last_top1, 4) != entry["top1"]:
@@ -161,6 +189,18 @@ def verify_folder(folder: Path, entry: dict[str, Any]) -> list[str]:
     except (OSError, SafetensorError) as err:  # a file safetensors cannot read
         problems.append(f"model.safetensors is not a readable safetensors file: {err}")
     return problems
+
+
+def int8_record_problems(folder: Path, entry: dict[str, Any]) -> list[str]:
+    """Where the folder's ``int8.json`` is not the one the entry's ``int8`` pins (or is there unlisted)."""
+    pin = entry.get("int8") or {}
+    record = folder / INT8_RECORD_NAME
+    if "sha256" not in pin:
+        return [f"{INT8_RECORD_NAME}: in the folder, but the entry lists none"] if record.exists() else []
+    if not record.is_file():
+        return [f"{INT8_RECORD_NAME}: missing, but the entry pins one"]
+    digest = file_sha256(record)
+    return [] if digest == pin["sha256"] else [f"{INT8_RECORD_NAME}: sha256 {digest}, the entry says {pin['sha256']}"]
 
 
 def config_problems(config: dict[str, Any], entry: dict[str, Any]) -> list[str]:
@@ -240,6 +280,17 @@ def listed_entry(manifest: Path, hub: str) -> Optional[dict[str, Any]]:
     return next((e for e in load_manifest(manifest)["entries"] if e["hub_id"] == hub), None)
 
 
+def check_mirror_target(mirror: Path, target: Path) -> None:
+    """Refuse (:class:`PublishError`) a mirror that is no folder, and a published or org folder that is a
+    symbolic link: the swap would replace, then remove, what it points to outside the mirror."""
+    blocker = next((p for p in [target, *target.parents] if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise PublishError(f"the mirror {mirror} cannot hold {target}: {blocker} is a file, not a folder")
+    link = next((p for p in (target, target.parent) if p.is_symlink()), None)
+    if link is not None:
+        raise PublishError(f"{link} is a symbolic link (to {os.readlink(link)}): publish into the folder itself")
+
+
 def to_mirror(
     source: TrainedWeights,
     mirror: Path,
@@ -264,11 +315,16 @@ def to_mirror(
 
     ``resmg-mirror verify`` names an interrupted publication and what to run; running the same
     ``resmg-push --replace`` again finishes it."""
+    target = mirror / check_hub_id(repo_id)
+    check_mirror_target(mirror, target)  # before anything is built, written or locked
     entry = build_entry(source, tag, repo_id)
-    target = mirror / entry["hub_id"]
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise PublishError(f"cannot create {target.parent} in the mirror {mirror}: {err.strerror or err}") from None
     manifests = [mirror / MANIFEST_NAME, *([record] if record is not None else [])]
     with publishing(entry["hub_id"], target.parent):
+        check_mirror_target(mirror, target)  # again, under the lock
         restore_aside(target)
         for stale in target.parent.glob(staging_prefix(entry["hub_id"]) + "*"):
             shutil.rmtree(stale, ignore_errors=True)  # a killed publication's staging folder (we hold the lock)

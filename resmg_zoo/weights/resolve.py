@@ -26,7 +26,6 @@ correct file.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import warnings
@@ -38,6 +37,7 @@ import torch
 
 from ..core.atomic import aside_folders
 from ..core.errors import UsageError
+from ..core.files import read_json_object
 from ..core.hashing import read_with_sha256
 from ..core.tags import TAGS, check_revision
 from .hub_download import NotPublishedError, download
@@ -194,7 +194,13 @@ def verified_state(path: Path, found: Published, looked: list[str]) -> tuple[dic
     The manifest is read after the bytes and a mismatch is tried once more (a publisher may be
     between its steps). Returns the tensors, the entry they matched and their sha256."""
     for attempt in range(2):
-        data, actual = read_with_sha256(path)
+        try:
+            data, actual = read_with_sha256(path)
+        except OSError as err:  # no file where the folder or cache should hold one: nothing to verify
+            raise UsageError(
+                f"the weights of {found.name} ({found.hub_id}): {path} cannot be read ({err.strerror or err}). "
+                f"Looked in: {'; '.join(looked)}"
+            ) from None
         found = reread(found)
         if actual in accepted_sha256(found.entry):
             return parse_state_dict(data, f"{found.name}: {path}"), found, actual
@@ -276,14 +282,9 @@ def resolve_weights(
 
 
 def check_mirror_folder(folder: Path, found: Published) -> None:
-    """A mirror folder must be the repo it stands for: its ``config.json`` names the entry's hub id."""
-    try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-        named = (config.get("pretrained_cfg") or {}).get("hf_hub_id")
-    except (OSError, json.JSONDecodeError, AttributeError) as err:
-        raise WeightsIntegrityError(
-            f"{folder / 'config.json'}: unreadable ({err}); the mirror folder is damaged"
-        ) from None
+    """A mirror folder must be the repo it stands for: its ``config.json`` names the entry's hub id
+    (a ``config.json`` that is not a JSON object is a :class:`~resmg_zoo.core.files.UnreadableFileError`)."""
+    named = configured_hub_id(read_json_object(folder / "config.json", "the mirror folder's config"))
     if named != found.hub_id:
         raise WeightsIntegrityError(
             f"{folder / 'config.json'} names the repo {named!r}, but the folder stands for {found.hub_id} "
@@ -291,14 +292,22 @@ def check_mirror_folder(folder: Path, found: Published) -> None:
         )
 
 
+def configured_hub_id(config: dict[str, Any]) -> Optional[str]:
+    """The hub id a published folder's ``config.json`` names (``pretrained_cfg.hf_hub_id``), if it names one."""
+    cfg = config.get("pretrained_cfg")
+    hub = cfg.get("hf_hub_id") if isinstance(cfg, dict) else None
+    return hub if isinstance(hub, str) else None
+
+
 def listed_hub_id(folder: Path) -> Optional[str]:
-    """The hub id a published folder's ``config.json`` names, where a manifest lists it (else ``None``)."""
-    try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-        hub = (config.get("pretrained_cfg") or {}).get("hf_hub_id")
-    except (OSError, ValueError, AttributeError):
+    """The hub id a published folder's ``config.json`` names, where a manifest lists it (else ``None``,
+    also for a folder without ``config.json``); a ``config.json`` that is not a JSON object is an
+    :class:`~resmg_zoo.core.files.UnreadableFileError`, never taken for an unlisted id."""
+    config_file = folder / "config.json"
+    if not config_file.exists() and not config_file.is_symlink():
         return None
-    return hub if isinstance(hub, str) and find_published(None, None, hub.partition("@")[0]) else None
+    hub = configured_hub_id(read_json_object(config_file, "the published folder's config"))
+    return hub if hub is not None and find_published(None, None, hub.partition("@")[0]) else None
 
 
 def verify_local_file(model: str, path: Path, hub: str, named_by: str) -> ResolvedWeights:
