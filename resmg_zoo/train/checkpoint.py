@@ -1,8 +1,9 @@
 """Training checkpoints: weights as safetensors, the rest as tensors and plain data.
 
 A checkpoint is two files written atomically — ``ckpt-E-S.safetensors`` (the model's state dict)
-and ``ckpt-E-S.state.pt`` (optimizer, schedule position, RNG, partial-epoch sums; read back with
-``torch.load(weights_only=True)``, so no arbitrary pickle) — and then ``checkpoint.json``, the
+and ``ckpt-E-S.state.pt`` (optimizer, schedule position, RNG state — :func:`rng_state`, put back by
+:func:`set_rng_state` — partial-epoch sums; read back with ``torch.load(weights_only=True)``, so no
+arbitrary pickle) — and then ``checkpoint.json``, the
 pointer to them, replaced atomically last. A crash at any point leaves the previous pointer and
 its files intact. A run that keeps an EMA of its weights (``--ema-decay``) writes that copy too,
 as ``ckpt-E-S.ema.safetensors``. A kill loses the steps since the last checkpoint — at most an epoch, or at most
@@ -56,6 +57,22 @@ class TrainingState:
     optimizer: dict[str, Any]
     rng: dict[str, Any]
     partial: dict[str, Any]
+
+
+def rng_state(device: torch.device) -> dict[str, Any]:
+    """The random number generators' state a checkpoint keeps: torch's CPU generator and, on CUDA,
+    ``device``'s — so that a resumed run draws what the uninterrupted one would have."""
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    """Put back a :func:`rng_state` (its CUDA part only on a CUDA ``device``, where it has one)."""
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 def _save_weights(model: nn.Module, path: Path) -> None:

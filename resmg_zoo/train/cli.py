@@ -14,7 +14,8 @@ ImageFolder ``--dataset`` (``--image-size``/``--channels`` convert its images), 
 initial weights came from (hub id or path, and sha256).
 
 This module reads the command line into a :class:`~.config.TrainConfig` (the run's settings) and
-:class:`~.config.RunOptions` (how this invocation runs it); :mod:`.engine` trains it.
+:class:`~.config.RunOptions` (how this invocation runs it); :mod:`.engine` trains it. Their fields
+(and the overridable ones of :class:`~.recipes.Recipe`) define the flags: one field per setting.
 """
 
 from __future__ import annotations
@@ -24,131 +25,71 @@ import json
 import os
 import shlex
 import sys
+from collections.abc import Callable
+from dataclasses import Field
 from typing import Any, Optional
 
 import torch
 
 from ..core.cli import report_error
 from ..core.errors import ResmgError
-from ..core.hardware import PRECISIONS, command_line_allocator, pick_device
-from ..core.tags import DEFAULT_TAG, TAGS
-from ..data.loader import AUGMENTATIONS
+from ..core.hardware import command_line_allocator, pick_device
 from .config import RunOptions, TrainConfig, resolve_config
 from .distributed import init_distributed, shutdown
 from .engine import Trainer
-from .finetune import FREEZE_HELP, HEAD_CHOICES
-from .recipes import RECIPES, SCHEDULES
+from .recipes import Recipe, field_default, recipe_default_text, setting_fields, setting_key, setting_of
+
+# The flags that are no field of TrainConfig, Recipe or RunOptions, hand-written in build_parser:
+# --device picks the device before any setting is read; --default-malloc is read from the raw argv
+# (core.hardware.command_line_allocator) before the parser runs, and only accepted here.
+OTHER_FLAGS = ("device", "default_malloc")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m resmg_zoo.train",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument("--model", default=None, help="registered model name (default preact_resnet18_sharedA)")
-    p.add_argument(
-        "--dataset", default=None, help="mnist, cifar10, cifar100, or an ImageFolder dir/zip (default mnist)"
-    )
-    p.add_argument(
-        "--data", default=None, help="folder holding <dataset>.zip (default $RESMG_ZOO_DATA, else ../shared/data)"
-    )
-    p.add_argument("--download", action="store_true", help="let torchvision download the dataset if not found")
-    p.add_argument("--recipe", default=None, help=f"one of {', '.join(RECIPES)} (default paper)")
-    p.add_argument("--epochs", type=float, default=None, help="override the recipe's epochs")
-    p.add_argument("--batch-size", type=int, default=None, help="global batch size (all ranks together)")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate")
-    p.add_argument("--weight-decay", type=float, default=None)
-    p.add_argument("--label-smoothing", type=float, default=None)
-    p.add_argument("--warmup-epochs", type=float, default=None, help="linear warmup (onecycle: the rise)")
-    p.add_argument("--schedule", default=None, choices=SCHEDULES, help="override the recipe's lr schedule")
-    p.add_argument(
-        "--ema-decay",
-        type=float,
-        default=None,
-        help="keep an EMA of the weights with this decay (0: none); its accuracy is logged as ema_*",
-    )
-    p.add_argument("--low-res", type=int, default=None, metavar="PIXELS", help="train early epochs at this side")
-    p.add_argument("--low-res-epochs", type=float, default=None, help="how many epochs --low-res lasts")
-    p.add_argument(
-        "--augment", default=None, choices=AUGMENTATIONS, help="override the dataset's standard augmentation"
-    )
-    p.add_argument("--val-size", type=int, default=None, help="train images held out for validation (0: none)")
-    p.add_argument(
-        "--model-kwargs",
-        nargs="*",
-        default=None,
-        metavar="KEY=VALUE",
-        help="passed to create_model, e.g. widths=16,32,64,128 share=A pool_block=restrict",
-    )
-    p.add_argument(
-        "--precision",
-        default=None,
-        choices=PRECISIONS,
-        help="bf16 = autocast; auto (default): bf16 where it is measured faster here (CUDA, a CPU whose bf16 "
-        "matmuls beat fp32 ones), else fp32. A --resume keeps the run's precision",
-    )
-    p.add_argument("--channels-last", action="store_true", default=None)
-    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
-    p.add_argument("--accum-steps", type=int, default=None, help="split each global batch into this many micro-batches")
-    p.add_argument("--pad-to", type=int, default=None, help="zero-pad images to this square size (e.g. 32 for MNIST)")
-    ft = p.add_argument_group("fine-tuning and your own data")
-    ft.add_argument(
-        "--pretrained",
-        action="store_true",
-        default=None,
-        help="start from the model's published weights for --init-tag (resolved like pretrained=True)",
-    )
-    ft.add_argument("--init-tag", default=None, help=f"tag of --pretrained: {', '.join(TAGS)} (default {DEFAULT_TAG})")
-    ft.add_argument("--init-from", default=None, help="start from a run folder, a published folder or a .safetensors")
-    ft.add_argument(
-        "--head",
-        default=None,
-        choices=HEAD_CHOICES,
-        help="auto: a new head only if the class count differs (default); new: always; keep: never (must fit)",
-    )
-    ft.add_argument("--freeze", default=None, help=f"parameters that do not train: {FREEZE_HELP}")
-    ft.add_argument("--head-lr-mult", type=float, default=None, help="the head's lr = lr × this (default 1)")
-    ft.add_argument(
-        "--image-size", type=int, default=None, help="resize every image to N×N (bilinear) when loading the dataset"
-    )
-    ft.add_argument(
-        "--channels", type=int, default=None, choices=(1, 3), help="convert every image to 1 (grayscale) or 3 (RGB)"
-    )
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
-    p.add_argument("--out", default=None, help="run folder (default runs/<model>-<dataset>-<recipe>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument(
-        "--checkpoint-every",
-        type=int,
-        default=0,
-        metavar="STEPS",
-        help="also checkpoint every STEPS optimiser steps within an epoch, so that a kill loses at most that many "
-        "(0: at the end of each epoch only)",
-    )
-    p.add_argument(
-        "--eval-every",
-        type=int,
-        default=1,
-        metavar="EPOCHS",
-        help="evaluate every EPOCHS epochs (and always after the last); the rows between hold training figures only",
-    )
-    p.add_argument("--quiet", action="store_true", help="no progress bar and no progress lines within an epoch")
+    """The command line: a flag for each :func:`~.recipes.setting` field of :class:`~.config.TrainConfig`
+    (the run's settings), :class:`~.recipes.Recipe` (its overridable recipe settings) and
+    :class:`~.config.RunOptions` (how this invocation runs it) — see :func:`add_setting_flags` —
+    and the :data:`OTHER_FLAGS`."""
+    p = argparse.ArgumentParser(prog="python -m resmg_zoo.train", description=__doc__.split("\n\n")[0])
+    groups: dict[Optional[str], Any] = {None: p}
+    add_setting_flags(p, TrainConfig, groups, default_text)
+    add_setting_flags(p, Recipe, groups, recipe_default_text)
+    add_setting_flags(p, RunOptions, groups, default_text)
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda (default: auto)")
     p.add_argument(
         "--default-malloc",
         action="store_true",
         help="leave glibc's malloc as it is (the command line otherwise keeps freed memory mapped: fewer page "
         "faults; GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=1073741824 does the same)",
     )
-    p.add_argument(
-        "--log-every",
-        type=float,
-        default=120.0,
-        metavar="SECONDS",
-        help="without a terminal: a progress line (loss, images/s, ETA) this often within an epoch",
-    )
     return p
+
+
+def add_setting_flags(
+    parser: argparse.ArgumentParser,
+    cls: type,
+    groups: dict[Optional[str], Any],
+    shown: Callable[[Field[Any]], str],
+) -> None:
+    """A flag for each :func:`~.recipes.setting` field of dataclass ``cls``: ``--KEY`` with ``dest``
+    ``KEY`` (:func:`~.recipes.setting_key`) and default ``None`` (not given), in the help ``groups``
+    by title (a new one added to it), its help ending ``(default: <shown(field)>)``."""
+    for f in setting_fields(cls):
+        meta, key = setting_of(f), setting_key(f)
+        if meta.group not in groups:
+            groups[meta.group] = parser.add_argument_group(meta.group)
+        groups[meta.group].add_argument(
+            "--" + key.replace("_", "-"),
+            dest=key,
+            default=None,
+            help=f"{meta.help} (default: {shown(f)})",
+            **meta.argparse,
+        )
+
+
+def default_text(f: Field[Any]) -> str:
+    """How a setting's default reads in the help: its ``shown`` text, else its value."""
+    return setting_of(f).shown or str(field_default(f))
 
 
 def train(argv: Optional[list[str]] = None) -> dict[str, Any]:
@@ -166,7 +107,7 @@ def train(argv: Optional[list[str]] = None) -> dict[str, Any]:
         options = RunOptions.from_args(args)
         config = resolve_config(args, options.run_dir, device, env)
         if env.is_main:
-            print(f"precision: {precision_line(config, args.resume)}", file=sys.stderr, flush=True)
+            print(f"precision: {precision_line(config, options.resume)}", file=sys.stderr, flush=True)
         return Trainer(config, options, env, device, command).fit()
     finally:
         shutdown(env)

@@ -11,107 +11,96 @@ from typing import Any, Optional
 import torch
 
 from ..core.choices import check_choice
-from ..core.cli import parse_model_kwargs
+from ..core.cli import PRECISION_HELP, parse_model_kwargs
 from ..core.errors import UsageError
 from ..core.files import read_json_object, require_keys
-from ..core.hardware import PrecisionChoice, choose_precision
-from ..core.tags import DEFAULT_TAG, dataset_identity
+from ..core.hardware import PRECISIONS, PrecisionChoice, choose_precision
+from ..core.tags import DEFAULT_TAG, TAGS, dataset_identity
 from ..models.variants import VARIANTS
 from .checkpoint import POINTER, CheckpointError
 from .distributed import DistEnv, broadcast_flag
-from .recipes import RECIPES, Recipe, check_recipe, resolve_recipe
+from .finetune import FREEZE_HELP, HEAD_CHOICES
+from .recipes import (
+    RECIPES,
+    Recipe,
+    check_recipe,
+    field_default,
+    resolve_recipe,
+    setting,
+    setting_fields,
+    setting_key,
+)
 from .run import CONFIG_NAME, RunError, check_architecture_args, check_run_config
 
-# Settings of a run that --resume takes from config.json; given again, they must agree.
-RUN_SETTINGS = (
-    "model",
-    "dataset",
-    "recipe",
-    "model_kwargs",
-    "precision",
-    "channels_last",
-    "compile",
-    "seed",
-    "accum_steps",
-    "pad_to",
-    "image_size",
-    "channels",
-    "pretrained",
-    "init_tag",
-    "init_from",
-    "head",
-    "freeze",
-    "head_lr_mult",
-)
-# Recipe settings a resumed run may change (e.g. train longer, or lower the lr after a NaN).
-RESUMABLE_OVERRIDES = ("epochs", "lr", "weight_decay", "label_smoothing")
-RECIPE_FLAGS = (
-    "epochs",
-    "batch_size",
-    "lr",
-    "weight_decay",
-    "augment",
-    "val_size",
-    "label_smoothing",
-    "warmup_epochs",
-    "schedule",
-    "ema_decay",
-    "low_res",
-    "low_res_epochs",
-)
+FINE_TUNING = "fine-tuning and your own data"  # the help's group of those settings
 
 
-DEFAULTS: dict[str, Any] = dict(
-    model="preact_resnet18_sharedA",
-    dataset="mnist",
-    recipe="paper",
-    model_kwargs={},
-    precision="auto",
-    channels_last=False,
-    compile=False,
-    seed=0,
-    accum_steps=1,
-    pad_to=0,
-    image_size=None,
-    channels=None,
-    pretrained=False,
-    init_tag=DEFAULT_TAG,
-    init_from=None,
-    head="auto",
-    freeze=None,
-    head_lr_mult=1.0,
-)
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     """The complete, typed settings of a run — what ``config.json`` records — built once: from the
     command line and the defaults, or on ``--resume`` from the run's ``config.json`` (see
     :func:`resolve_config`). Frozen: what set-up learns later (the architecture inherited from
     initial weights, where those came from) makes a new one with :func:`dataclasses.replace`.
 
+    Each setting is one :func:`~.recipes.setting` field — its default, its help and its flag, from
+    which the command line (:func:`~resmg_zoo.train.cli.build_parser`), :data:`RUN_SETTINGS`,
+    :data:`DEFAULTS` and :data:`SETTING_FIELDS` are derived: adding a setting is adding its field.
     ``recipe_name`` is the recipe asked for (``config.json``'s ``recipe``), ``recipe`` the complete
     resolved settings (its ``recipe_settings``); ``record`` holds what the file says beyond the
     settings (the data's sha256, the hardware, versions, the resumes, the initial weights, ...)."""
 
-    model: str
-    dataset: str
-    recipe_name: str
-    model_kwargs: dict[str, Any]
-    precision: str
-    channels_last: bool
-    compile: bool
-    seed: int
-    accum_steps: int
-    pad_to: int
-    image_size: Optional[int]
-    channels: Optional[int]
-    pretrained: bool
-    init_tag: str
-    init_from: Optional[str]
-    head: str
-    freeze: Optional[str]
-    head_lr_mult: float
+    model: str = setting("preact_resnet18_sharedA", "registered model name")
+    dataset: str = setting("mnist", "mnist, cifar10, cifar100, or an ImageFolder dir/zip")
+    recipe_name: str = setting("paper", f"one of {', '.join(RECIPES)}", key="recipe")
+    # setting() returns a dataclasses.field (RUF009); the flag's KEY=VALUE words are parsed by resolve_config
+    model_kwargs: dict[str, Any] = setting(  # noqa: RUF009
+        help="passed to create_model, e.g. widths=16,32,64,128 share=A pool_block=restrict",
+        factory=dict,
+        shown="none: the model's own",
+        nargs="*",
+        metavar="KEY=VALUE",
+    )
+    precision: str = setting("auto", PRECISION_HELP + ". A --resume keeps the run's precision", choices=PRECISIONS)
+    channels_last: bool = setting(False, "train in the channels-last memory format", action="store_true")
+    compile: bool = setting(False, "torch.compile the model", action="store_true")
+    seed: int = setting(0, "seeds the initial weights, the validation split and the batch order", type=int)
+    accum_steps: int = setting(1, "split each global batch into this many micro-batches", type=int)
+    pad_to: int = setting(0, "zero-pad images to this square size (e.g. 32 for MNIST; 0: none)", type=int)
+    image_size: Optional[int] = setting(
+        None,
+        "resize every image to N×N (bilinear) when loading the dataset",
+        shown="the dataset's own",
+        group=FINE_TUNING,
+        type=int,
+    )
+    channels: Optional[int] = setting(
+        None,
+        "convert every image to 1 (grayscale) or 3 (RGB)",
+        shown="the dataset's own",
+        group=FINE_TUNING,
+        type=int,
+        choices=(1, 3),
+    )
+    pretrained: bool = setting(
+        False,
+        "start from the model's published weights for --init-tag (resolved like pretrained=True)",
+        group=FINE_TUNING,
+        action="store_true",
+    )
+    init_tag: str = setting(DEFAULT_TAG, f"tag of --pretrained: {', '.join(TAGS)}", group=FINE_TUNING)
+    init_from: Optional[str] = setting(
+        None, "start from a run folder, a published folder or a .safetensors", shown="none", group=FINE_TUNING
+    )
+    head: str = setting(
+        "auto",
+        "auto: a new head only if the class count differs; new: always; keep: never (must fit)",
+        group=FINE_TUNING,
+        choices=HEAD_CHOICES,
+    )
+    freeze: Optional[str] = setting(
+        None, f"parameters that do not train: {FREEZE_HELP}", shown="none", group=FINE_TUNING
+    )
+    head_lr_mult: float = setting(1.0, "the head's lr = lr × this", group=FINE_TUNING, type=float)
     recipe: Recipe
     record: dict[str, Any] = field(default_factory=dict)
 
@@ -121,57 +110,79 @@ class TrainConfig:
         settings = {k: data.get(k, DEFAULTS[k]) for k in RUN_SETTINGS}
         settings["model_kwargs"] = dict(settings["model_kwargs"])
         record = {k: v for k, v in data.items() if k not in RUN_SETTINGS and k != "recipe_settings"}
-        return cls(**{SETTING_FIELDS.get(k, k): v for k, v in settings.items()}, recipe=recipe, record=record)
+        return cls(**{SETTING_FIELDS[k]: v for k, v in settings.items()}, recipe=recipe, record=record)
 
     def to_json(self) -> dict[str, Any]:
         """``config.json``'s keys: every setting, the record, then ``recipe_settings``."""
-        settings = {k: getattr(self, SETTING_FIELDS.get(k, k)) for k in RUN_SETTINGS}
+        settings = {k: getattr(self, SETTING_FIELDS[k]) for k in RUN_SETTINGS}
         return {**settings, **self.record, "recipe_settings": asdict(self.recipe)}
 
 
-SETTING_FIELDS = {"recipe": "recipe_name"}  # config.json's key → TrainConfig's field, where they differ
+# config.json's key → TrainConfig's field, of every setting (they differ for recipe → recipe_name).
+SETTING_FIELDS: dict[str, str] = {setting_key(f): f.name for f in setting_fields(TrainConfig)}
+# Settings of a run that --resume takes from config.json; given again, they must agree.
+RUN_SETTINGS = tuple(SETTING_FIELDS)
+DEFAULTS: dict[str, Any] = {setting_key(f): field_default(f) for f in setting_fields(TrainConfig)}
+# The recipe's settings a flag overrides, and those of them a resumed run may change (e.g. train
+# longer, or lower the lr after a NaN).
+RECIPE_FLAGS = tuple(f.name for f in setting_fields(Recipe))
+RESUMABLE_OVERRIDES = ("epochs", "lr", "weight_decay", "label_smoothing")
 
 
 @dataclass(frozen=True)
 class RunOptions:
-    """How this invocation runs the run — not part of its settings, never in ``config.json``."""
+    """How this invocation runs the run — not part of its settings, never in ``config.json``. Each
+    field is a :func:`~.recipes.setting` (its flag derived from it, as :class:`TrainConfig`'s)."""
 
-    run_dir: Path
-    resume: bool = False
-    data: Optional[str] = None
-    download: bool = False
-    checkpoint_every: int = 0
-    quiet: bool = False
-    log_every: float = 120.0
-    eval_every: int = 1
+    run_dir: Path = setting(  # noqa: RUF009 (setting() returns a dataclasses.field)
+        help="run folder", key="out", shown="runs/<model>-<dataset>-<recipe>"
+    )
+    resume: bool = setting(False, "continue the run in --out from its last checkpoint", action="store_true")
+    data: Optional[str] = setting(None, "folder holding <dataset>.zip", shown="$RESMG_ZOO_DATA, else ../shared/data")
+    download: bool = setting(False, "let torchvision download the dataset if not found", action="store_true")
+    checkpoint_every: int = setting(
+        0,
+        "also checkpoint every STEPS optimiser steps within an epoch, so that a kill loses at most that many "
+        "(0: at the end of each epoch only)",
+        type=int,
+        metavar="STEPS",
+    )
+    quiet: bool = setting(False, "no progress bar and no progress lines within an epoch", action="store_true")
+    log_every: float = setting(
+        120.0,
+        "without a terminal: a progress line (loss, images/s, ETA) this often within an epoch",
+        type=float,
+        metavar="SECONDS",
+    )
+    eval_every: int = setting(
+        1,
+        "evaluate every EPOCHS epochs (and always after the last); the rows between hold training figures only",
+        type=int,
+        metavar="EPOCHS",
+    )
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> RunOptions:
-        """The options of the command line, checked against the run folder before anything is read."""
-        if args.checkpoint_every < 0:
-            raise UsageError(f"--checkpoint-every {args.checkpoint_every}: expected 0 (per epoch) or a number of steps")
-        if args.eval_every < 1:
-            raise UsageError(f"--eval-every {args.eval_every}: expected a number of epochs, at least 1")
+        """The options of the command line (a flag not given: its field's default), checked against the
+        run folder before anything is read."""
+        given = {f.name: getattr(args, setting_key(f)) for f in setting_fields(cls) if f.name != "run_dir"}
         run_dir = Path(args.out) if args.out else default_out(args)
-        if args.resume and not (run_dir / CONFIG_NAME).exists():
+        options = cls(run_dir, **{k: v for k, v in given.items() if v is not None})
+        if options.checkpoint_every < 0:
+            every = options.checkpoint_every
+            raise UsageError(f"--checkpoint-every {every}: expected 0 (per epoch) or a number of steps")
+        if options.eval_every < 1:
+            raise UsageError(f"--eval-every {options.eval_every}: expected a number of epochs, at least 1")
+        if options.resume and not (run_dir / CONFIG_NAME).exists():
             raise RunError(f"--resume: no run to continue in {run_dir} (no config.json)")
-        if not args.resume and (run_dir / POINTER).exists():
+        if not options.resume and (run_dir / POINTER).exists():
             raise RunError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
-        if args.resume and not (run_dir / POINTER).exists():
+        if options.resume and not (run_dir / POINTER).exists():
             raise CheckpointError(
                 f"--resume: the run in {run_dir} stopped before its first checkpoint, so there is nothing to "
                 "resume; run the same command without --resume to start it again"
             )
-        return cls(
-            run_dir,
-            args.resume,
-            args.data,
-            args.download,
-            args.checkpoint_every,
-            args.quiet,
-            args.log_every,
-            args.eval_every,
-        )
+        return options
 
 
 def saved_config(path: Path) -> dict[str, Any]:
@@ -209,6 +220,7 @@ def resolve_config(args: argparse.Namespace, run_dir: Path, device: torch.device
     rank takes its choice), recorded with its reason as ``precision_choice``; a resumed run keeps the
     precision its ``config.json`` records."""
     given = {k: getattr(args, k) for k in RUN_SETTINGS if k != "model_kwargs" and getattr(args, k) is not None}
+    # --model-kwargs is the one setting whose flag's words are parsed into its value
     if args.resume and given.get("precision") == "auto":
         del given["precision"]  # auto on a resume: the precision the run was started with
     if args.model_kwargs is not None:
@@ -262,5 +274,7 @@ def agreed_precision(asked: str, device: torch.device, env: DistEnv) -> Precisio
 
 
 def default_out(args: argparse.Namespace) -> Path:
-    parts = [args.model or DEFAULTS["model"], Path(args.dataset or DEFAULTS["dataset"]).name, args.recipe or "paper"]
-    return Path("runs") / "-".join(parts)
+    """``runs/<model>-<dataset>-<recipe>`` of the command line (the defaults where not given), the
+    dataset by its name (:func:`~resmg_zoo.core.tags.dataset_identity`: ``data/mnist.zip`` is ``mnist``)."""
+    dataset = dataset_identity(args.dataset or DEFAULTS["dataset"]).name
+    return Path("runs") / "-".join([args.model or DEFAULTS["model"], dataset, args.recipe or DEFAULTS["recipe"]])

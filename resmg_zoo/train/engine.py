@@ -24,17 +24,18 @@ from torch import nn
 
 from .. import __version__
 from ..core.atomic import write_text_atomic
-from ..core.errors import UsageError
+from ..core.errors import NonFiniteLoss, UsageError
 from ..core.hardware import autocast_context, describe_hardware
 from ..data.datasets import ImageDataset, load_dataset, split_train_val
 from ..data.loader import EpochPlan, Materializer, resize_batch
-from .checkpoint import TrainingState, load_checkpoint, remove_leftovers, save_checkpoint
+from .checkpoint import TrainingState, load_checkpoint, remove_leftovers, rng_state, save_checkpoint, set_rng_state
 from .config import RunOptions, TrainConfig
 from .distributed import DistEnv, all_reduce_sum, barrier, broadcast_buffers
 from .evaluation import evaluate_split
 from .finetune import apply_init, freeze, hold_frozen_norms, optimizer_groups, resolve_init
+from .interrupt import StopSignal
 from .log import append_steps, plot_curve, read_metrics, read_steps, write_metrics, write_steps
-from .progress import NonFiniteLoss, PlainProgress, StopSignal, epoch_line, progress_bar, rng_state, set_rng_state
+from .progress import PlainProgress, epoch_line, progress_bar
 from .recipes import low_res_at, lr_factor
 from .run import RunError, build_model, make_run_dir
 
@@ -53,7 +54,7 @@ class Trainer:
             make_run_dir(self.run_dir)
         dataset, train_split, val_split, init = self._load_data()
         torch.manual_seed(config.seed)
-        self.raw_model = self._build_model(dataset, init)
+        self.raw_model = self._model_to_train(dataset, init)
         self._make_optimizer(len(train_split))
         self._start_or_resume(dataset, train_split, val_split, command)
         self._wrap_model()
@@ -165,7 +166,7 @@ class Trainer:
             + (" (or start a new run with the longer --epochs)" if cut else "")
         )
 
-    def _build_model(self, dataset: ImageDataset, init: Any) -> nn.Module:
+    def _model_to_train(self, dataset: ImageDataset, init: Any) -> nn.Module:
         """The model on its device: initial weights loaded, frozen parameters frozen. What this learns
         (the initial weights' architecture, where they came from, how many tensors froze) goes into
         a new :attr:`config`."""

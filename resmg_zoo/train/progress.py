@@ -1,60 +1,16 @@
-"""What the training loop reports and obeys around its steps: SIGINT/SIGTERM turned into a flag, a
-non-finite loss turned into a stop, the progress shown (a bar on a terminal, a plain line elsewhere),
-and the RNG state a checkpoint keeps."""
+"""What the training loop shows of its progress: a bar on a terminal, a plain line on stderr elsewhere
+(:class:`PlainProgress`), and one line per epoch (:func:`epoch_line`).
+
+What it obeys around its steps is elsewhere: SIGINT/SIGTERM in :mod:`.interrupt`, a non-finite loss
+as :class:`~resmg_zoo.core.errors.NonFiniteLoss`, the RNG state a checkpoint keeps in :mod:`.checkpoint`."""
 
 from __future__ import annotations
 
-import signal
 import sys
 import time
-from pathlib import Path
 from typing import Any, Optional
 
 import torch
-
-from ..core.errors import EXIT_NONFINITE, ResmgError
-
-
-class NonFiniteLoss(ResmgError, RuntimeError):
-    """The loss became NaN/inf: training stops and the last good checkpoint is kept (exit 3)."""
-
-    exit_code = EXIT_NONFINITE
-
-    def __init__(self, epoch: int, step: int, run_dir: Path) -> None:
-        super().__init__(
-            f"non-finite loss at epoch {epoch + 1}, step {step + 1}: training stopped. The last good checkpoint "
-            f"in {run_dir} is kept; lower --lr or use --precision fp32, then --resume."
-        )
-
-
-class StopSignal:
-    """Turns SIGINT/SIGTERM into a flag the loop reads after each step."""
-
-    def __init__(self) -> None:
-        self.received: Optional[str] = None
-        self._previous = {}
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._previous[sig] = signal.signal(sig, self._handle)
-
-    def _handle(self, signum: int, _frame: Any) -> None:
-        self.received = signal.Signals(signum).name
-
-    def restore(self) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
-def rng_state(device: torch.device) -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 class PlainProgress:
@@ -88,6 +44,7 @@ def epoch_line(row: dict[str, Any], total_epochs: int) -> str:
 
 
 def progress_bar(total: int, initial: int, desc: str, enabled: bool) -> Any:
+    """A tqdm bar of an epoch's steps (``enabled``: on a terminal and not ``--quiet``)."""
     from tqdm import tqdm
 
     return tqdm(total=total, initial=initial, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True)

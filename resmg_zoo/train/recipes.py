@@ -2,18 +2,81 @@
 
 A recipe fills every training setting a command line does not set; ``resolve_recipe`` returns the
 complete settings that a run writes to its ``config.json``.
+
+:func:`setting` makes a dataclass field a command-line setting (its default, help and flag in one
+place): the fields of :class:`Recipe` a flag overrides here, and those of
+:class:`~resmg_zoo.train.config.TrainConfig` and :class:`~resmg_zoo.train.config.RunOptions`, from
+which :func:`resmg_zoo.train.cli.build_parser` derives the command line.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, fields, replace
+from dataclasses import MISSING, Field, dataclass, field, fields, replace
 from typing import Any, Optional
 
 from ..core.choices import check_choice
 from ..core.errors import UsageError
 from ..core.tags import TAGS
+from ..data.loader import AUGMENTATIONS
+
+SETTING = "resmg_zoo.setting"  # the dataclasses metadata key of a field that is a command-line setting
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What makes a dataclass field a command-line setting (see :func:`setting`)."""
+
+    help: str
+    key: Optional[str] = None  # config.json's key and the flag's dest, where not the field's name
+    shown: Optional[str] = None  # how the default reads in the help, where its value alone would not say it
+    group: Optional[str] = None  # the help's group title (None: the main list)
+    argparse: dict[str, Any] = field(default_factory=dict)  # type, choices, metavar, action, nargs
+
+
+def setting(
+    default: Any = MISSING,
+    help: str = "",
+    *,
+    factory: Any = MISSING,
+    key: Optional[str] = None,
+    shown: Optional[str] = None,
+    group: Optional[str] = None,
+    **argparse: Any,
+) -> Any:
+    """A dataclass field that is also a command-line setting — adding a setting is this one line.
+
+    ``default`` (``factory`` for a mutable one) is the setting's default; the flag is ``--KEY``
+    (``key``, else the field's name, with ``_`` as ``-``), its ``dest`` ``KEY`` and its argparse
+    default ``None``, so that a given value can be told from the default; ``help`` gets
+    ``(default: …)`` appended (``shown``, else the default's value); ``argparse`` holds the flag's
+    other keywords (``type``, ``choices``, ``metavar``, ``action``, ``nargs``)."""
+    meta = Setting(help, key, shown, group, argparse)
+    return field(default=default, default_factory=factory, metadata={SETTING: meta})
+
+
+def setting_fields(cls: type) -> list[Field[Any]]:
+    """The fields of dataclass ``cls`` that are command-line settings, in their order."""
+    return [f for f in fields(cls) if SETTING in f.metadata]
+
+
+def setting_of(f: Field[Any]) -> Setting:
+    """The :class:`Setting` of a field made by :func:`setting`."""
+    return f.metadata[SETTING]
+
+
+def setting_key(f: Field[Any]) -> str:
+    """A setting's name outside its dataclass: its ``config.json`` key and its flag's ``dest``."""
+    return setting_of(f).key or f.name
+
+
+def field_default(f: Field[Any]) -> Any:
+    """A field's default value (a fresh one where it has a factory)."""
+    return f.default_factory() if f.default_factory is not MISSING else f.default
+
+
+SCHEDULES = ("step", "cosine", "onecycle")
 
 
 @dataclass(frozen=True)
@@ -29,25 +92,39 @@ class Recipe:
     ``low_res``×``low_res`` (the augmented batch downsampled, antialiased) — progressive resizing.
     ``weight_decay=None`` means the paper's depth rule: 1e-4 for depth 18, 1e-3 for depth 34.
     ``epochs=None`` means the paper's dataset rule: 60 for MNIST, 120 for CIFAR.
-    """
+    ``augment=None`` means the dataset's standard augmentation (CIFAR crop_flip, MNIST none).
+
+    A field made by :func:`setting` is overridden by its flag (``--lr``); the help states each
+    recipe's value (``shown`` is how ``None`` reads)."""
 
     name: str
-    epochs: Optional[float]
-    batch_size: int = 128
-    lr: float = 0.1
+    epochs: Optional[float] = setting(
+        help="how many epochs (a fraction trains part of one)", type=float, shown="the dataset's rule"
+    )
+    batch_size: int = setting(128, "global batch size (all ranks together)", type=int)
+    lr: float = setting(0.1, "peak learning rate", type=float)
     momentum: float = 0.9
     nesterov: bool = False
-    weight_decay: Optional[float] = None
-    schedule: str = "step"
+    weight_decay: Optional[float] = setting(
+        None, "SGD weight decay", type=float, shown="the depth rule (1e-4 for depth 18, 1e-3 for 34)"
+    )
+    schedule: str = setting("step", "the lr schedule", choices=SCHEDULES)
     milestones: tuple[int, ...] = (30,)
     lr_decay: float = 0.1
-    warmup_epochs: float = 0.0
-    label_smoothing: float = 0.0
-    augment: Optional[str] = None  # None: the dataset's standard (CIFAR crop_flip, MNIST none)
-    val_size: int = 0
-    ema_decay: float = 0.0
-    low_res: int = 0
-    low_res_epochs: float = 0.0
+    warmup_epochs: float = setting(0.0, "linear warmup (onecycle: the rise)", type=float)
+    label_smoothing: float = setting(0.0, "label smoothing of the loss", type=float)
+    augment: Optional[str] = setting(
+        None,
+        "the training augmentation",
+        choices=AUGMENTATIONS,
+        shown="the dataset's standard (CIFAR crop_flip, MNIST none)",
+    )
+    val_size: int = setting(0, "train images held out for validation (0: none)", type=int)
+    ema_decay: float = setting(
+        0.0, "keep an EMA of the weights with this decay (0: none); its accuracy is logged as ema_*", type=float
+    )
+    low_res: int = setting(0, "train early epochs at this side (0: off)", type=int, metavar="PIXELS")
+    low_res_epochs: float = setting(0.0, "how many epochs --low-res lasts", type=float)
     description: str = ""
 
 
@@ -93,8 +170,20 @@ RECIPES: dict[str, Recipe] = {
         ),
     )
 }
-SCHEDULES = ("step", "cosine", "onecycle")
 DEFAULT_EPOCHS = {"paper": 120, "short": 15, "sprint": 16}  # a dataset of one's own: CIFAR's rules
+
+
+def recipe_default_text(f: Field[Any]) -> str:
+    """How the default of a recipe's flag reads in the help: the value every recipe has, or each recipe's
+    (``the recipe's: paper 0.0; short/sprint 0.3; quick 0.1``)."""
+    by_value: dict[str, list[str]] = {}
+    for recipe in RECIPES.values():
+        value = getattr(recipe, f.name)
+        text = setting_of(f).shown if value is None and setting_of(f).shown else str(value)
+        by_value.setdefault(text, []).append(recipe.name)
+    if len(by_value) == 1:
+        return next(iter(by_value))
+    return "the recipe's: " + "; ".join(f"{'/'.join(names)} {text}" for text, names in by_value.items())
 
 
 def model_depth(model_name: str) -> int:
