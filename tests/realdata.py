@@ -12,11 +12,18 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+def in_ci() -> bool:
+    """Whether this is CI (``$CI`` set and not ``false``/``0``; ``.ci/run`` exports ``CI=true``): there a test
+    whose inputs are missing fails instead of skipping."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
 def _shared(variable: str, name: str, marker: str, what: str) -> Path:
-    """``$variable`` (set by .ci/run), else ``../shared/<name>``; in CI a missing one is an error, not a skip."""
+    """``$variable`` (set by .ci/run), else ``../shared/<name>``; in CI (:func:`in_ci`) a missing one is an
+    error, not a skip."""
     folder = Path(os.environ.get(variable) or REPO_ROOT.parent / "shared" / name)
     if not (folder / marker).exists():
-        if os.environ.get("CI"):
+        if in_ci():
             raise RuntimeError(f"CI must have {what}: no {marker} in {folder}")
         pytest.skip(f"no {what} in {folder} (set {variable})")
     return folder.resolve()

@@ -38,15 +38,45 @@ def test_sharing_a_saves_exactly_one_a_per_extra_block() -> None:
     assert saved == sum(9 * c * c for c in (64, 128, 256, 512))
 
 
-@pytest.mark.parametrize("name", ["resnet18_sharedAB", "preact_resnet34_sharedAB", "resnet18_unshared"])
-def test_state_dict_has_no_aliases_and_round_trips_through_safetensors(name: str, tmp_path: Path) -> None:
+def _resnet18_by_hand(classes: int = 10, in_chans: int = 3) -> int:
+    """torchvision's ResNet18 with a 3×3 stride-1 stem (He et al. 2016 for CIFAR), counted by hand: the
+    paper's classic model, ``resnet18_unshared``. Each conv 3×3·C_in·C_out, each BN 2·C, a 1×1 projection
+    with its BN where a level starts with a stride."""
+    widths, count, prev = (64, 128, 256, 512), 9 * in_chans * 64 + 2 * 64, 64
+    for c in widths:
+        count += 9 * prev * c + 2 * c + 9 * c * c + 2 * c  # the first block of the level
+        count += (prev * c + 2 * c) if prev != c else 0  # its projection
+        count += 2 * (9 * c * c + 2 * c)  # the second block
+        prev = c
+    return count + 512 * classes + classes
+
+
+def test_the_hand_count_is_the_contracts() -> None:
+    assert _resnet18_by_hand() == CONTRACT_COUNTS["resnet18"][0] == 11_173_962
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("resnet18_sharedAB", CONTRACT_COUNTS["resnet18"][3]),
+        ("preact_resnet34_sharedAB", CONTRACT_COUNTS["preact_resnet34"][3]),
+        ("resnet18_unshared", _resnet18_by_hand()),
+    ],
+)
+def test_state_dict_has_no_aliases_and_round_trips_through_safetensors(
+    name: str, expected: int, tmp_path: Path
+) -> None:
+    """The state dict holds each parameter once, no more, no fewer: its parameter entries add up to the
+    contract's count (not to what the code under test counts), as do count_parameters and the file's."""
     model = timm.create_model(name)
     state = model.state_dict()
     pointers = [t.data_ptr() for t in state.values() if t.numel() > 0]
     assert len(pointers) == len(set(pointers)), "two state_dict keys share storage"
-    assert sum(state[k].numel() for k, _ in model.named_parameters()) == count_parameters(model)
+    buffers = {k for k, _ in model.named_buffers()}
+    assert sum(t.numel() for k, t in state.items() if k not in buffers) == expected == count_parameters(model)
     path = tmp_path / "model.safetensors"
     save_file(state, str(path))  # raises on shared tensors
+    assert sum(t.numel() for k, t in load_file(str(path)).items() if k not in buffers) == expected
     fresh = timm.create_model(name)
     fresh.load_state_dict(load_file(str(path)))
     x = torch.randn(2, 3, 32, 32)

@@ -19,7 +19,7 @@ from realdata import real_data_dir, subset_zip
 from resmg_zoo.core import hardware
 from resmg_zoo.core.cli import EXIT_USAGE
 from resmg_zoo.core.errors import UsageError
-from resmg_zoo.core.hardware import MatmulPeaks, PrecisionChoice, choose_precision, decide_precision
+from resmg_zoo.core.hardware import MatmulPeaks, PrecisionChoice, choose_precision
 from resmg_zoo.data.loader import EpochPlan, Materializer
 from resmg_zoo.train.cli import main as train
 from resmg_zoo.train.config import agreed_precision
@@ -36,12 +36,22 @@ def digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return subset_zip(real_data_dir() / "mnist.zip", folder / "mnist.zip", {"train": 20, "test": 10})
 
 
+# The reason ``auto`` gives for the peaks :func:`_measures` sets, written out by hand from the rule (bf16 where its
+# matmul peak is at least 1.2x fp32's and not within 10 % of that: 300 / 100 = 3.00x takes bf16, 1.00x fp32).
+REASONS = {
+    "bf16": "auto: bf16, the bf16 matmul peak measured here is 3.00x the fp32 one "
+    "(300 vs 100 GFLOP/s on a test CPU; bf16 needs 1.2x)",
+    "fp32": "auto: fp32, the bf16 matmul peak measured here is 1.00x the fp32 one "
+    "(100 vs 100 GFLOP/s on a test CPU; bf16 needs 1.2x)",
+}
+
+
 def _measures(monkeypatch: pytest.MonkeyPatch, precision: str) -> str:
     """Make this machine's measured matmul peaks say ``precision`` (the public measurement, replaced);
-    returns the reason ``auto`` then gives."""
+    returns the reason ``auto`` then gives (:data:`REASONS`, not computed by the code under test)."""
     peaks = MatmulPeaks(True, 100e9, 300e9 if precision == "bf16" else 100e9, "a test CPU")
     monkeypatch.setattr(hardware, "measure_peaks", lambda: peaks)
-    return decide_precision("cpu", peaks).reason
+    return REASONS[precision]
 
 
 def test_auto_is_measured_printed_recorded_and_kept_on_resume(
@@ -68,11 +78,33 @@ def test_auto_is_measured_printed_recorded_and_kept_on_resume(
 
 
 def test_an_explicit_precision_is_taken_without_measuring(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(hardware, "matmul_peak", lambda *args, **kwargs: pytest.fail("measured"))
-    assert choose_precision("fp32") == PrecisionChoice("fp32", "fp32, as asked (--precision fp32)")
-    assert choose_precision("bf16", "cpu").precision == "bf16"
-    with pytest.raises(UsageError, match="'fp16': expected one of auto, fp32, bf16"):
-        choose_precision("fp16")
+    """An explicit precision times nothing, whatever an earlier test left in :func:`measure_peaks`' cache
+    (emptied here, before and after); ``auto`` does time the CPU, and chooses what that measurement says."""
+    timed: list[torch.dtype] = []
+    bf16_rate = {"now": 300e9}
+
+    def matmul_peak(dtype: torch.dtype, *args: Any, **kwargs: Any) -> float:
+        timed.append(dtype)
+        return bf16_rate["now"] if dtype == torch.bfloat16 else 100e9
+
+    monkeypatch.setattr(hardware, "matmul_peak", matmul_peak)
+    monkeypatch.setattr(hardware, "native_bf16", lambda device="cpu": True)
+    hardware.measure_peaks.cache_clear()  # else a peak measured by an earlier test answers without timing
+    try:
+        assert choose_precision("fp32") == PrecisionChoice("fp32", "fp32, as asked (--precision fp32)")
+        assert choose_precision("bf16", "cpu") == PrecisionChoice("bf16", "bf16, as asked (--precision bf16)")
+        with pytest.raises(UsageError, match="'fp16': expected one of auto, fp32, bf16"):
+            choose_precision("fp16")
+        assert timed == [] and hardware.measure_peaks.cache_info().currsize == 0  # nothing timed, nothing kept
+        # the spy sees a measurement where there is one: auto times both dtypes, and follows what it measured
+        choice = choose_precision("auto", "cpu")
+        assert set(timed) == {torch.float32, torch.bfloat16}
+        assert choice.precision == "bf16" and choice.peaks == MatmulPeaks(True, 100e9, 300e9, hardware.cpu_name())
+        hardware.measure_peaks.cache_clear()
+        bf16_rate["now"] = 100e9  # the same CPU measured with bf16 no faster: fp32
+        assert choose_precision("auto", "cpu").precision == "fp32"
+    finally:
+        hardware.measure_peaks.cache_clear()  # the fake peaks must not answer a later test
 
 
 def test_eval_every_flips_only_where_training_flips_and_counts_print_as_integers(
@@ -97,7 +129,7 @@ def test_flip_averaging_comes_from_the_same_pass_as_the_plain_scores(digits: Pat
     out = tmp_path / "run"
     assert train(tiny_train_args(digits, out, "--epochs", "1")) == 0
     run = Run.open(out)
-    model, dataset = run.build_model(), run.dataset(str(digits.parent))
+    model, dataset = run.load_model(), run.dataset(str(digits.parent))
     data = Materializer(dataset.split("test"), dataset.mean, dataset.std)
     both = evaluate_split(model, data, 32, "fp32", DistEnv(), flip=True)
     plain = evaluate_split(model, data, 32, "fp32", DistEnv())

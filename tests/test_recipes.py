@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
+from fractions import Fraction
 
 import pytest
 
@@ -10,17 +12,28 @@ from resmg_zoo.train.recipes import RECIPES, lr_factor, resolve_recipe
 
 
 @pytest.mark.parametrize("schedule", ["cosine", "step"])
-@pytest.mark.parametrize("warmup_epochs", [0.05, 0.1, 0.3, 0.5, 1.0, 1.7, 2.0])
-def test_the_warmup_never_exceeds_the_recipes_lr(schedule: str, warmup_epochs: float) -> None:
-    """For every epoch length from 1 to 60 steps: the factor stays in (0, 1], rises through the warmup
-    and reaches exactly 1 at its end (with few steps per epoch a fractional warmup used to overshoot)."""
+@pytest.mark.parametrize("warmup_epochs", ["0.05", "0.1", "0.3", "0.5", "1.0", "1.7", "2.0"])
+def test_the_warmup_never_exceeds_the_recipes_lr(schedule: str, warmup_epochs: str) -> None:
+    """For every epoch length from 1 to 60 steps: the factor stays in (0, 1], follows the linear warmup
+    step by step and is exactly 1 at its end (with few steps per epoch a fractional warmup used to overshoot).
+
+    The ramp, computed here in exact fractions from the rule (recipes.py's docstring): the warmup lasts
+    W = warmup_epochs × steps_per_epoch steps, possibly a fractional number; step s (0-based) of it, for
+    s < W, trains at (s + 1) / W of the lr, capped at 1. So the last warmup step, ⌈W⌉ − 1, is at exactly 1."""
     for steps_per_epoch in range(1, 61):
-        recipe = replace(RECIPES["short"], epochs=3, schedule=schedule, warmup_epochs=warmup_epochs)
+        recipe = replace(RECIPES["short"], epochs=3, schedule=schedule, warmup_epochs=float(warmup_epochs))
         factors = [lr_factor(recipe, step, steps_per_epoch) for step in range(3 * steps_per_epoch)]
         assert all(0 < f <= 1.0 for f in factors), (steps_per_epoch, max(factors))
-        warmup = [f for step, f in enumerate(factors) if step < warmup_epochs * steps_per_epoch]
-        assert warmup == sorted(warmup) and warmup[-1] == pytest.approx(1.0, abs=0.5)
-        assert max(factors) == 1.0  # the recipe's lr is reached, once the warmup is over
+        steps = Fraction(warmup_epochs) * steps_per_epoch
+        ramp = [min(Fraction(1), (s + 1) / steps) for s in range(math.ceil(steps))]
+        assert ramp[-1] == 1 and all(r < 1 for r in ramp[:-1])
+        assert factors[: len(ramp)] == [pytest.approx(float(r), rel=1e-12, abs=0) for r in ramp], steps_per_epoch
+        assert factors[len(ramp) - 1] == 1.0  # exactly the recipe's lr at the warmup's last step, not 1 - ε
+        # then the schedule proper, from the warmup's end W: the paper's steps (none before epoch 30) ...
+        after = 1.0
+        if schedule == "cosine":  # ... or the cosine from 1 at W to 0 at the end; its first step ⌈W⌉ is ⌈W⌉ − W in
+            after = (1 + math.cos(math.pi * (len(ramp) - steps) / (3 * steps_per_epoch - steps))) / 2
+        assert factors[len(ramp)] == pytest.approx(after, rel=1e-12), steps_per_epoch
 
 
 def test_the_fine_tuning_example_starts_at_the_recipes_lr() -> None:

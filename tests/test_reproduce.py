@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 from conftest import REPO_ROOT
 from realdata import real_data_dir, subset_zip
+from safetensors.torch import load_file
 
 from resmg_zoo.core.paper import paper_rows
 from resmg_zoo.tools import reproduce
+from resmg_zoo.train.checkpoint import checkpoint_weights_path
 
 
 def test_table1_has_the_16_forms_in_the_papers_order() -> None:
@@ -61,10 +63,18 @@ def test_table2_rows_train_print_beside_the_paper_and_resume(mnist_dir: Path, tm
     assert table.strip() == first.stdout.strip()
     lines = [line for line in table.splitlines() if line.startswith("| `")]
     assert [line.split("|")[1].strip() for line in lines] == ["`resnet18_sharedA`", "`preact_resnet18_sharedA`"]
-    for line, paper in zip(lines, ("99.58", "99.64")):
+    for line, (row, paper) in zip(lines, (("resnet18_sharedA", 99.58), ("preact_resnet18_sharedA", 99.64))):
         cells = [c.strip() for c in line.split("|")[1:-1]]
-        ours = float(cells[1])
-        assert 0.0 <= ours <= 100.0 and cells[2] == paper
+        # ours is the row's own run: its last metrics line, read here from the file (not by the tool's reader)
+        run = tmp_path / "table2-smoke" / row
+        last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+        ours = last["test_top1"]
+        assert ours * 2 == round(ours * 2)  # a share of the 200 test images: a multiple of 0.5 %
+        assert cells[1] == f"{ours:.2f}" and cells[2] == f"{paper:.2f}" and cells[3] == f"{ours - paper:+.2f}"
+        weights = load_file(str(checkpoint_weights_path(run)))
+        params = sum(t.numel() for k, t in weights.items() if "running_" not in k and "num_batches" not in k)
+        assert cells[4] == f"{params:,}" and cells[5] == str(last["epoch"])
+        assert cells[6] == f"{last['train_seconds_total'] / 60:.1f}"
     assert "budget `smoke`" in table and "mnist.zip" in table
     # Finished rows are read back, not retrained: the second call starts no training.
     second = _run(*args)

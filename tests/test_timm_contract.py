@@ -5,6 +5,7 @@ pruning, in_chans, channels_last, parameter groups, one explicit function per na
 from __future__ import annotations
 
 import inspect
+import re
 from pathlib import Path
 
 import pytest
@@ -162,3 +163,53 @@ def test_the_registered_function_builds_what_the_catalogue_says(name: str) -> No
         assert tuple(level.conv_a.out_channels for level in model.stages) == args["widths"]
         for key in ("a_form", "b_form", "share_b", "transfer_norm"):
             assert getattr(model, key) == args.get(key, inspect.signature(type(model)).parameters[key].default)
+    # ... and the catalogue itself says what the name and the paper say (written out below, not read from it)
+    doc, widths = fn.__doc__, tuple(_out_channels(level) for level in model.stages)
+    resnet = re.fullmatch(r"(preact_)?resnet(18|34)_(unshared|sharedA|sharedB|sharedAB)", name)
+    if resnet:
+        preact, depth, (share, paper_name) = bool(resnet[1]), int(resnet[2]), PAPER_SHARING[resnet[3]]
+        assert doc.startswith(f"{'pre-act ' if preact else ''}ResNet{depth}-{paper_name}: "), doc
+        assert f"Block {PAPER_BLOCKS[preact]}; blocks per level {PAPER_DEPTHS[depth]}, widths 64-128-256-512" in doc
+        assert (model.preact, model.share) == (preact, share)
+        assert tuple(len(level.blocks) for level in model.stages) == PAPER_DEPTHS[depth]
+        assert widths == (64, 128, 256, 512)
+    else:
+        spec = FRESNETS[name]
+        assert f"A_ℓ = K∗ (a_form='{spec['a_form']}') and B_{{ℓ,i}} = σ∘K∗σ (b_form='{spec['b_form']}')" in doc
+        assert f"transfer_norm='{spec['transfer_norm']}'; ν = {spec['layers']}, widths {spec['widths']}." in doc
+        assert tuple(len(level.smoothers) for level in model.stages) == spec["layers"] and widths == spec["widths"]
+        assert {key: getattr(model, key) for key in ("a_form", "b_form", "share_b", "transfer_norm")} == {
+            key: spec[key] for key in ("a_form", "b_form", "share_b", "transfer_norm")
+        }
+    assert doc.endswith("Paper: He, Chen, Zhang, Xu, arXiv:1911.10428. Tags: cifar10, cifar100, mnist.")
+
+
+# What each name means, written out from the paper (He, Chen, Zhang, Xu, arXiv:1911.10428; ResNet18/34 of
+# He et al. 2016) for test_the_registered_function_builds_what_the_catalogue_says, not read from the catalogue:
+PAPER_DEPTHS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}  # blocks per level
+PAPER_SHARING = {  # the suffix → the share argument and the paper's name of the sharing (§3.2, §5.3)
+    "unshared": ("none", "A_{ℓ,i}-B_{ℓ,i}"),
+    "sharedA": ("A", "A_ℓ-B_{ℓ,i}"),
+    "sharedB": ("B", "A_{ℓ,i}-B_ℓ"),
+    "sharedAB": ("AB", "A_ℓ-B_ℓ"),
+}
+PAPER_BLOCKS = {False: "r ← σ(r + BN(A ∗ σ(BN(B ∗ r))))", True: "r ← r + A ∗ σ(BN(B ∗ σ(BN(r))))"}  # eq. (2.3), (2.1)
+FRESNETS = {  # F-ResNet (Algorithm 2) at Table 1's best forms, and MgNet as in XuTeam/MgNet_Code
+    "fresnet18": dict(
+        layers=(2, 2, 2, 2),
+        widths=(64, 128, 256, 512),
+        a_form="linear",
+        b_form="both",
+        share_b=False,
+        transfer_norm="bn",
+    ),
+    "mgnet": dict(
+        layers=(2, 2, 2, 2), widths=(256,) * 4, a_form="linear", b_form="both", share_b=True, transfer_norm="bn_act"
+    ),
+}
+
+
+def _out_channels(level: torch.nn.Module) -> int:
+    """The one number of channels every convolution of a level computes."""
+    (channels,) = {m.out_channels for m in level.modules() if isinstance(m, torch.nn.Conv2d)}
+    return channels

@@ -454,13 +454,57 @@ def test_a_publish_racing_another_of_the_same_id_is_refused(
     assert publish(["--run", str(run), "--mirror", str(copy), "--org", ORG, "--replace"]) == 0  # once it is done
 
 
-def test_republishing_swaps_the_folder_in_one_step(run: Path, mirror: Path, tmp_path: Path) -> None:
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="renameat2(RENAME_EXCHANGE) is Linux's")
+def test_exchange_swaps_two_folders_in_one_call_on_linux(tmp_path: Path) -> None:
+    """On Linux :func:`~resmg_zoo.core.atomic._exchange` is a real exchange: it says so, and each path
+    now holds the other's folder (the fallback of two renames is for systems without ``renameat2``)."""
+    from resmg_zoo.core.atomic import _exchange
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    (a / "from_a").write_text("a"), (b / "from_b").write_text("b")
+    inodes = a.stat().st_ino, b.stat().st_ino
+    assert _exchange(a, b) is True
+    assert [p.name for p in a.iterdir()] == ["from_b"] and [p.name for p in b.iterdir()] == ["from_a"]
+    assert (a.stat().st_ino, b.stat().st_ino) == inodes[::-1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]  # nothing moved aside
+
+
+def test_republishing_swaps_the_folder_in_one_step(
+    run: Path, mirror: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The folder is written and verified beside its place, then exchanged: no moment without it,
-    nothing left beside it."""
+    nothing left beside it. Every rename, removal and exchange of the publication is watched: after each,
+    the published folder must be there, and on Linux the exchange is the step that swapped it."""
+    import shutil
+
+    from resmg_zoo.core import atomic
+
     copy = _copy_mirror(mirror, tmp_path)
-    inode = (copy / HUB_ID).stat().st_ino
+    target = copy / HUB_ID
+    inode = target.stat().st_ino
+    seen: list[tuple[str, str, bool]] = []  # (call, its first path, the folder there after it)
+
+    def watched(name: str, call):
+        def wrapper(*args, **kwargs):
+            try:
+                return call(*args, **kwargs)
+            finally:
+                seen.append((name, str(args[0]), target.is_dir() and (target / "model.safetensors").is_file()))
+
+        return wrapper
+
+    exchanged: list[bool] = []
+    real_exchange = atomic._exchange
+    monkeypatch.setattr(atomic, "_exchange", lambda a, b: exchanged.append(real_exchange(a, b)) or exchanged[-1])
+    for module, name in ((os, "rename"), (os, "replace"), (shutil, "rmtree"), (atomic, "_exchange")):
+        monkeypatch.setattr(module, name, watched(f"{module.__name__}.{name}", getattr(module, name)))
     assert publish(["--run", str(run), "--mirror", str(copy), "--org", ORG, "--replace"]) == 0
-    assert (copy / HUB_ID).stat().st_ino != inode  # a new folder took the old one's place
+    assert seen and all(there for _, _, there in seen), [s for s in seen if not s[2]]  # never a moment without it
+    assert not [s for s in seen if s[0] == "os.rename" and s[1] == str(target)]  # the old folder never moved aside
+    if sys.platform.startswith("linux"):
+        assert exchanged == [True]  # one renameat2 exchange, not the fallback's two renames
+    assert target.stat().st_ino != inode  # a new folder took the old one's place
     assert sorted(p.name for p in (copy / ORG).iterdir() if not p.name.endswith(".lock")) == [HUB_ID.split("/")[1]]
     assert publish_module.verify_folder(copy / HUB_ID, load_manifest(copy / MANIFEST_NAME)["entries"][0]) == []
 
