@@ -9,6 +9,7 @@ from __future__ import annotations
 import builtins
 import io
 import json
+import os
 import shutil
 import struct
 from collections.abc import Callable
@@ -61,7 +62,8 @@ def _one_line(err: str, *names: str) -> None:
 
 
 def _counting_opens(monkeypatch: pytest.MonkeyPatch, path: Path) -> list[str]:
-    """The opens of ``path`` from now on (``open`` and pathlib's ``io.open``)."""
+    """The opens of ``path`` from now on (``open``, pathlib's ``io.open`` and ``os.open``; not those of
+    libraries that open files from native code, such as safetensors' own ``load_file``)."""
     target, opened = path.resolve(), []
     real_open = builtins.open
 
@@ -70,8 +72,16 @@ def _counting_opens(monkeypatch: pytest.MonkeyPatch, path: Path) -> list[str]:
             opened.append(str(file))
         return real_open(file, *args, **kwargs)
 
+    real_os_open = os.open
+
+    def counting_os_open(file, *args, **kwargs):  # the bounded reads (core.files) open by descriptor
+        if isinstance(file, (str, Path)) and Path(file).resolve() == target:
+            opened.append(str(file))
+        return real_os_open(file, *args, **kwargs)
+
     monkeypatch.setattr(builtins, "open", counting_open)
     monkeypatch.setattr(io, "open", counting_open)
+    monkeypatch.setattr(os, "open", counting_os_open)
     return opened
 
 
@@ -152,7 +162,7 @@ def test_training_refuses_loading_options_as_model_kwargs(
     args = ["--model", MODEL, "--dataset", str(digits), "--epochs", "0.05", "--batch-size", "50", "--quiet"]
     out = tmp_path / "run"
     assert train([*args, "--model-kwargs", f"widths={WIDTHS}", option, "--out", str(out)]) == EXIT_USAGE
-    _one_line(capsys.readouterr().err, f"'{option.split('=')[0]}' is not an architecture argument")
+    _one_line(capsys.readouterr().err, f"['{option.split('=')[0]}'] are not arguments of the zoo's models")
     assert not out.exists()  # refused before anything is read or written
 
 
@@ -314,3 +324,18 @@ def test_initial_weights_from_a_published_folder_are_read_once(
     assert len(opened) == 1
     expected = load_file(str(mirror / HUB_ID / "model.safetensors"))
     assert all(torch.equal(model.state_dict()[k], v) for k, v in expected.items())
+
+
+def test_a_fifo_in_place_of_a_checkpoint_is_refused_without_hanging(run: Path, tmp_path: Path, capsys) -> None:
+    """Every weights read is bounded (core.hashing.read_with_sha256 reads a regular file only): a FIFO where the
+    pointer names the weights is refused at once (before, ``read_bytes`` waited for a writer forever)."""
+    import os
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    weights = copy / json.loads((copy / "checkpoint.json").read_text())["weights"]
+    weights.unlink()
+    os.mkfifo(weights)
+    assert evaluate(["--run", str(copy)]) == EXIT_USAGE
+    assert "not a regular file" in capsys.readouterr().err

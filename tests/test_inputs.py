@@ -178,7 +178,7 @@ def test_a_registry_zip_given_by_path_is_that_dataset_everywhere(digits: Path, t
     args = [*TINY_TRAIN, "--dataset", str(digits), "--epochs", "0.1", "--batch-size", "50", "--precision", "fp32"]
     assert train([*args, "--out", str(out)]) == 0
     run = Run.open(out)
-    model = run.build_model()
+    model = run.load_model()
     assert model.pretrained_cfg["tag"] == "mnist" and tuple(model.pretrained_cfg["mean"]) == TAGS["mnist"].mean
     assert TrainedWeights(run.config, run.metrics(), run.weights_path()).pretrained_tag(None) == "mnist"
     image = tmp_path / "digit.png"

@@ -7,7 +7,6 @@ or ignored without running anything."""
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import shutil
 import zipfile
@@ -144,8 +143,17 @@ def _first_activation(record: dict, **change) -> list:
 @pytest.mark.parametrize(
     "spoil, message",
     [
-        (lambda r: r | {"model": "__import__('os').system('id')"}, "no registered model"),
+        (lambda r: r | {"model": "__import__('os').system('id')"}, "not a model of the zoo"),
         (lambda r: r | {"model_args": r["model_args"] | {"pretrained_cfg_overlay": {"file": "/x"}}}, "model_args"),
+        (lambda r: r | {"model_args": r["model_args"] | {"num_classes": 10**10}}, "out of range"),
+        (lambda r: r | {"pretrained_cfg": r["pretrained_cfg"] | {"input_size": [3, 28, 28]}}, "input channels"),
+        (lambda r: r | {"pretrained_cfg": r["pretrained_cfg"] | {"input_size": [1, 4096, 4096]}}, "input_size"),
+        (lambda r: {k: v for k, v in r.items() if k != "calibration"}, "'calibration'"),
+        (lambda r: r | {"model": "resnet18"}, "not a model of the zoo"),
+        (lambda r: r | {"model_args": r["model_args"] | {"widths": [4096] * 4, "layers": [64] * 4}}, "parameters"),
+        (lambda r: r | {"activations": _first_activation(r, scale=10**400)}, "scale"),
+        (lambda r: r | {"pretrained_cfg": r["pretrained_cfg"] | {"label_names": ["\x1b[2J"] * 10}}, "printable"),
+        (lambda r: r | {"pretrained_cfg": r["pretrained_cfg"] | {"mean": [0.1, 0.2, 0.3, 0.4]}}, "per channel"),
         (lambda r: r | {"activations": _first_activation(r, scale=float("nan"))}, "scale"),
         (lambda r: r | {"activations": _first_activation(r, dtype="torch.float32")}, "dtype"),
         (lambda r: r | {"activations": [r["activations"][0] | {"observes": "s0*__import__('os')"}]}, "not describe"),
@@ -154,7 +162,11 @@ def _first_activation(record: dict, **change) -> list:
         (lambda r: {k: v for k, v in r.items() if k != "weights"}, "'weights'"),
         (lambda r: [r], "not an int8 record"),
     ],
-    ids=["model", "model-args", "scale", "dtype", "observes", "quantizer", "cfg", "missing-key", "a-list"],
+    ids=[
+        "model", "model-args", "classes", "channels", "size", "no-calibration", "timm-model", "giant",
+        "huge-int-scale", "ansi-label", "four-means", "scale", "dtype", "observes",
+        "quantizer", "cfg", "missing-key", "a-list",
+    ],
 )
 def test_a_crafted_record_is_refused_with_exit_2_and_runs_nothing(int8_folder, spoil, message: str, capsys) -> None:
     folder, record = int8_folder
@@ -165,7 +177,9 @@ def test_a_crafted_record_is_refused_with_exit_2_and_runs_nothing(int8_folder, s
 
 
 @pytest.mark.parametrize(
-    "content", [b"\xff\xfe{}", b"[" * 200_000 + b"]" * 200_000, b"{}"], ids=["utf8", "deep", "empty"]
+    "content",
+    [b"\xff\xfe{}", b"[" * 200_000 + b"]" * 200_000, b"{}", b'{"format": ' + b"1" * 5000 + b"}", b" " * (1 << 21)],
+    ids=["utf8", "deep", "empty", "huge-integer", "too-large"],
 )
 def test_a_damaged_record_exits_2_with_a_message(int8_folder, content: bytes, capsys) -> None:
     folder, _ = int8_folder
@@ -322,4 +336,151 @@ def test_an_int8_folder_from_a_run_holds_its_checkpoints_weights(run: Path, digi
     weights = load_file(str(run / pointer["weights"]))
     assert load_file(str(out / "model.safetensors")).keys() == weights.keys()
     assert json.loads((out / RECORD_NAME).read_text())["weights"]["source"] == dict(checkpoint=str(run))
-    assert os.listdir(out) and open_int8_folder(out, compile=False).name == MODEL
+    assert open_int8_folder(out, compile=False).name == MODEL
+    assert json.loads((out / RECORD_NAME).read_text())["check"]["rebuilt_max_abs_diff_from_calibrated"] <= 1e-5
+
+
+def test_export_replaces_a_file_only_when_told_and_only_an_export_of_its_format(
+    run: Path, tmp_path: Path, capsys
+) -> None:
+    base = ["--model", MODEL, "--checkpoint", str(run), "--format", "pt2", "--real-images", "0"]
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    assert export.main([*base, "--out", str(notes), "--replace"]) == EXIT_USAGE  # not a .pt2
+    assert notes.read_text() == "mine" and "not a .pt2 export" in capsys.readouterr().err
+    out = tmp_path / "model.pt2"
+    out.write_bytes(b"an earlier export")
+    assert export.main([*base, "--out", str(out)]) == EXIT_USAGE
+    assert out.read_bytes() == b"an earlier export" and "--replace" in capsys.readouterr().err
+    assert export.main([*base, "--out", str(out), "--replace"]) == 0
+    assert out.read_bytes() != b"an earlier export"
+
+
+def test_onnx_int8_quantizes_every_convolution(run: Path, digits: Path, tmp_path: Path, capsys) -> None:
+    """The portable writer shares the calibration draw and the check images, and refuses a float convolution."""
+    out = tmp_path / "model.int8.onnx"
+    args = ["--model", MODEL, "--checkpoint", str(run), "--format", "onnx-int8", "--out", str(out)]
+    assert export.main([*args, "--calibration-images", "32"]) == 0
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])  # torch.onnx prints its steps before
+    assert record["convs"] == record["quantized_convs"] > 0 and out.is_file()
+    assert record["check"]["real"] and record["check"]["top1_agreement_with_float"] >= 0.75
+    from resmg_zoo.inference.onnx_int8 import count_qdq_convs
+
+    assert count_qdq_convs(out) == (record["convs"], record["convs"])
+
+
+def test_an_export_whose_rebuild_differs_is_refused_and_writes_nothing(
+    run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """A record that would not reproduce the calibrated program (here: every scale recorded doubled) is a
+    typed error, exit 1, and --out stays as it was."""
+    from resmg_zoo.inference import int8 as int8_module
+
+    quantize = int8_module.quantize_int8
+
+    def doubled_scales(*args, **kwargs):
+        q = quantize(*args, **kwargs)
+        q.activations = [type(a)(**(a.to_json() | {"scale": a.scale * 2})) for a in q.activations]
+        return q
+
+    monkeypatch.setattr("resmg_zoo.tools.export_int8.quantize_int8", doubled_scales)
+    out = tmp_path / "x.int8"
+    args = ["--model", MODEL, "--checkpoint", str(run), "--format", "int8", "--out", str(out)]
+    assert export.main([*args, "--calibration-images", "32"]) == 1
+    assert "rebuilt from int8.json differs" in capsys.readouterr().err
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_refresh_that_would_not_verify_publishes_no_record(int8_export, digits: Path, tmp_path: Path) -> None:
+    folder, _, built_from = int8_export
+    copy = tmp_path / "mirror"
+    shutil.copytree(built_from, copy)
+    metrics = copy / HUB_ID / "metrics.json"
+    metrics.write_text("[]")  # the folder no longer verifies
+    args = ["refresh", str(copy / HUB_ID), "--int8", str(folder), "--data", str(digits.parent)]
+    assert mirror_tool.main(args) == EXIT_USAGE
+    assert not (copy / HUB_ID / RECORD_NAME).exists() and "int8" not in _entry(copy)
+
+
+def test_replace_never_deletes_what_is_not_an_export(int8_export, tmp_path: Path, capsys) -> None:
+    """An export folder whose ``model.safetensors`` is a folder of the user's files, or a link, is not an export:
+    ``--replace`` refuses it. And the swap itself re-checks what it took out before deleting it."""
+    from resmg_zoo.core.atomic import NotReplaceable, replace_folder
+
+    folder, _, copy = int8_export
+    victim = tmp_path / "v.int8"
+    shutil.copytree(folder, victim)
+    (victim / "model.safetensors").unlink()
+    (victim / "model.safetensors" / "d").mkdir(parents=True)
+    (victim / "model.safetensors" / "d" / "thesis.tex").write_text("work")
+    args = ["--model", f"{MODEL}.{TAG}", "--pretrained", "--format", "int8", "--out", str(victim), "--replace"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RESMG_ZOO_HUB_DIR", str(copy))
+        assert export.main(args) == EXIT_USAGE
+    assert (victim / "model.safetensors" / "d" / "thesis.tex").read_text() == "work"
+    # the last step: what the swap took out is checked before it is deleted, and put back if it is not an export
+    target, new = tmp_path / "target", tmp_path / "new"
+    target.mkdir()
+    (target / "notes.txt").write_text("mine")
+    new.mkdir()
+    with pytest.raises(NotReplaceable):
+        replace_folder(new, target, replaceable=lambda old: False)
+    assert (target / "notes.txt").read_text() == "mine"
+
+
+def test_an_int8_folder_reads_only_its_own_files(int8_folder, tmp_path: Path, capsys) -> None:
+    """A record or weights that are links (to bytes outside the folder) are refused; weights that no training
+    makes (NaN), with a sha256 matching a record made for them, are refused before they reach the quantizer."""
+    folder, record = int8_folder
+    outside = tmp_path / "outside.safetensors"
+    (folder / "model.safetensors").rename(outside)
+    (folder / "model.safetensors").symlink_to(outside)
+    assert evaluate.main(["--model", str(folder)]) == EXIT_USAGE
+    assert "symbolic link" in capsys.readouterr().err
+    (folder / "model.safetensors").unlink()
+    from safetensors.torch import save
+
+    state = load_file(str(outside))
+    first = next(k for k, v in state.items() if v.is_floating_point() and v.dim() == 4)
+    state[first] = torch.full_like(state[first], float("nan"))
+    data = save(state)
+    (folder / "model.safetensors").write_bytes(data)
+    weights = record["weights"] | {"sha256": file_sha256(folder / "model.safetensors"), "bytes": len(data)}
+    (folder / RECORD_NAME).write_text(json.dumps(record | {"weights": weights}))
+    assert evaluate.main(["--model", str(folder)]) == EXIT_INTEGRITY
+    assert "not finite" in capsys.readouterr().err
+
+
+def test_spellings_a_stranger_might_try_exit_with_a_message(tmp_path: Path, capsys) -> None:
+    """A hub id that would leave a path, a float folder holding a pickle instead of safetensors, a refresh of
+    ``/``: one line each, no traceback."""
+    assert classify.main(["--model", "hf-hub:../../etc/passwd", str(tmp_path)]) == EXIT_USAGE
+    folder = tmp_path / "float"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"architecture": MODEL, "num_classes": 10}))
+    (folder / "pytorch_model.bin").write_bytes(pickle.dumps(Payload(tmp_path / "ran")))
+    assert classify.main(["--model", str(folder), str(tmp_path)]) == EXIT_USAGE
+    assert not (tmp_path / "ran").exists()
+    assert mirror_tool.main(["refresh", "/"]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("error:") == 3
+
+
+def test_a_run_on_its_own_28_pixel_images_exports_to_int8_at_28_pixels(
+    digits: Path, tmp_path: Path
+) -> None:
+    """The int8 program is traced and checked at the size of the images it is calibrated on, not at the model's
+    default cfg (a run on a user's ImageFolder of 28-pixel images once failed inductor's guard at 32)."""
+    from conftest import tiny_train_args
+
+    from resmg_zoo.train.cli import main as train
+
+    own = tmp_path / "digits28.zip"
+    shutil.copy(digits, own)
+    run = tmp_path / "run"
+    assert train(tiny_train_args(own, run, "--epochs", "1")) == 0
+    out = tmp_path / "run.int8"
+    args = ["--model", "preact_resnet18_sharedA", "--checkpoint", str(run), "--format", "int8", "--out", str(out)]
+    assert export.main([*args, "--calibration-images", "32"]) == 0
+    record = json.loads((out / RECORD_NAME).read_text())
+    assert record["pretrained_cfg"]["input_size"][1:] == [28, 28] and record["check"]["real"]

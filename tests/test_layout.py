@@ -69,10 +69,42 @@ def test_the_layer_check_sees_every_spelling_of_an_import(tmp_path, source: str,
 @pytest.mark.parametrize("layer", LAYERS)
 def test_a_layer_imports_only_the_layers_below_it(layer: str) -> None:
     allowed = set(LAYERS[: LAYERS.index(layer) + 1])
-    modules = sorted((PACKAGE / layer).glob("*.py"))
+    modules = sorted((PACKAGE / layer).rglob("*.py"))  # its rooms too (tools/benchmark/)
     assert modules
-    wrong = {p.name: sorted(_imported_layers(p) - allowed) for p in modules if _imported_layers(p) - allowed}
+    wrong = {
+        str(p.relative_to(PACKAGE)): sorted(_imported_layers(p) - allowed)
+        for p in modules
+        if _imported_layers(p) - allowed
+    }
     assert not wrong, f"{layer} imports higher layers: {wrong}"
+
+
+ROOMS = {"tools/benchmark": "resmg_zoo.tools.benchmark"}  # a room's modules serve it alone
+
+
+@pytest.mark.parametrize("room", ROOMS)
+def test_a_room_is_imported_only_from_inside_it(room: str) -> None:
+    """The benchmark's parts (its command, timing, conv ceiling, step profile, report) live in its room, and
+    no other module reaches into it: a tool never borrows another tool's helper."""
+    inside = PACKAGE / room
+    assert sorted(p.name for p in inside.glob("*.py")) == sorted(
+        ["__init__.py", "__main__.py", "command.py", "conv_ceiling.py", "report.py", "step_profile.py", "timing.py"]
+    )
+    outside = [p for p in PACKAGE.rglob("*.py") if inside not in p.parents]
+    reaching = [str(p.relative_to(PACKAGE)) for p in outside if "benchmark" in _imported_modules(p)]
+    assert not reaching, f"modules outside {room} import it: {reaching}"
+
+
+def _imported_modules(path) -> set[str]:
+    """The last dotted parts of every module ``path`` imports (``benchmark`` for ``from .benchmark import x``)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names |= set(node.module.split("."))
+        elif isinstance(node, ast.Import):
+            names |= {part for alias in node.names for part in alias.name.split(".")}
+    return names
 
 
 def test_every_module_is_in_a_layer() -> None:
@@ -90,3 +122,55 @@ def test_import_resmg_zoo_loads_the_models_only() -> None:
     layers, extras = done.stdout.strip().splitlines()
     assert layers == str(["core", "models", "weights"])
     assert extras == "False 18"  # every model registered, no plotting library loaded
+
+
+def _module_imports(path) -> set[str]:
+    """The package's modules that ``path`` imports (``resmg_zoo.x.y`` names; a package's ``__init__`` as itself)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    here = ["resmg_zoo", *path.relative_to(PACKAGE).with_suffix("").parts]
+    package = here if here[-1] == "__init__" else here[:-1]
+    package = [p for p in package if p != "__init__"]
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = package[: len(package) - node.level + 1]
+            target = ".".join(base + ([node.module] if node.module else []))
+            names = [f"{target}.{alias.name}" for alias in node.names]
+            found |= {n for n in [target, *names] if n in MODULES}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("resmg_zoo"):
+            found |= {node.module} & MODULES
+    return found - {".".join(here)}
+
+
+MODULES = {
+    ".".join(["resmg_zoo", *p.relative_to(PACKAGE).with_suffix("").parts]).removesuffix(".__init__")
+    for p in PACKAGE.rglob("*.py")
+}
+
+
+def test_no_two_modules_import_each_other() -> None:
+    """No circle between modules (``weights/hub_download`` and ``weights/resolve`` once imported each other):
+    the import graph of the package's own modules, lazy imports included, has no cycle."""
+    graph = {
+        ".".join(["resmg_zoo", *p.relative_to(PACKAGE).with_suffix("").parts]).removesuffix(".__init__"): {
+            m.removesuffix(".__init__") for m in _module_imports(p)
+        }
+        for p in PACKAGE.rglob("*.py")
+    }
+    graph = {k: {m for m in v if m in graph and not k.startswith(m + ".")} for k, v in graph.items()}  # a module
+    # may import its own package's __init__ (which re-exports it): that is a package, not a circle
+
+    def cycle_from(start: str) -> list[str]:
+        stack, seen = [(start, [start])], set()
+        while stack:
+            node, path = stack.pop()
+            for nxt in graph[node]:
+                if nxt == start:
+                    return [*path, start]
+                if nxt not in seen:
+                    seen.add(nxt)
+                    stack.append((nxt, [*path, nxt]))
+        return []
+
+    cycles = [c for c in (cycle_from(m) for m in sorted(graph)) if c]
+    assert not cycles, f"modules that import each other: {cycles[:3]}"

@@ -158,7 +158,7 @@ def test_evaluate_ema_of_a_run_without_one_says_so(tmp_path: Path, cifar_small: 
 def test_flip_averaging_is_the_same_for_an_image_and_its_mirror(lever_run: Path) -> None:
     """With flip averaging the model scores the mirrored test split exactly as the original (it sees both
     views of each); without it the two differ — so the flag does average over the flip."""
-    model = Run.open(lever_run).build_model()
+    model = Run.open(lever_run).load_model()
     dataset = load_dataset(json.loads((lever_run / "config.json").read_text())["dataset"])
     split = dataset.split("test")
     mirrored = ImageSplit(split.images.flip(3).contiguous(), split.labels)

@@ -14,11 +14,12 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Optional
 
-from .errors import BusyError
+from .errors import BusyError, UsageError
 
 
 def current_umask() -> int:
@@ -149,19 +150,33 @@ def restore_aside(target: Path) -> list[str]:
     return done
 
 
-def replace_folder(new: Path, target: Path) -> None:
+class NotReplaceable(UsageError):
+    """What a folder swap found at its target is not what the caller may replace; it was put back."""
+
+
+def replace_folder(new: Path, target: Path, replaceable: Optional[Callable[[Path], bool]] = None) -> None:
     """Put the folder ``new`` at ``target`` (same file system): readers of ``target`` see the old folder
     or the new one, complete, never neither (an atomic exchange where the system has one). The old
     folder is removed afterwards; ``new`` no longer exists when this returns. Where the system has no
     ``renameat2``, two renames: a kill between them leaves ``target`` missing and the old folder aside,
-    which readers take (:func:`aside_folders`) and the next writer puts back (:func:`restore_aside`)."""
-    if not target.exists():
+    which readers take (:func:`aside_folders`) and the next writer puts back (:func:`restore_aside`).
+
+    ``replaceable``: checked on the old folder *after* it was swapped out and before it is removed — what is
+    deleted is what was checked, whatever changed at ``target`` meanwhile; if it says no, the old folder is
+    put back and :class:`NotReplaceable` raised (``new`` is left for the caller to remove)."""
+    if not target.exists() and not target.is_symlink():
         os.rename(new, target)
         return
     if _exchange(new, target):
-        shutil.rmtree(new)  # now holds the old folder
+        if replaceable is not None and not replaceable(new):  # ``new`` now holds the old folder
+            _exchange(new, target)
+            raise NotReplaceable(f"{target} changed into something that is not replaced; it was put back")
+        shutil.rmtree(new)
         return
     aside = target.with_name(f".{target.name}.old-{os.getpid()}")
     os.rename(target, aside)
+    if replaceable is not None and not replaceable(aside):
+        os.rename(aside, target)
+        raise NotReplaceable(f"{target} changed into something that is not replaced; it was put back")
     os.rename(new, target)
     shutil.rmtree(aside)

@@ -23,10 +23,27 @@ __all__ = [
     "EXIT_NONFINITE",
     "EXIT_UNAVAILABLE",
     "EXIT_USAGE",
+    "PRECISION_HELP",
+    "add_precision_argument",
     "parse_model_kwargs",
     "parse_value",
     "report_error",
 ]
+
+
+PRECISION_HELP = (
+    "bf16 = autocast; auto: bf16 where it is measured faster here (CUDA, a CPU whose bf16 matmuls beat fp32 "
+    "ones), else fp32 — the output says which and why"
+)
+
+
+def add_precision_argument(parser: Any, default: Optional[str] = "auto", note: str = "") -> None:
+    """The one ``--precision`` flag of every command (``default=None``: a command that must tell "not
+    given" from ``auto``, as a resumed training run does); ``note`` is appended to its help."""
+    from .hardware import PRECISIONS
+
+    help_text = f"{PRECISION_HELP}{note} (default: {default})"
+    parser.add_argument("--precision", default=default, choices=PRECISIONS, help=help_text)
 
 
 def report_error(err: ResmgError) -> int:

@@ -3,12 +3,13 @@ one), at most ``limit`` bytes (``limit + 1`` are read, so a file that grows or l
 caught by what it holds, not by ``st_size``), and JSON that is valid UTF-8, not nested past
 :data:`MAX_JSON_DEPTH`, and of the shape the caller asks for.
 
-Every failure is a :class:`~resmg_zoo.core.errors.UsageError` (exit 2) naming the file: a damaged or
-foreign file is the user's to fix, never a traceback.
+Every failure is an :class:`UnreadableFileError`, a :class:`~resmg_zoo.core.errors.UsageError` (exit 2)
+naming the file: a damaged or foreign file is the user's to fix, never a traceback.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -19,6 +20,7 @@ from .errors import UsageError
 
 MAX_JSON_BYTES = 16 << 20  # a run's config, a checkpoint record, an int8 record, a manifest
 MAX_JSON_DEPTH = 64  # the deepest JSON the project writes is 5 levels
+NOT_REGULAR = "not a regular file (a device, FIFO or socket)"
 
 
 class UnreadableFileError(UsageError):
@@ -26,23 +28,37 @@ class UnreadableFileError(UsageError):
     names it."""
 
 
-def read_regular(path: str | Path, limit: int, what: str = "file") -> bytes:
-    """The bytes of ``path`` if it is a regular file (symlinks followed) of at most ``limit`` bytes.
-
-    Opened non-blocking, so a FIFO is refused at once instead of waiting for a writer; the type is
-    checked on the open descriptor (no race between a check and the open), and at most ``limit + 1``
-    bytes are read."""
+def open_regular(path: str | Path, what: str = "file", follow: bool = True) -> int:
+    """A descriptor of ``path`` opened for reading if it is a regular file (symlinks followed); opened
+    non-blocking, so a FIFO is refused at once instead of waiting for a writer, the type checked on the
+    open descriptor (no race between a check and the open), then set blocking again. The caller closes it.
+    ``follow=False``: a symbolic link is refused (a file that must be its folder's own)."""
     path = Path(path)
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | (0 if follow else os.O_NOFOLLOW)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(path, flags)
     except OSError as err:
+        if err.errno == errno.ELOOP and not follow:
+            raise UnreadableFileError(f"{what} {path} is a symbolic link, not a file of its folder") from None
         raise UnreadableFileError(f"{what} {path} cannot be read ({err.strerror or err})") from None
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
-            kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file (a device, FIFO or socket)"
+            kind = "a folder" if stat.S_ISDIR(mode) else NOT_REGULAR
             raise UnreadableFileError(f"{what} {path} is {kind}")
         os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def read_regular(path: str | Path, limit: int, what: str = "file", follow: bool = True) -> bytes:
+    """The bytes of ``path`` if it is a regular file (:func:`open_regular`) of at most ``limit`` bytes; at
+    most ``limit + 1`` bytes are read, so a file that grows or lies about its size is caught by what it holds."""
+    path = Path(path)
+    fd = open_regular(path, what, follow)
+    try:
         chunks, size = [], 0
         while size <= limit:
             chunk = os.read(fd, min(1 << 20, limit + 1 - size))
@@ -92,8 +108,8 @@ def parse_json(data: bytes, where: str) -> Any:
         raise UnreadableFileError(f"{where} nests deeper than {MAX_JSON_DEPTH} levels: not a file this project wrote")
     try:
         return json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as err:
-        raise UnreadableFileError(f"{where} is not valid JSON ({err})") from None
+    except (ValueError, RecursionError) as err:  # JSONDecodeError, or an integer of over 4,300 digits
+        raise UnreadableFileError(f"{where} is not valid JSON ({str(err)[:200]})") from None
 
 
 def read_json(path: str | Path, what: str = "file", limit: int = MAX_JSON_BYTES) -> Any:

@@ -19,7 +19,18 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def read_with_sha256(path: str | Path) -> tuple[bytes, str]:
-    """The bytes of ``path`` and their sha256, from one read."""
-    data = Path(path).read_bytes()
-    return data, hashlib.sha256(data).hexdigest()
+MAX_WEIGHTS_BYTES = 8 << 30  # a weights file, checkpoint or published: far above any model of the zoo
+
+
+def sha256_of(data: bytes) -> str:
+    """The sha256 of bytes already read (hex)."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_with_sha256(path: str | Path, limit: int = MAX_WEIGHTS_BYTES, what: str = "file") -> tuple[bytes, str]:
+    """The bytes of ``path`` and their sha256, from one bounded read: a regular file of at most ``limit``
+    bytes (:func:`~resmg_zoo.core.files.read_regular`: never a FIFO or a device)."""
+    from .files import read_regular
+
+    data = read_regular(path, limit, what)
+    return data, sha256_of(data)

@@ -32,7 +32,8 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from ..core.errors import UsageError
-from ..core.files import UnreadableFileError, read_regular
+from ..core.files import NOT_REGULAR, UnreadableFileError, read_regular
+from ..core.files import open_regular as open_file
 
 SPLITS = ("train", "val", "test")
 REQUIRED_SPLITS = ("train", "test")
@@ -42,7 +43,6 @@ MAX_ARCHIVE_BYTES = 32 << 30  # every image of an archive, decompressed
 MAX_IMAGE_PIXELS = 50_000_000  # one decoded image (a 48-megapixel photo passes; 9000×9000 does not)
 MAX_DECODED_BYTES = 8 << 30  # every split of a dataset, decoded (uint8); $RESMG_ZOO_MAX_DECODED_BYTES overrides
 DECODED_BYTES_VARIABLE = "RESMG_ZOO_MAX_DECODED_BYTES"
-NOT_REGULAR = "not a regular file (a device, FIFO or socket)"
 IMAGE_ERRORS = (
     UnidentifiedImageError,
     OSError,
@@ -93,21 +93,12 @@ def check_sizes(root: Path, images: list[zipfile.ZipInfo]) -> None:
 
 
 def open_regular(path: str | Path) -> BinaryIO:
-    """``path`` opened for reading if it is a regular file (symlinks followed), as
-    :func:`~resmg_zoo.core.files.read_regular` opens one: non-blocking, so a FIFO is refused at once, and
-    its type checked on the open descriptor; :class:`DatasetError` naming it otherwise."""
+    """``path`` opened for reading if it is a regular file (:func:`resmg_zoo.core.files.open_regular`);
+    :class:`DatasetError` naming it otherwise."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except OSError as err:
-        raise DatasetError(f"{path} cannot be read ({err.strerror or err})") from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise DatasetError(f"{path} is {NOT_REGULAR}")
-        os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
+        return os.fdopen(open_file(path, "dataset file"), "rb")
+    except UnreadableFileError as err:
+        raise DatasetError(str(err)) from None
 
 
 class RegularZip(zipfile.ZipFile):

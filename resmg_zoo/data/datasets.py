@@ -37,6 +37,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from ..core.atomic import atomic_path
+from ..core.files import UnreadableFileError, parse_json
 from ..core.hashing import file_sha256
 from ..core.tags import TAGS, dataset_identity
 from .archive import (
@@ -174,7 +175,8 @@ class Conversion:
 
 
 def _name_of(path: Path) -> str:
-    return path.name[: -len(".zip")] if path.name.endswith(".zip") else path.name
+    """The dataset's name of an ImageFolder path, as :func:`~resmg_zoo.core.tags.dataset_identity` names it."""
+    return dataset_identity(str(path)).name
 
 
 Stats = tuple[tuple[float, ...], tuple[float, ...]]
@@ -254,11 +256,11 @@ def _read_cache(path: Path) -> Optional[tuple[list[str], dict[str, ImageSplit], 
 
     try:
         with safe_open(str(path), framework="pt") as f:
-            meta = json.loads(f.metadata()["resmg_zoo"])
+            meta = parse_json(f.metadata()["resmg_zoo"].encode(), f"the dataset cache {path}")
         tensors = load_file(str(path))
         splits = {s: ImageSplit(tensors[f"{s}.images"], tensors[f"{s}.labels"]) for s in meta["splits"]}
         return meta["classes"], splits, (tuple(meta["pixel_mean"]), tuple(meta["pixel_std"]))
-    except (OSError, SafetensorError, json.JSONDecodeError, KeyError, TypeError):
+    except (OSError, SafetensorError, UnreadableFileError, KeyError, TypeError):
         return None
 
 

@@ -153,7 +153,10 @@ def _no_qat_conv_bn_search(quantize_pt2e: Any, prepared: torch.fx.GraphModule) -
             source = node.args[0]
             if isinstance(source, torch.fx.Node) and "conv" in str(source.target):
                 raise QuantizationIncomplete(f"a batch norm still follows a convolution ({source.name}): not folded")
-    search = quantize_pt2e._fold_conv_bn_qat
+    search = getattr(quantize_pt2e, "_fold_conv_bn_qat", None)
+    if search is None:  # another torchao: convert as it is (slower, same result)
+        yield
+        return
     quantize_pt2e._fold_conv_bn_qat = lambda m: m
     try:
         yield

@@ -11,7 +11,6 @@ the weights' revision, and must have that sha256 (:class:`Int8RecordIntegrityErr
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -22,6 +21,7 @@ from torch import nn
 
 from ..core.errors import IntegrityError, UsageError
 from ..core.files import read_regular
+from ..core.hashing import sha256_of
 from ..core.sources import ModelSource
 from ..weights.hub_download import NotPublishedError, download
 from ..weights.loading import fit_state_dict, parse_state_dict
@@ -37,8 +37,6 @@ from .int8_record import (
     read_record,
     record_path,
 )
-
-MAX_WEIGHTS_BYTES = 8 << 30
 
 
 class Int8RecordIntegrityError(IntegrityError):
@@ -59,7 +57,7 @@ class OpenedInt8:
 
     @property
     def record_sha256(self) -> str:
-        return hashlib.sha256(self.record_bytes).hexdigest()
+        return sha256_of(self.record_bytes)
 
     @property
     def name(self) -> str:
@@ -75,12 +73,14 @@ class OpenedInt8:
         return dict(int8=self.source, int8_record_sha256=self.record_sha256, weights_sha256=weights["sha256"])
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def _float_model(record: dict[str, Any], state: dict[str, torch.Tensor], where: str) -> nn.Module:
-    """The record's registered architecture holding ``state`` exactly."""
+    """The record's registered architecture holding ``state`` exactly; weights that no training makes (not
+    finite, a negative running variance) are refused before they reach the quantizer."""
+    for key, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise Int8RecordIntegrityError(f"{where}: {key} holds values that are not finite")
+        if key.endswith("running_var") and bool((tensor < 0).any()):
+            raise Int8RecordIntegrityError(f"{where}: {key} holds a negative variance")
     model = timm.create_model(record["model"], **record["model_args"])
     fit_state_dict(state, model, where)
     with torch.no_grad():
@@ -100,8 +100,8 @@ def open_int8_folder(path: str | Path, compile: bool = True) -> OpenedInt8:
     record, data = read_record(path)
     folder = record_path(path).parent
     weights_file = folder / WEIGHTS_NAME
-    weights = read_regular(weights_file, MAX_WEIGHTS_BYTES, "the int8 folder's float weights")
-    actual = _sha256(weights)
+    weights = read_regular(weights_file, record["weights"]["bytes"], "the int8 folder's float weights", follow=False)
+    actual = sha256_of(weights)
     if actual != record["weights"]["sha256"]:
         raise Int8RecordIntegrityError(
             f"{weights_file} has sha256 {actual}, not the {record['weights']['sha256']} that "
@@ -111,17 +111,11 @@ def open_int8_folder(path: str | Path, compile: bool = True) -> OpenedInt8:
     return _rebuilt(record, _float_model(record, state, str(weights_file)), str(folder), data, compile)
 
 
-def published_record_pin(entry: dict[str, Any]) -> Optional[dict[str, Any]]:
-    """The entry's published int8 record (``file``, ``sha256``, ``bytes``), or ``None`` where it has none."""
-    int8 = entry.get("int8")
-    return int8 if isinstance(int8, dict) and int8.get("file") == RECORD_NAME and "sha256" in int8 else None
-
-
 def _published_record_bytes(resolved: ResolvedWeights, cache_dir: Optional[str | Path]) -> tuple[bytes, str]:
     """The published ``int8.json`` beside the resolved weights (mirror folder or Hub repo) and where."""
     if resolved.source.startswith("mirror:"):
         file = resolved.path.parent / RECORD_NAME
-        if not file.is_file():
+        if not file.exists() and not file.is_symlink():
             raise NotPublishedError(
                 f"the mirror folder {resolved.path.parent} has no {RECORD_NAME}, though the manifest lists one for "
                 f"{resolved.hub_id}: the publisher has not put it there yet (resmg-mirror refresh --int8)"
@@ -149,7 +143,7 @@ def open_published_int8(
             raise UsageError(f"--int8 needs a published model.tag (e.g. {model}.cifar10), got {source.text!r}")
     resolved = resolve_weights(model, tag, hub, cache_dir)
     entry = resolved.published.entry
-    pin = published_record_pin(entry)
+    pin = entry.get("int8")  # file, sha256 and bytes, checked with the manifest (weights.manifest.validate_entry)
     if pin is None:
         raise NotPublishedError(
             f"no int8 model is published for {resolved.published.name} ({resolved.published.manifest} lists no "
@@ -157,7 +151,7 @@ def open_published_int8(
             "--format int8"
         )
     data, where = _published_record_bytes(resolved, cache_dir)
-    actual = _sha256(data)
+    actual = sha256_of(data)
     if actual != pin["sha256"]:
         raise Int8RecordIntegrityError(
             f"{where} has sha256 {actual}, but {resolved.published.manifest} pins {pin['sha256']} for the int8 "

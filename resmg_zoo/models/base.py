@@ -12,6 +12,7 @@ from timm.models._features import feature_take_indices
 from torch import Tensor, nn
 
 from ..core.choices import parse_ints
+from ..core.errors import UsageError
 from .inputs import check_image_batch
 
 # The input check is one opaque call for torch.fx (any tracer: ``wrap`` patches this module's name)
@@ -43,7 +44,7 @@ class LevelNetwork(nn.Module):
         """Check and set what every model has; returns the parsed ``widths`` and ``layers``."""
         widths, layers = parse_ints("widths", widths), parse_ints("layers", layers)
         if len(widths) != len(layers):
-            raise ValueError(f"widths {widths} and layers {layers} must name the same number of levels")
+            raise UsageError(f"widths {widths} and layers {layers} must name the same number of levels")
         if in_chans < 1:
             raise ValueError(f"in_chans must be at least 1, got {in_chans}")
         self.in_chans = in_chans
@@ -75,6 +76,13 @@ class LevelNetwork(nn.Module):
     def check_input(self, x: Tensor) -> Tensor:
         """``x``, or a ``ValueError`` for an input the model cannot classify (docs/contract.md §6)."""
         return check_image_batch(x, self.in_chans, self.min_input_size)
+
+    def stem(self, x: Tensor) -> Tensor:
+        """``fin(f)`` (F-ResNet: ``f_1 = fin(f)``), the data's first feature map: ``conv1``, ``bn1``, ``act1``
+        of the subclass, after the input check."""
+        if not torch.jit.is_tracing():
+            x = self.check_input(x)
+        return self.act1(self.bn1(self.conv1(x)))
 
     def forward_features(self, x: Tensor) -> Tensor:
         raise NotImplementedError

@@ -20,8 +20,10 @@ import timm
 from torch import nn
 
 from ..core.choices import check_choice
+from ..core.errors import UsageError
 from ..core.files import read_json_object
 from ..core.sources import HUB_PREFIXES, LOCAL_PREFIX
+from ..core.tags import check_hub_id
 from ..weights.hub_download import hub_errors
 from ..weights.manifest import WEIGHTS_NAME
 from ..weights.resolve import check_architecture, configured_hub_id, find_published, split_revision, warn_unchecked
@@ -41,6 +43,7 @@ def create_model(name: str, pretrained: bool = False, **kwargs: Any) -> nn.Modul
 
 def _from_hub(hub: str, pretrained: bool, kwargs: dict[str, Any]) -> nn.Module:
     repo_id, _ = split_revision(hub)  # the revision is checked before anything uses it
+    check_hub_id(repo_id, f"the hub id of hf-hub:{hub}")  # before it reaches a URL or a cache path
     found = find_published(None, None, repo_id)
     if found is None:
         warn_unchecked(f"hf-hub:{hub}")
@@ -56,7 +59,10 @@ def _from_folder(folder: Path, pretrained: bool, kwargs: dict[str, Any]) -> nn.M
     config = read_json_object(config_file, f"local-dir:{folder}: its config")
     hub = configured_hub_id(config)
     found = find_published(None, None, split_revision(hub)[0]) if hub is not None else None
-    if found is None:
+    if found is None:  # the user's own folder: a zoo architecture, its safetensors (never a pickle), unchecked
+        check_choice(f"architecture in {config_file}", str(config.get("architecture")), VARIANTS)
+        if pretrained and not (folder / WEIGHTS_NAME).is_file():
+            raise UsageError(f"local-dir:{folder} has no {WEIGHTS_NAME}: only safetensors weights are read")
         warn_unchecked(f"local-dir:{folder}")
         return timm.create_model(f"local-dir:{folder}", pretrained=pretrained, **kwargs)
     check_architecture(found, str(config.get("architecture")), f"{config_file}")

@@ -266,12 +266,6 @@ class FResNet(LevelNetwork):
             ]
         return dict(stem=r"^conv1|^bn1", blocks=blocks)
 
-    def stem(self, x: Tensor) -> Tensor:
-        """``f_1 = fin(f)``, after the input check."""
-        if not torch.jit.is_tracing():
-            x = self.check_input(x)
-        return self.act1(self.bn1(self.conv1(x)))
-
     def forward_features(self, x: Tensor) -> Tensor:
         """Stem and all levels: the last feature u_{J,ν_J}."""
         f = self.stem(x)

@@ -2,9 +2,10 @@
 entry points and the parameter tables are written from.
 
 Two families (docs/contract.md §1–2): the 16 (pre-act) ResNets with operator sharing, and F-ResNet (Algorithm 2)
-with ``fresnet18`` and ``mgnet``, the setting of it that is MgNet. The registered functions in
-:mod:`~resmg_zoo.models.resnet` and :mod:`~resmg_zoo.models.fresnet` give each name its
-``model_args`` as timm writes them; a test checks that they build what this catalogue says.
+with ``fresnet18`` and ``mgnet``, the setting of it that is MgNet. Each entry's ``model_args()`` are the
+arguments its name builds with: the registered functions in :mod:`~resmg_zoo.models.resnet` and
+:mod:`~resmg_zoo.models.fresnet` read them from here (``VARIANTS[name].model_args()``, under the caller's
+kwargs); a test checks that they build what this catalogue says.
 """
 
 from __future__ import annotations

@@ -14,7 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional
 
-import timm
 import torch
 
 from ..core.errors import UsageError
@@ -26,7 +25,7 @@ from ..inference.int8_source import open_int8_folder
 from ..train.distributed import DistEnv
 from ..train.evaluation import evaluate_split
 from ..weights.loading import load_weights
-from ..weights.manifest import WEIGHTS_NAME
+from ..weights.manifest import WEIGHTS_NAME, entry_architecture
 
 PER_CLASS = 100  # images of each class in the subset: 1,000 for a 10-class test split
 TOP1_TOLERANCE = 0.05  # points, on the full test split (5 images of 10,000)
@@ -44,7 +43,7 @@ def stratified_subset(split: ImageSplit, per_class: int = PER_CLASS) -> ImageSpl
 
 def published_model(entry: dict[str, Any], weights: Path) -> torch.nn.Module:
     """The entry's architecture with ``weights`` loaded exactly."""
-    model = timm.create_model(entry["model"], pretrained_cfg=entry["tag"], **entry["model_args"])
+    model = entry_architecture(entry)
     load_weights(model, weights, f"{weights} ({entry['hub_id']})", sha256=entry["sha256"])
     return model.to(memory_format=torch.channels_last).eval()
 
@@ -53,7 +52,7 @@ def count_correct(
     model: Callable[[torch.Tensor], torch.Tensor], dataset: ImageDataset, split: ImageSplit
 ) -> dict[str, Any]:
     data = Materializer(split, dataset.mean, dataset.std, channels_last=True)
-    result = evaluate_split(model, data, BATCH, "fp32", DistEnv())
+    result = evaluate_split(model, data, BATCH, None, DistEnv())  # fp32: no autocast
     return dict(images=result["count"], correct=round(result["top1"] * result["count"] / 100), top1=result["top1"])
 
 
@@ -92,7 +91,7 @@ def measure_int8(
         )
     dataset = load_dataset(entry["dataset"], data_dir=data_dir, registry_only=True)
     data_split = Materializer(dataset.split("test"), dataset.mean, dataset.std, channels_last=True)
-    result = evaluate_split(opened.model, data_split, BATCH, "fp32", DistEnv())
+    result = evaluate_split(opened.model, data_split, BATCH, None, DistEnv())
     subset = count_correct(opened.model, dataset, stratified_subset(dataset.split("test")))
     figures = dict(
         file=RECORD_NAME,

@@ -5,7 +5,7 @@
     resmg-classify --model preact_resnet18_sharedA.cifar10 --int8 photo.jpg  # its published int8 model
     resmg-classify --model ./exports/preact_resnet18_sharedA.cifar10.int8 photo.jpg   # an int8 folder
 
-``--model`` names a model source by the package's one rule (:mod:`resmg_zoo.core.sources`): a registered
+The model is named as on every tool (:mod:`.predictor`, ``--weights`` included): a registered
 ``model.tag`` is never a folder of the current directory; a folder is given as a path (``./x``, ``/x``,
 ``local-dir:x``). An int8 model is rebuilt from its record and float weights by our own code
 (:mod:`resmg_zoo.inference.int8_source`): nothing read from a file runs.
@@ -28,23 +28,16 @@ import csv
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, Optional, TextIO
 
-import torch
-from timm.data import create_transform, resolve_data_config, resolve_model_data_config
+from timm.data import create_transform
 from torch.utils.data import DataLoader
 
 from ..core.cli import report_error
 from ..core.errors import ResmgError, UsageError
-from ..core.hardware import PRECISIONS, choose_precision
-from ..core.sources import model_source
 from ..data.image_files import ImageFileStream, Skipped
-from ..inference.fast_path import FastPath, FastPathSettings
-from ..inference.int8_record import is_int8_folder
-from ..inference.int8_source import open_int8
-from ..models.factory import create_model
-from ..train.run import Run
+from .predictor import add_inference_args, add_model_source_args, open_predictor
 
 FORMATS = ("table", "json", "jsonl", "csv")
 MAX_BATCH = 4096
@@ -61,13 +54,7 @@ def default_workers() -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="resmg-classify", description=__doc__.split("\n\n")[0])
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument(
-        "--model",
-        help="a registered <model>.<tag> with published weights, hf-hub:<id>[@rev], local-dir:<folder>, "
-        "or the path of an int8 folder (resmg-export --format int8)",
-    )
-    source.add_argument("--run", help="a training run folder (its last checkpoint)")
+    add_model_source_args(p)
     p.add_argument("inputs", nargs="+", help="image files, folders of images, zips of images")
     p.add_argument("--topk", type=int, default=5, help="classes per image (default 5)")
     p.add_argument(
@@ -80,15 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--workers", type=int, default=None, help="decoding processes (default: a quarter of the cores, ≥ 1)"
     )
-    p.add_argument(
-        "--precision", default="auto", choices=PRECISIONS, help="auto (default): bf16 where measured faster here"
-    )
-    p.add_argument(
-        "--int8", action="store_true", help="the published int8 model of --model (no calibration data needed)"
-    )
-    p.add_argument("--cache-dir", default=None, help="Hugging Face cache for downloaded weights")
-    p.add_argument("--compile", action="store_true", help="torch.compile with inductor freezing (a one-off compile)")
-    p.add_argument("--no-fold", action="store_true", help="keep batch norm apart from the convolutions (as trained)")
+    add_inference_args(p)
     return p
 
 
@@ -101,49 +80,11 @@ def check_args(args: argparse.Namespace) -> None:
         raise ClassifyError(f"--workers must be between 0 and 64, got {args.workers}")
 
 
-def class_names(names: Optional[list[str]], classes: int) -> list[str]:
-    """``names`` where there is one per class, else the class indices as strings."""
-    names = list(names or [])
-    return names if len(names) == classes else [str(i) for i in range(classes)]
-
-
-def load_classifier(args: argparse.Namespace) -> tuple[torch.nn.Module, list[str]]:
-    """The float model in eval mode and its class names (``label_names`` of its cfg, the run's classes)."""
-    if args.run:
-        run = Run.open(args.run)
-        model = run.build_model()
-        names = run.config.get("classes")
-    else:
-        source = model_source(args.model)
-        name = f"local-dir:{source.value}" if source.kind == "path" else source.text
-        model = create_model(name, pretrained=True, cache_dir=args.cache_dir).eval()
-        names = None
-    return model, class_names(names or model.pretrained_cfg.get("label_names"), model.num_classes)
-
-
-def load_predictor(args: argparse.Namespace) -> tuple[Callable[[torch.Tensor], torch.Tensor], list[str], dict]:
-    """What runs the images (the fast path, or an int8 model), the class names and timm's data config."""
-    source = model_source(args.model) if args.model else None
-    if args.int8 and source is None:
-        raise ClassifyError("--int8 takes --model: a published model.tag, hf-hub:<id>, or an int8 folder")
-    if source is not None and (args.int8 or (source.kind == "path" and is_int8_folder(source.path))):
-        if args.no_fold:
-            raise ClassifyError("an int8 model always folds batch norm: drop --no-fold")
-        opened = open_int8(source, args.cache_dir)
-        cfg = opened.pretrained_cfg
-        names = class_names(cfg.get("label_names"), cfg["num_classes"])
-        return opened.model, names, resolve_data_config(pretrained_cfg=cfg)
-    model, names = load_classifier(args)
-    settings = FastPathSettings(
-        choose_precision(args.precision).precision, fold_bn=not args.no_fold, compile=args.compile
-    )
-    return FastPath(model, settings), names, resolve_model_data_config(model)
-
-
 def predictions(args: argparse.Namespace, skipped: list[Skipped]) -> Iterator[dict[str, Any]]:
     """One dict per classified image, in the inputs' order; what is skipped is appended to ``skipped``
     (and named on stderr) as it is met."""
-    predict, names, config = load_predictor(args)
+    predictor = open_predictor(args)
+    names, config = predictor.opened.class_names, predictor.opened.data_config
     stream = ImageFileStream(
         args.inputs, create_transform(**config), "L" if config["input_size"][0] == 1 else "RGB", args.batch_size
     )
@@ -156,7 +97,7 @@ def predictions(args: argparse.Namespace, skipped: list[Skipped]) -> Iterator[di
             print(f"skipped {item.name}: {item.reason}", file=sys.stderr, flush=True)
         if images is None:
             continue
-        top = predict(images).softmax(dim=1).topk(k, dim=1)
+        top = predictor(images).softmax(dim=1).topk(k, dim=1)
         for name, p, i in zip(batch_names, top.values.tolist(), top.indices.tolist()):
             yield dict(image=name, top=[dict(label=names[j], index=j, prob=q) for j, q in zip(i, p)])
 

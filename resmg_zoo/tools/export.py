@@ -4,7 +4,7 @@ against eager PyTorch.
     resmg-export --model preact_resnet18_sharedA.mnist --pretrained --format pt2
     resmg-export --model preact_resnet18_sharedA.mnist --pretrained --format onnx
     resmg-export --model fresnet18 --checkpoint runs/reproduce/table1-cpu-tiny/linear-both --format torchscript
-    resmg-export --model preact_resnet18_sharedA.cifar10 --pretrained --format int8  # a folder: model.pt2, export.json
+    resmg-export --model preact_resnet18_sharedA.cifar10 --pretrained --format int8  # a folder: weights + int8.json
 
 ``pt2`` is what torch recommends now: ``torch.export.save`` of the exported program, loaded with
 ``torch.export.load(path).module()``. TorchScript is kept for users who still need it; torch 2.14
@@ -16,18 +16,17 @@ run's archive); a difference beyond the tolerance is an error (exit 1). The shar
 shared: a level's one ``A_ℓ`` is one tensor in the file, read by every convolution that applies it
 (the report counts convolutions and distinct convolution weights).
 
-``int8`` writes an export folder (:mod:`resmg_zoo.inference.int8`): batch norm folded, statically
-quantized with torchao's ``X86InductorQuantizer`` after calibrating on ``--calibration-images``
-training images of the model's dataset; the command fails unless every convolution was quantized, and
-checks the written program against the in-memory one and reports its agreement with the float model.
-``onnx-int8`` is the portable route: the float ONNX statically quantized by ONNX Runtime (QDQ,
-:mod:`resmg_zoo.inference.onnx_int8`), every convolution asserted quantized likewise.
+``int8`` writes an int8 folder (:mod:`.export_int8`): the float weights and ``int8.json``, the record of
+the activation scales that calibration on ``--calibration-images`` training images of the model's dataset
+found (torchao's ``X86InductorQuantizer``, every convolution asserted int8); it is rebuilt from the
+written files and must answer as the calibrated program did. ``onnx-int8`` is the portable route for other
+runtimes: the float ONNX statically quantized by ONNX Runtime (QDQ). An existing ``--out`` is replaced only
+with ``--replace`` and only if it is an earlier export of the same format.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
 import warnings
@@ -37,10 +36,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-import numpy as np
 import timm
 import torch
-from PIL import Image
+from timm.data import create_transform, resolve_model_data_config
 from torch import Tensor, nn
 
 from ..core.atomic import atomic_path
@@ -48,7 +46,9 @@ from ..core.choices import check_choice
 from ..core.cli import parse_model_kwargs, report_error
 from ..core.counting import count_parameters
 from ..core.errors import ResmgError, UsageError
+from ..core.tags import dataset_identity
 from ..data.datasets import default_data_dir
+from ..data.image_files import ImageSource, load_image
 from ..models.variants import VARIANTS
 from ..train.finetune import resolve_init
 from ..train.run import Run
@@ -83,11 +83,12 @@ class ExportReport:
     conv_weights: Optional[int] = None
 
 
-def build(
-    name: str, pretrained: bool, checkpoint: Optional[str], model_kwargs: dict[str, Any]
+def load_model_to_export(
+    name: str, pretrained: bool, checkpoint: Optional[str], model_kwargs: dict[str, Any], need_file: bool = False
 ) -> tuple[nn.Module, Optional[str], dict[str, Any], Optional[WeightsFile]]:
     """The eval-mode model, the archive its real check images come from (``None``: the tag's), the
-    arguments it was built with, and the file its weights were loaded from (``None``: random).
+    arguments it was built with, and (``need_file``, or a checkpoint) the file its weights were loaded from
+    (``None``: random weights).
 
     ``checkpoint``: a run folder (its model rebuilt from its config, its last checkpoint), a
     published folder (its ``config.json``'s ``model_args``) or a safetensors file (``--model-kwargs``).
@@ -99,17 +100,17 @@ def build(
     if not checkpoint:
         model = timm.create_model(name, pretrained=pretrained, **model_kwargs).eval()
         args = dict(model_kwargs, num_classes=model.num_classes, in_chans=model.conv1.in_channels)
-        if not pretrained:
+        if not (pretrained and need_file):
             return model, None, args, None
         resolved = resolve_weights(arch, tag or model.pretrained_cfg.get("tag"))
         described = dict(hub_id=resolved.hub_id, sha256=resolved.sha256)
-        args = {k: v for k, v in resolved.published.entry["model_args"].items()} | model_kwargs
+        args = dict(resolved.published.entry["model_args"]) | model_kwargs
         return model, None, args, WeightsFile(resolved.path, resolved.sha256, described)
     init = resolve_init(arch, checkpoint, False, "", flag="--checkpoint")
     if init.record["kind"] == "run":
         run = Run.open(checkpoint)
-        model = run.build_model(**model_kwargs)
-        args = dict(run.model_args, **model_kwargs, num_classes=model.num_classes, in_chans=model.conv1.in_channels)
+        model = run.load_model(**model_kwargs)
+        args = {**run.model_args, **model_kwargs, "num_classes": model.num_classes, "in_chans": model.conv1.in_channels}
         weights = WeightsFile(init.weights, init.sha256, dict(checkpoint=str(checkpoint)))
         return model, run.config.get("dataset_source"), args, weights
     args = {k: v for k, v in (init.model_args | model_kwargs).items() if v is not None}
@@ -120,36 +121,30 @@ def build(
 
 
 def real_inputs(model: nn.Module, archive: Optional[str], count: int = 8) -> tuple[Optional[Tensor], str]:
-    """Up to ``count`` real test images, normalised as the model expects, or ``None`` and why not."""
-    cfg = model.pretrained_cfg
-    if archive is None:
-        folder = default_data_dir()
-        tag = cfg.get("tag") or "cifar10"
-        archive = str(folder / f"{tag}.zip") if folder else None
-    if archive is None or not Path(archive).is_file():
-        return None, f"no archive of real images found ({archive or 'set RESMG_ZOO_DATA'})"
-    in_chans, size = model.conv1.in_channels, tuple(cfg["input_size"][1:])
-    with zipfile.ZipFile(archive) as zf:
-        names = [n for n in zf.namelist() if n.startswith("test/") and not n.endswith("/")]
-        picked = names[:: max(1, len(names) // count)][:count]
-        arrays = []
-        for n in picked:
-            image = Image.open(io.BytesIO(zf.read(n))).convert("L" if in_chans == 1 else "RGB")
-            if image.size != size[::-1]:
-                image = image.resize(size[::-1], Image.Resampling.BILINEAR)
-            array = np.asarray(image, dtype=np.float32) / 255.0
-            arrays.append(array[None] if in_chans == 1 else array.transpose(2, 0, 1))
-    x = torch.from_numpy(np.stack(arrays))
-    mean, std = (_per_channel(cfg[k], in_chans) for k in ("mean", "std"))
-    return (x - mean) / std, archive
-
-
-def _per_channel(values: Any, in_chans: int) -> Tensor:
-    """The cfg's mean/std for ``in_chans`` channels (their average when the counts differ)."""
-    values = [float(v) for v in values]
-    if len(values) != in_chans:
-        values = [sum(values) / len(values)] * in_chans
-    return torch.tensor(values).view(1, -1, 1, 1)
+    """Up to ``count`` real test images of the model's dataset, spread over the test split, preprocessed by
+    timm's own pipeline for the model (``resolve_model_data_config`` + ``create_transform``, as
+    ``resmg-classify`` does), or ``None`` and why not. The dataset is ``archive`` (a run's), else the model's
+    tag, found as the dataset registry finds it (``$RESMG_ZOO_DATA/<tag>.zip``)."""
+    name = archive or model.pretrained_cfg.get("tag")
+    if not name:
+        return None, "the model names no dataset (no tag) and no archive was given"
+    identity = dataset_identity(name)
+    folder = default_data_dir()
+    path = Path(identity.path) if identity.path else (folder / f"{identity.name}.zip" if folder else None)
+    if path is None or not path.is_file():
+        return None, f"no archive of real images found ({path or 'set RESMG_ZOO_DATA'})"
+    with zipfile.ZipFile(path) as zf:
+        names = sorted(n for n in zf.namelist() if n.startswith("test/") and not n.endswith("/"))
+    picked = names[:: max(1, len(names) // count)][:count]
+    config = resolve_model_data_config(model)
+    transform, mode = create_transform(**config), "L" if config["input_size"][0] == 1 else "RGB"
+    archives: dict[str, zipfile.ZipFile] = {}
+    try:
+        images = [transform(load_image(ImageSource(str(path), n), mode, archives)) for n in picked]
+    finally:
+        for opened in archives.values():
+            opened.close()
+    return (torch.stack(images), str(path)) if images else (None, f"{path} has no test images")
 
 
 def export_pt2(model: nn.Module, example: Tensor, path: Path) -> Callable[[Tensor], Tensor]:
@@ -267,18 +262,22 @@ def main(argv: Optional[list[str]] = None) -> int:
     )
     parser.add_argument("--calibration-images", type=int, default=512, help="int8: training images (default 512)")
     parser.add_argument("--data", default=None, help="folder with <dataset>.zip (default $RESMG_ZOO_DATA)")
-    parser.add_argument("--replace", action="store_true", help="int8: replace the int8 folder at --out")
+    parser.add_argument("--replace", action="store_true", help="replace an earlier export of the format at --out")
     args = parser.parse_args(argv)
-    out = Path(args.out or f"exports/{args.model}.{SUFFIXES[args.format]}")
+    out = Path(args.out or f"exports/{args.model}.{SUFFIXES[args.format]}").expanduser()
     try:
-        check_out(out, folder=args.format == "int8", replace=args.replace)
+        check_out(out, args.format == "int8", args.replace, SUFFIXES[args.format])
         int8 = args.format in INT8_FORMATS
         if int8 and args.calibration_images < 1:
             raise UsageError(f"--calibration-images must be at least 1, got {args.calibration_images}")
         if args.format == "int8" and not (args.pretrained or args.checkpoint):
             raise UsageError("--format int8 quantizes trained weights: give --pretrained or --checkpoint")
         kwargs = parse_model_kwargs(args.model_kwargs)
-        model, archive, model_args, weights = build(args.model, args.pretrained, args.checkpoint, kwargs)
+        if args.format == "int8" and ((args.pretrained and kwargs) or {"num_classes", "in_chans"} & set(kwargs)):
+            raise UsageError("--format int8 quantizes the weights as they are: no --model-kwargs changing them")
+        model, archive, model_args, weights = load_model_to_export(
+            args.model, args.pretrained, args.checkpoint, kwargs, need_file=args.format == "int8"
+        )
         if int8:  # before the check images: no calibration data is an error, not a warning
             dataset = calibration_dataset(model, archive, args.calibration_data, args.data)
         real, where = real_inputs(model, archive, args.real_images) if args.real_images else (None, "not asked")

@@ -26,17 +26,16 @@ from torch import Tensor, nn
 from ..core.atomic import atomic_path, make_shareable, replace_folder, write_text_atomic
 from ..core.counting import check_model_args, checkpoint_bytes, count_parameters
 from ..core.errors import IntegrityError, UsageError
-from ..core.files import UnreadableFileError
 from ..core.hashing import read_with_sha256
 from ..data.datasets import load_dataset
+from ..data.loader import EpochPlan, Materializer
 from ..inference.int8 import Int8RebuildMismatch, calibration_batches, quantize_int8
-from ..inference.int8_record import FORMAT, QUANTIZER, RECORD_NAME, read_record
+from ..inference.int8_record import CFG_KEYS, FORMAT, OLD_PROGRAM_FILES, QUANTIZER, RECORD_NAME
 from ..inference.int8_source import open_int8_folder
 from ..inference.onnx_int8 import quantize_onnx
 from ..weights.loading import parse_state_dict
 from ..weights.manifest import WEIGHTS_NAME
 
-CFG_KEYS = ("input_size", "mean", "std", "interpolation", "crop_pct", "crop_mode", "label_names", "num_classes")
 REBUILD_TOLERANCE = 1e-5  # rebuilt and calibrated programs hold the same constants: equal up to rounding
 
 
@@ -54,10 +53,11 @@ class OutExists(UsageError):
     """``--out`` names something an export may not replace; the message says what and why."""
 
 
-def check_out(out: Path, folder: bool, replace: bool) -> None:
-    """Refuse an ``--out`` that an export must not overwrite, before anything is computed: a folder where
-    a file is written, a parent that is a file, and for an int8 folder anything but an earlier int8
-    folder (its two files and nothing else) replaced with ``--replace``."""
+def check_out(out: Path, folder: bool, replace: bool, suffix: str) -> None:
+    """Refuse an ``--out`` that an export must not overwrite, before anything is computed (and again just
+    before an int8 folder is swapped in): a parent that is a file, a symbolic link, and anything that exists
+    unless ``--replace`` is given and it is an earlier export of the format — a file named ``*.<suffix>``, or
+    an int8 folder holding its two files (or the two files of the old format) and nothing else."""
     blocker = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
     if blocker is not None:
         raise OutExists(f"--out {out}: {blocker} is a file, not a folder")
@@ -66,24 +66,27 @@ def check_out(out: Path, folder: bool, replace: bool) -> None:
     if out.is_symlink():
         raise OutExists(f"--out {out} is a symbolic link: give the real path (nothing was written)")
     if not folder:
-        if not out.is_file():
-            raise OutExists(f"--out {out} exists and is not a file: an export writes one file there")
-        return
-    if not out.is_dir():
-        raise OutExists(f"--out {out} exists and is not a folder: an int8 export is a folder")
-    names = sorted(p.name for p in out.iterdir())
-    try:
-        read_record(out)
-        ours = set(names) <= {RECORD_NAME, WEIGHTS_NAME}
-    except UnreadableFileError:  # no record, or not one of ours
-        ours = False
-    if not ours:
+        if not out.is_file() or not out.name.endswith(f".{suffix}"):
+            raise OutExists(f"--out {out} exists and is not a .{suffix} export: nothing was touched; give a new path")
+    elif not is_export_folder(out):
+        names = sorted(p.name for p in out.iterdir())[:5] if out.is_dir() else ["a file"]
         raise OutExists(
-            f"--out {out} is an existing folder that is not an int8 export folder (it holds {names[:5]}): "
-            "nothing was touched; give a new folder"
+            f"--out {out} exists and is not an int8 export folder (it holds {names}): nothing was touched; "
+            "give a new folder"
         )
     if not replace:
-        raise OutExists(f"--out {out} holds an earlier int8 export: pass --replace to replace it")
+        raise OutExists(f"--out {out} holds an earlier export: pass --replace to replace it")
+
+
+def is_export_folder(folder: Path) -> bool:
+    """Whether ``folder`` is an int8 export folder and nothing else: the two regular files of an int8 folder
+    (or of the old format), no link, no folder, nothing beside them — all that replacing it deletes."""
+    if folder.is_symlink() or not folder.is_dir():
+        return False
+    entries = list(folder.iterdir())
+    names = {p.name for p in entries}
+    regular = all(p.is_file() and not p.is_symlink() for p in entries)
+    return regular and names in ({RECORD_NAME, WEIGHTS_NAME}, set(OLD_PROGRAM_FILES))
 
 
 def calibration_dataset(model: nn.Module, archive: Optional[str], asked: Optional[str], data: Optional[str]) -> Any:
@@ -107,11 +110,33 @@ def agreement_with_float(model: nn.Module, images: Tensor, got: Tensor, real: bo
     )
 
 
-def _json_cfg(model: nn.Module, example: Tensor) -> dict[str, Any]:
-    """The preprocessing of ``model``'s cfg as the record keeps it (lists, not tuples; no ``None``)."""
+def check_images(model: nn.Module, real: Optional[Tensor]) -> Tensor:
+    """What both int8 writers check their output on: the real test images, else 8 seeded random images
+    (never zeros: zero quantizes to the zero point whatever the scale, so a wrong scale would pass)."""
+    if real is not None:
+        return real
+    size = (model.conv1.in_channels, *model.pretrained_cfg["input_size"][1:])
+    return torch.randn(8, *size, generator=torch.Generator().manual_seed(0))
+
+
+def dataset_check_images(dataset: Any, count: int) -> Tensor:
+    """Up to ``count`` test images of the calibration dataset, spread over its test split and normalised as
+    calibration normalises: the int8 program's inputs have the size and statistics it was calibrated on
+    (a run on 28-pixel images is exported at 28 pixels, whatever its model's default cfg says)."""
+    split = dataset.split("test") if "test" in dataset.splits else dataset.split("train")
+    picked = torch.arange(0, len(split), max(1, len(split) // count))[:count]
+    data = Materializer(split.subset(picked), dataset.mean, dataset.std, channels_last=True)
+    plan = EpochPlan(len(picked), len(picked), seed=0, shuffle=False, drop_last=False)
+    return data(next(iter(plan.batches(0))))[0].contiguous()
+
+
+def _json_cfg(model: nn.Module, dataset: Any, example: Tensor) -> dict[str, Any]:
+    """The preprocessing the record keeps (lists, not tuples; no ``None``): the model's cfg, with the size
+    and the normalisation of the images it was calibrated on."""
     cfg = {k: model.pretrained_cfg[k] for k in CFG_KEYS if model.pretrained_cfg.get(k) is not None}
     cfg = {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}
-    return cfg | {"input_size": list(example.shape[1:]), "num_classes": model.num_classes}
+    stats = {k: [float(v) for v in getattr(dataset, k)] for k in ("mean", "std")}
+    return cfg | stats | {"input_size": list(example.shape[1:]), "num_classes": model.num_classes}
 
 
 def verified_bytes(weights: WeightsFile) -> bytes:
@@ -144,8 +169,8 @@ def export_int8(
         model.load_state_dict(parse_state_dict(data, str(weights.path)), strict=True)
     arch = model.pretrained_cfg.get("architecture", name.split(".")[0])
     check_model_args(arch, model_args)
-    in_chans = model_args.get("in_chans", model.pretrained_cfg["input_size"][0])
-    example = real[:2] if real is not None else torch.zeros(2, in_chans, *model.pretrained_cfg["input_size"][1:])
+    check = dataset_check_images(dataset, len(real) if real is not None else 8)
+    example = check[:2]
     quantized = quantize_int8(model, calibration_batches(dataset, images), example)
     fold = quantized.fold
     record = dict(
@@ -153,7 +178,7 @@ def export_int8(
         name=name,
         model=arch,
         model_args=model_args,
-        pretrained_cfg=_json_cfg(model, example),
+        pretrained_cfg=_json_cfg(model, dataset, example),
         weights=dict(file=WEIGHTS_NAME, sha256=weights.sha256, bytes=len(data), source=weights.describe),
         quantizer=QUANTIZER,
         activations=[q.to_json() for q in quantized.activations],
@@ -175,7 +200,6 @@ def export_int8(
         make_shareable(staging / WEIGHTS_NAME)
         write_text_atomic(staging / RECORD_NAME, json.dumps(record, indent=2) + "\n")
         rebuilt = open_int8_folder(staging, compile=False)
-        check = real if real is not None else example
         with torch.no_grad():
             got, calibrated = rebuilt.model(check), quantized.program(check)
         diff = float((got - calibrated).abs().max())
@@ -184,12 +208,12 @@ def export_int8(
                 f"the program rebuilt from {RECORD_NAME} differs from the calibrated one by {diff:.3g} "
                 f"(tolerance {REBUILD_TOLERANCE}): the record is incomplete for this torch/torchao; nothing was written"
             )
-        record["check"] = agreement_with_float(model, check, got, real is not None) | dict(
+        record["check"] = agreement_with_float(model, check, got, True) | dict(
             rebuilt_max_abs_diff_from_calibrated=diff
         )
         write_text_atomic(staging / RECORD_NAME, json.dumps(record, indent=2) + "\n")
-        check_out(folder, folder=True, replace=replace)
-        replace_folder(staging, folder)
+        check_out(folder, True, replace, "int8")
+        replace_folder(staging, folder, replaceable=is_export_folder)  # re-checked on what is deleted
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return record
@@ -209,13 +233,12 @@ def export_onnx_int8(
     with ONNX Runtime against the float model."""
     import onnxruntime as ort
 
-    example = real[:2] if real is not None else torch.randn(2, *model.pretrained_cfg["input_size"])
+    check = check_images(model, real)
     with tempfile.TemporaryDirectory() as tmp, atomic_path(path, keep_suffix=True) as written:
         float_onnx = Path(tmp) / "float.onnx"
-        export_onnx(model, example, float_onnx)
+        export_onnx(model, check[:2], float_onnx)
         convs = quantize_onnx(float_onnx, written, calibration_batches(dataset, images))
         session = ort.InferenceSession(str(written), providers=["CPUExecutionProvider"])
-        check = real if real is not None else example
         got = torch.from_numpy(session.run(None, {"image": check.numpy()})[0])
         _, sha256 = read_with_sha256(written)
         return dict(
@@ -226,7 +249,7 @@ def export_onnx_int8(
             bytes=written.stat().st_size,
             float_onnx_bytes=float_onnx.stat().st_size,
             convs=convs,
-            quantized_convs=convs,
+            quantized_convs=convs,  # quantize_onnx raised otherwise
             calibration=dict(dataset=dataset.name, split="train", images=images, seed=0),
             check=agreement_with_float(model, check, got, real is not None),
         )

@@ -129,7 +129,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         parser.error("--grid must be at least 2, --images at least 1 and --span positive")
     try:
         run = Run.open(args.run)
-        model, dataset, config = run.build_model(), run.dataset(args.data), run.config
+        model, dataset, config = run.load_model(), run.dataset(args.data), run.config
     except ResmgError as err:
         return report_error(err)
     split = dataset.split(args.split)

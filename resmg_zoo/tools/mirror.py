@@ -168,6 +168,8 @@ def refresh_folder(folder: Path, int8: Optional[Path] = None, data_dir: Optional
     Everything is written under the folder's publishing lock, and only if the entry still lists the
     weights that were measured (a ``--replace`` that finished during the measurement is not undone)."""
     folder = folder.resolve()
+    if len(folder.parents) < 2 or not folder.is_dir():
+        raise ManifestError(f"{folder} is not a published folder <mirror>/<org>/<model>.<tag>")
     mirror = folder.parents[1]
     repo_id = check_hub_id(folder.relative_to(mirror).as_posix(), "the folder's hub id")
     source, entry = _mirror_entry(mirror, folder, repo_id)
@@ -180,16 +182,11 @@ def refresh_folder(folder: Path, int8: Optional[Path] = None, data_dir: Optional
                 f"{', a swap in progress' if 'swap_from' in current else ''}); nothing was written, run it again"
             )
         entry = current
-        problems = verify_folder(folder, entry) if measured is None else []
-        if measured is not None:
-            figures, record = measured
-            entry = dict(entry, int8=figures)
-            write_bytes_atomic(folder / INT8_RECORD_NAME, record)
-            problems = verify_folder(folder, entry)
+        problems = verify_folder(folder, entry)
         if problems:
             raise ManifestError(f"{folder} does not verify, so it is not refreshed: " + "; ".join(problems))
         if measured is not None:
-            add_entry(source, entry)
+            entry = _publish_int8_record(folder, source, entry, *measured)
         rows = read_json(folder / "metrics.json", "the published metrics")
         old = read_json_object(folder / "config.json", "the published config")
         write_config(folder, entry, old.get("label_names") or label_names_for(entry, None))
@@ -198,6 +195,26 @@ def refresh_folder(folder: Path, int8: Optional[Path] = None, data_dir: Optional
     if problems:
         raise ManifestError(f"{folder} no longer verifies after the refresh: " + "; ".join(problems))
     return entry
+
+
+def _publish_int8_record(
+    folder: Path, source: Path, entry: dict[str, Any], figures: dict[str, Any], record: bytes
+) -> dict[str, Any]:
+    """Put ``record`` at ``folder/int8.json`` and pin it (with ``figures``) in the entry of the manifest
+    ``source``; the file the folder held before is put back if the folder would not verify."""
+    path = folder / INT8_RECORD_NAME
+    before = path.read_bytes() if path.is_file() else None
+    pinned = dict(entry, int8=figures)
+    write_bytes_atomic(path, record)
+    problems = verify_folder(folder, pinned)
+    if problems:
+        if before is None:
+            path.unlink()
+        else:
+            write_bytes_atomic(path, before)
+        raise ManifestError(f"{folder} would not verify with the int8 record; nothing changed: " + "; ".join(problems))
+    add_entry(source, pinned)
+    return pinned
 
 
 def _mirror_entry(mirror: Path, folder: Path, repo_id: str) -> tuple[Path, dict[str, Any]]:

@@ -28,6 +28,7 @@ from ..core.choices import parse_ints
 from ..core.cli import EXIT_NONFINITE
 from ..core.counting import param_count
 from ..core.errors import UsageError
+from ..core.files import read_json_object
 from ..core.paper import TABLE_DATASETS, TABLE_KEYS, paper_rows
 from ..models.variants import FORM_SYMBOLS
 from ..train.run import CONFIG_NAME, Run, RunError
@@ -168,7 +169,7 @@ STATUS_FILE = "reproduce-status.json"
 def diverged(run_dir: Path) -> bool:
     """Whether this row's training stopped on a non-finite loss (recorded, and not retried)."""
     path = run_dir / STATUS_FILE
-    return path.exists() and json.loads(path.read_text()).get("status") == "diverged"
+    return path.exists() and read_json_object(path, "the row's status").get("status") == "diverged"
 
 
 def run_dir_of(table_dir: Path, row: Row, seed: int) -> Path:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
-from typing import Union
+from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -31,12 +32,14 @@ def evaluate_split(
     model: Union[nn.Module, Callable[[torch.Tensor], torch.Tensor]],
     materializer: Materializer,
     batch_size: int,
-    precision: str,
+    precision: Optional[str],
     env: DistEnv,
     flip: bool = False,
 ) -> dict[str, float]:
     """Loss, top-1 and top-5 (percent) over the whole split of ``materializer``; ranks share the work.
     ``model``: a module (set to eval mode here) or a callable such as the inference fast path.
+    ``precision``: the autocast to run ``model`` under (training's evaluation); ``None`` where the model
+    applies its own (the fast path, an int8 model: precision is applied once, by the model).
 
     ``flip``: also test-time flip averaging, in the same pass over the data: ``flip_loss``,
     ``flip_top1``, ``flip_top5`` of the mean of the logits of each image and its mirror. (A mirror is
@@ -50,7 +53,7 @@ def evaluate_split(
         if step % env.world_size != env.rank:
             continue
         x, y = materializer(batch)
-        with autocast_context(precision, device):
+        with autocast_context(precision, device) if precision else contextlib.nullcontext():
             logits = model(x).float()
             sums[:3] += _sums(logits, y)
             if flip:

@@ -17,7 +17,7 @@ import timm
 from torch import nn
 
 from ..core.choices import check_choice
-from ..core.counting import MODEL_ARGS
+from ..core.counting import model_args_problem
 from ..core.errors import UsageError
 from ..core.files import read_json_object, require_keys
 from ..core.tags import dataset_identity
@@ -58,16 +58,14 @@ def make_run_dir(path: Path) -> Path:
 
 
 def check_architecture_args(args: dict[str, Any], where: str) -> None:
-    """``args`` are architecture arguments of the zoo's models only (:data:`~resmg_zoo.core.counting.MODEL_ARGS`):
-    a run's ``model_kwargs`` never carry what makes ``create_model`` load a file or change its output
-    (``pretrained``, ``pretrained_cfg``, ``pretrained_cfg_overlay``, ``checkpoint_path``, ``features_only``,
-    ...); :class:`RunError` naming ``where`` and the keys otherwise."""
-    unknown = sorted(set(args) - MODEL_ARGS)
-    if unknown:
-        raise RunError(
-            f"{where}: {', '.join(map(repr, unknown))} {'is' if len(unknown) == 1 else 'are'} not an architecture "
-            f"argument of the zoo's models; model_kwargs take {', '.join(sorted(MODEL_ARGS))} only"
-        )
+    """``args`` are architecture arguments of the zoo's models only, in range
+    (:func:`~resmg_zoo.core.counting.model_args_problem`): a run's ``model_kwargs`` never carry what makes
+    ``create_model`` load a file or change its output (``pretrained``, ``pretrained_cfg``,
+    ``checkpoint_path``, ``features_only``, ...) nor a value that builds a giant; :class:`RunError` naming
+    ``where`` otherwise."""
+    problem = model_args_problem(args)
+    if problem:
+        raise RunError(f"{where}: {problem}")
 
 
 def check_run_config(config: dict[str, Any], where: str) -> None:
@@ -173,7 +171,7 @@ class Run:
             )
         return row
 
-    def build_model(self, ema: bool = False, **overrides: Any) -> nn.Module:
+    def load_model(self, ema: bool = False, **overrides: Any) -> nn.Module:
         """The trained model in eval mode: rebuilt from the config (:func:`build_model`, ``overrides``
         on top) with the last checkpoint's weights (``ema``: its EMA copy's), which must fit it exactly."""
         model = build_model(self.config, **overrides)

@@ -12,13 +12,12 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
-import timm
 from timm.models import model_entrypoint
 from timm.models._hub import save_config_for_hf
 
 from ..core.atomic import atomic_path, write_text_atomic
 from ..core.tags import LICENSE, PAPER_BIBTEX, PAPER_ID, PAPER_TITLE, TAGS
-from .manifest import WEIGHTS_NAME
+from .manifest import WEIGHTS_NAME, entry_architecture
 
 
 def hub_dataset_id(entry: dict[str, Any]) -> str:
@@ -167,7 +166,7 @@ Model arguments: `{json.dumps(entry["model_args"])}`; sha256 of `{WEIGHTS_NAME}`
 def write_config(folder: Path, entry: dict[str, Any], label_names: Optional[list[str]]) -> None:
     """``config.json`` in timm's format (its ``save_config_for_hf``): the architecture, the model
     arguments, the tag's ``pretrained_cfg`` naming the entry's hub id, and the class names."""
-    model = timm.create_model(entry["model"], pretrained_cfg=entry["tag"], **entry["model_args"])
+    model = entry_architecture(entry)
     config: dict[str, Any] = {"pretrained_cfg": {"hf_hub_id": entry["hub_id"], "tag": entry["tag"]}}
     if label_names and len(label_names) == entry["model_args"].get("num_classes"):
         config["label_names"] = list(label_names)

@@ -9,14 +9,11 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 from urllib.parse import urlsplit
 
 from ..core.errors import UnavailableError, UsageError
-from .manifest import WEIGHTS_NAME
-
-if TYPE_CHECKING:
-    from .resolve import Published
+from .manifest import WEIGHTS_NAME, Published
 
 
 class PretrainedWeightsUnavailable(UnavailableError):

@@ -112,8 +112,8 @@ def parse_state_dict(data: bytes, where: str) -> dict[str, torch.Tensor]:
     are not one (truncated, foreign, or a tensor of a dtype torch has no type for)."""
     try:
         return load_safetensors(data)
-    except SafetensorError as err:  # safetensors' own word for a truncated or foreign file
-        raise WeightsIntegrityError(f"{where} is not a readable safetensors file: {err}") from None
+    except (SafetensorError, RuntimeError) as err:  # a truncated or foreign file; torch refusing a header's shape
+        raise WeightsIntegrityError(f"{where} is not a readable safetensors file: {str(err)[:300]}") from None
     except KeyError as err:  # safetensors.torch's table of dtypes lacks the header's (e.g. F4, F8_E8M0)
         raise WeightsIntegrityError(
             f"{where} is not a readable safetensors file: a tensor has the dtype {err}, which torch cannot load"

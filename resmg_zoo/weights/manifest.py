@@ -30,6 +30,7 @@ import json
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -69,6 +70,35 @@ OPTIONAL_KEYS: dict[str, type] = {"revision": str, "check": dict, "previous": li
 RENAMED_KEYS = {"wall_seconds": "training_seconds"}  # the run's training time, never wall time
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
+
+
+@dataclass(frozen=True)
+class Published:
+    """A manifest entry and the manifest it was read from."""
+
+    entry: dict[str, Any]
+    manifest: Path
+
+    @property
+    def hub_id(self) -> str:
+        return self.entry["hub_id"]
+
+    @property
+    def name(self) -> str:
+        return f"{self.entry['model']}.{self.entry['tag']}"
+
+
+def entry_architecture(entry: dict[str, Any]) -> Any:
+    """The one builder of a published entry's model (no weights): its architecture, its tag's cfg and its
+    ``model_args``, checked first (:func:`~resmg_zoo.core.counting.check_model_args`: a
+    :class:`~resmg_zoo.core.errors.UsageError` for arguments no model takes). Needs the models registered
+    (``import resmg_zoo``)."""
+    import timm
+
+    from ..core.counting import check_model_args
+
+    check_model_args(entry["model"], entry["model_args"])
+    return timm.create_model(entry["model"], pretrained_cfg=entry["tag"], **entry["model_args"])
 
 
 class ManifestError(UsageError):
@@ -183,7 +213,7 @@ def validate_entry(entry: dict[str, Any], check_params: bool = True) -> list[str
         try:
             check_model_args(entry["model"], entry["model_args"])
             built = param_count(entry["model"], **entry["model_args"])
-        except ValueError as err:  # a value the model refuses (UsageError, or a model's own ValueError)
+        except UsageError as err:  # arguments no model takes, or a value the model's own check refuses
             problems.append(f"{name}: cannot build the model from model_args: {err}")
         else:
             if built != entry["params"]:

@@ -28,7 +28,7 @@ from typing import Any, Optional
 import timm
 
 from ..core.atomic import exclusive_lock, make_shareable, replace_folder, restore_aside, write_text_atomic
-from ..core.counting import check_model_args, count_parameters
+from ..core.counting import count_parameters
 from ..core.errors import UnavailableError, UsageError
 from ..core.files import UnreadableFileError, read_json, read_json_object
 from ..core.hashing import file_sha256, read_with_sha256
@@ -41,6 +41,7 @@ from .manifest import (
     PUBLISHED_FILES,
     WEIGHTS_NAME,
     add_entry,
+    entry_architecture,
     load_manifest,
     validate_entry,
 )
@@ -173,9 +174,8 @@ def verify_folder(folder: Path, entry: dict[str, Any]) -> list[str]:
     if problems:
         return problems
     try:
-        check_model_args(entry["model"], entry["model_args"])
-        model = timm.create_model(entry["model"], pretrained_cfg=entry["tag"], **entry["model_args"])
-    except ValueError as err:  # a value the model refuses (UsageError, or a model's own ValueError)
+        model = entry_architecture(entry)
+    except UsageError as err:  # arguments no model takes, or a value the model's own check refuses
         return [f"cannot build {entry['model']} from the entry's model_args {entry['model_args']}: {err}"]
     if count_parameters(model) != entry["params"]:
         problems.append(

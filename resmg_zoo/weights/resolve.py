@@ -42,7 +42,7 @@ from ..core.hashing import read_with_sha256
 from ..core.tags import TAGS, check_revision
 from .hub_download import NotPublishedError, download
 from .loading import WeightsIntegrityError, parse_state_dict
-from .manifest import MANIFEST_NAME, WEIGHTS_NAME, load_manifest, repo_manifest_path
+from .manifest import MANIFEST_NAME, WEIGHTS_NAME, Published, load_manifest, repo_manifest_path
 
 SOURCE_ARGS = ("num_classes", "in_chans")  # what the weights were trained for, not the architecture
 
@@ -51,22 +51,6 @@ def hub_dir() -> Optional[Path]:
     """The mirror folder ``$RESMG_ZOO_HUB_DIR`` (``None`` when unset)."""
     value = os.environ.get("RESMG_ZOO_HUB_DIR")
     return Path(value).expanduser() if value else None
-
-
-@dataclass(frozen=True)
-class Published:
-    """A manifest entry and the manifest it was read from."""
-
-    entry: dict[str, Any]
-    manifest: Path
-
-    @property
-    def hub_id(self) -> str:
-        return self.entry["hub_id"]
-
-    @property
-    def name(self) -> str:
-        return f"{self.entry['model']}.{self.entry['tag']}"
 
 
 def published() -> list[Published]:

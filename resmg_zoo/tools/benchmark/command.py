@@ -14,14 +14,14 @@ by torchao (:mod:`resmg_zoo.inference.int8`, random weights: a speed, not an acc
 Models are measured round-robin, ``--rounds`` times, with the reference — torchvision's ``resnet18``
 with a 3×3 stride-1 stem and no max-pool — among them, and the median of the rounds is reported, so
 slow drifts of the machine hit all alike. Among them too: the **conv ceiling**, the models' own
-convolution calls alone (forward and both backward passes, :mod:`resmg_zoo.train.conv_ceiling`), so
+convolution calls alone (forward and both backward passes, :mod:`.conv_ceiling`), so
 that "train × conv ceiling" says whether the convolutions or the rest of the step bind. The in-memory
 loader's images/s is measured in the same run; ``--profile`` adds where a training step goes
-(:mod:`resmg_zoo.train.step_profile`). The precision is ``auto`` unless given, as in training, and the
+(:mod:`.step_profile`). The precision is ``auto`` unless given, as in training, and the
 allocator keeps freed memory, as in training (``--default-malloc``: as glibc has it).
 
 The project's speed targets are checked on the measured rows and printed after the table
-(:data:`.benchmark_report.TARGETS`); they are benchmarks, never timed tests.
+(:data:`.report.TARGETS`); they are benchmarks, never timed tests.
 """
 
 from __future__ import annotations
@@ -42,11 +42,11 @@ import torchvision
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..core.choices import parse_ints
-from ..core.counting import checkpoint_bytes, count_parameters
-from ..core.errors import UsageError
-from ..core.hardware import (
-    PRECISIONS,
+from ...core.choices import parse_ints
+from ...core.cli import add_precision_argument
+from ...core.counting import checkpoint_bytes, count_parameters
+from ...core.errors import UsageError
+from ...core.hardware import (
     autocast_context,
     choose_precision,
     command_line_allocator,
@@ -54,14 +54,14 @@ from ..core.hardware import (
     freed_memory_retained,
     matmul_peak,
 )
-from ..data.datasets import ImageSplit
-from ..data.loader import EpochPlan, Materializer
-from ..inference.fast_path import FastPath, FastPathSettings
-from ..inference.int8 import Int8Model, quantize_int8
-from ..train.conv_ceiling import ConvCeiling, record_convs
-from ..train.step_profile import profile_training_step
-from .benchmark_report import check_targets, markdown, profile_markdown, twin_of
-from .benchmark_timing import Timed, ratio
+from ...data.datasets import ImageSplit
+from ...data.loader import EpochPlan, Materializer
+from ...inference.fast_path import FastPath, FastPathSettings
+from ...inference.int8 import Int8Model, quantize_int8
+from .conv_ceiling import ConvCeiling, record_convs
+from .report import check_targets, markdown, profile_markdown, twin_of
+from .step_profile import profile_training_step
+from .timing import Timed, ratio
 
 REFERENCE = "tv_resnet18_cifar"
 
@@ -74,7 +74,8 @@ def reference_resnet18(num_classes: int = 10, in_chans: int = 3) -> nn.Module:
     return model
 
 
-def build(name: str, in_chans: int, num_classes: int = 10) -> nn.Module:
+def random_model(name: str, in_chans: int, num_classes: int = 10) -> nn.Module:
+    """``name`` with random weights (speed only), or the torchvision reference."""
     if name == REFERENCE:
         return reference_resnet18(num_classes, in_chans)
     return timm.create_model(name, in_chans=in_chans, num_classes=num_classes)
@@ -106,7 +107,7 @@ class Bench(Timed):
         self.name = name
         self.batch_size = args.batch_size
         torch.manual_seed(0)
-        self.model = build(name, input_size[0])
+        self.model = random_model(name, input_size[0])
         self.params = count_parameters(self.model)
         self.flops = forward_flops(self.model, input_size)
         self.train_flops = training_flops(self.model, input_size)
@@ -148,7 +149,7 @@ class Bench(Timed):
 
 
 class CeilingBench(Timed):
-    """The convolutions of one or more models (the same calls) alone: :mod:`resmg_zoo.train.conv_ceiling`."""
+    """The convolutions of one or more models (the same calls) alone: :mod:`.conv_ceiling`."""
 
     def __init__(self, bench: Bench, precision: str):
         super().__init__()
@@ -299,12 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m resmg_zoo.tools.benchmark", description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default="resnet18_unshared,resnet18_sharedA", help="comma-separated model names")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument(
-        "--precision",
-        default="auto",
-        choices=PRECISIONS,
-        help="bf16 = autocast; auto: bf16 where it is measured faster here, else fp32 (printed with the reason)",
-    )
+    add_precision_argument(p)
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--input-size", default="3,32,32", help="C,H,W")
     p.add_argument("--steps", type=int, default=3, help="timed steps per round")

@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.profiler import ProfilerActivity, profile, record_function
 
-from ..core.hardware import autocast_context
-from ..data.loader import GlobalBatch, Materializer
+from ...core.hardware import autocast_context
+from ...data.loader import GlobalBatch, Materializer
 
 CATEGORIES = ("conv forward", "conv backward", "batch norm", "elementwise", "optimizer", "loader", "other")
 CASTS = ("aten::to", "aten::_to_copy", "aten::copy_")

@@ -1,5 +1,5 @@
 """The benchmark's timed steps: one rate per round for training, inference and any further inference
-route (the fast path, int8), with the page faults of a training step. Part of :mod:`.benchmark`."""
+route (the fast path, int8), with the page faults of a training step."""
 
 from __future__ import annotations
 

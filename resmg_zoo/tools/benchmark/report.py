@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from ..train.step_profile import CATEGORIES
+from .step_profile import CATEGORIES
 
 
 def twin_of(name: str) -> Optional[str]:

@@ -22,7 +22,7 @@ from torch import nn
 from torch.nn.modules.utils import _pair
 from torch.overrides import TorchFunctionMode
 
-from ..core.hardware import autocast_context
+from ...core.hardware import autocast_context
 
 
 @dataclass(frozen=True)
