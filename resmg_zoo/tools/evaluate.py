@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any, Optional
 
 from ..core.cli import report_error
@@ -26,6 +27,7 @@ from ..data.datasets import DatasetError, load_dataset, split_train_val
 from ..data.loader import Materializer
 from ..train.distributed import DistEnv
 from ..train.evaluation import evaluate_split
+from ..train.report import build_report, predict_split, write_report
 from .predictor import add_inference_args, add_model_source_args, open_predictor
 
 
@@ -41,6 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="test-time augmentation: average the logits of each image and its mirror",
     )
     p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument(
+        "--report",
+        metavar="DIR",
+        default=None,
+        help="also write report.json and pictures there: per-class accuracy, confusion matrix, calibration (ECE), "
+        "most confused pairs, misclassified images",
+    )
     add_inference_args(p)
     return p
 
@@ -72,14 +81,14 @@ def run_evaluation(argv: Optional[list[str]] = None) -> dict[str, Any]:
     result = evaluate_split(predictor, data, args.batch_size, None, DistEnv(), flip=args.flip_tta)
     if args.flip_tta:  # the flip-averaged figures are the result
         result |= {k: result[f"flip_{k}"] for k in ("loss", "top1", "top5")}
-    return dict(
-        predictor.record(),
-        dataset=dataset.name,
-        split=args.split,
-        **scores(result),
-        precision_reason=predictor.reason,
-        flip_tta=args.flip_tta,
-    )
+    record = dict(predictor.record(), dataset=dataset.name, split=args.split)
+    if args.report:
+        if args.flip_tta:
+            raise UsageError("--report describes the plain predictions: drop --flip-tta")
+        predictions = predict_split(predictor, data, args.batch_size)
+        report = build_report(predictions, list(dataset.classes), record)
+        record["report"] = [str(p) for p in write_report(Path(args.report), report, predictions, split.images)]
+    return dict(record, **scores(result), precision_reason=predictor.reason, flip_tta=args.flip_tta)
 
 
 def scores(result: dict[str, Any]) -> dict[str, Any]:

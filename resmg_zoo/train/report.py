@@ -1,0 +1,131 @@
+"""An evaluation a person would rather look at: per-class accuracy, the confusion matrix, top-1/top-5, the
+expected calibration error with its reliability diagram, the most confused class pairs, and a grid of
+misclassified images — as ``report.json`` and PNG pictures (matplotlib, the ``tools`` extra).
+
+The figures are computed here from the predicted probabilities and the true labels, the same softmax of the
+same logits that :func:`~resmg_zoo.train.evaluation.evaluate_split` scores, so the report's top-1 is the one
+``resmg-evaluate`` prints. ECE (Guo et al., 2017): the test images binned by their top probability into 15
+equal-width bins, ``Σ_b |B_b|/N · |accuracy(B_b) − confidence(B_b)|``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..core.atomic import atomic_path, write_text_atomic
+from ..data.loader import EpochPlan, Materializer
+
+ECE_BINS = 15
+CONFUSED_PAIRS = 5
+GRID = 16  # misclassified images shown
+REPORT_JSON = "report.json"
+PICTURES = ("per_class.png", "confusion.png", "reliability.png", "misclassified.png")
+
+
+@dataclass
+class Predictions:
+    """The probabilities of a split's images (N×C, float64) and their labels, in the split's order."""
+
+    probs: Tensor
+    labels: Tensor
+
+
+@torch.no_grad()
+def predict_split(model: Callable[[Tensor], Tensor], data: Materializer, batch_size: int) -> Predictions:
+    """The softmax of ``model``'s float32 logits on every image of ``data``'s split, in the split's order."""
+    plan = EpochPlan(len(data.split), batch_size, seed=0, shuffle=False, drop_last=False)
+    probs, labels = [], []
+    for batch in plan.batches(0):
+        x, y = data(batch)
+        probs.append(model(x).float().softmax(dim=1).double().cpu())
+        labels.append(y.cpu())
+    return Predictions(torch.cat(probs), torch.cat(labels))
+
+
+def expected_calibration_error(probs: Tensor, labels: Tensor, bins: int = ECE_BINS) -> tuple[float, list[dict]]:
+    """ECE over ``bins`` equal-width confidence bins, and each bin's count, accuracy and mean confidence."""
+    confidence, predicted = probs.max(dim=1)
+    correct = (predicted == labels).double()
+    edges = torch.linspace(0, 1, bins + 1, dtype=torch.float64)
+    table, ece = [], 0.0
+    for i in range(bins):
+        inside = (confidence > edges[i]) & (confidence <= edges[i + 1]) if i else confidence <= edges[1]
+        n = int(inside.sum())
+        accuracy = float(correct[inside].mean()) if n else 0.0
+        mean_confidence = float(confidence[inside].mean()) if n else 0.0
+        ece += n / len(labels) * abs(accuracy - mean_confidence)
+        table.append(dict(low=float(edges[i]), high=float(edges[i + 1]), count=n, accuracy=accuracy,
+                          confidence=mean_confidence))  # fmt: skip
+    return ece, table
+
+
+def build_report(predictions: Predictions, class_names: list[str], title: dict[str, Any]) -> dict[str, Any]:
+    """The report's numbers (see the module docstring); ``title``: what was evaluated (model, split, precision)."""
+    probs, labels = predictions.probs, predictions.labels
+    classes = probs.shape[1]
+    predicted = probs.argmax(dim=1)
+    confusion = torch.zeros(classes, classes, dtype=torch.long)
+    confusion.index_put_((labels, predicted), torch.ones_like(labels), accumulate=True)
+    top5 = probs.topk(min(5, classes), dim=1).indices
+    counts = confusion.sum(dim=1)
+    ece, bins = expected_calibration_error(probs, labels)
+    off = confusion.clone().fill_diagonal_(0)
+    pairs = [
+        dict(true=class_names[int(i) // classes], predicted=class_names[int(i) % classes], count=int(off.flatten()[i]))
+        for i in off.flatten().argsort(descending=True)[:CONFUSED_PAIRS]
+        if int(off.flatten()[i]) > 0
+    ]
+    return dict(
+        title,
+        images=len(labels),
+        top1=100.0 * float((predicted == labels).double().mean()),
+        top5=100.0 * float((top5 == labels[:, None]).any(dim=1).double().mean()),
+        ece=ece,
+        classes=class_names,
+        per_class=[_class_row(n, int(counts[c]), int(confusion[c, c])) for c, n in enumerate(class_names)],
+        confusion=confusion.tolist(),
+        most_confused=pairs,
+        calibration_bins=bins,
+    )
+
+
+def _class_row(name: str, images: int, correct: int) -> dict[str, Any]:
+    return dict(name=name, images=images, correct=correct, accuracy=100.0 * correct / max(1, images))
+
+
+def misclassified(predictions: Predictions, count: int = GRID) -> list[int]:
+    """The indices of the ``count`` most confident mistakes, most confident first."""
+    confidence, predicted = predictions.probs.max(dim=1)
+    wrong = (predicted != predictions.labels).nonzero().flatten()
+    return wrong[confidence[wrong].argsort(descending=True)][:count].tolist()
+
+
+def write_report(folder: Path, report: dict[str, Any], predictions: Predictions, images: Tensor) -> list[Path]:
+    """``report.json`` and the pictures in ``folder``; ``images``: the split's uint8 images (N, C, H, W), for the
+    grid of misclassified ones. Returns what was written (no pictures without matplotlib, with a note)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    wrong = misclassified(predictions)
+    report = dict(report, misclassified=[dict(index=i, true=report["classes"][int(predictions.labels[i])],
+                  predicted=report["classes"][int(predictions.probs[i].argmax())],
+                  confidence=float(predictions.probs[i].max())) for i in wrong])  # fmt: skip
+    write_text_atomic(folder / REPORT_JSON, json.dumps(report, indent=2) + "\n")
+    try:
+        from .report_pictures import draw_all
+    except ImportError:
+        print("note: no report pictures (matplotlib is not installed: pip install 'resmg_zoo[tools]')", file=sys.stderr)
+        return [folder / REPORT_JSON]
+    pictures = draw_all(report, images[wrong] if wrong else images[:0])
+    written = [folder / REPORT_JSON]
+    for name, data in pictures.items():
+        with atomic_path(folder / name) as tmp:
+            tmp.write_bytes(data)
+        written.append(folder / name)
+    return written

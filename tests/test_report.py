@@ -1,0 +1,70 @@
+"""The evaluation report (``resmg-evaluate --report DIR``): its numbers against an independent count on real
+data and on toy predictors whose calibration is known, and pictures that are really drawn."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from resmg_zoo.data.datasets import load_dataset
+from resmg_zoo.tools import evaluate
+from resmg_zoo.train.report import PICTURES, Predictions, build_report, expected_calibration_error
+
+
+def test_the_report_of_a_run_on_real_mnist_agrees_with_an_independent_count(
+    run: Path, digits: Path, tmp_path: Path
+) -> None:
+    """The confusion matrix's rows sum to the split's class counts (counted here from the labels), its diagonal
+    over the total is the top-1 that ``evaluate`` prints, and the per-class rows are the diagonal."""
+    out = tmp_path / "report"
+    args = ["--run", str(run), "--data", str(digits.parent), "--precision", "fp32", "--no-fold"]
+    result = evaluate.run_evaluation([*args, "--report", str(out)])
+    report = json.loads((out / "report.json").read_text())
+    labels = load_dataset("mnist", data_dir=str(digits.parent)).split("test").labels
+    confusion = np.array(report["confusion"])
+    assert confusion.sum(axis=1).tolist() == torch.bincount(labels, minlength=10).tolist()
+    assert confusion.sum() == report["images"] == result["count"] == len(labels)
+    assert 100.0 * np.trace(confusion) / confusion.sum() == pytest.approx(result["top1"], abs=1e-9)
+    assert report["top1"] == pytest.approx(result["top1"], abs=1e-9) and report["top5"] >= report["top1"]
+    assert [r["correct"] for r in report["per_class"]] == np.diag(confusion).tolist()
+    assert (report["model"], report["split"], report["precision"]) == (result["model"], "test", "fp32")
+    wrong = confusion.sum() - np.trace(confusion)
+    assert len(report["misclassified"]) == min(16, wrong)
+    assert all(m["true"] != m["predicted"] for m in report["misclassified"])
+    pairs = report["most_confused"]
+    assert all(pairs[i]["count"] >= pairs[i + 1]["count"] for i in range(len(pairs) - 1))
+    for name in PICTURES:
+        with Image.open(out / name) as picture:
+            array = np.asarray(picture.convert("L"), dtype=np.float64)
+        assert picture.width >= 300 and picture.height >= 250, name
+        assert array.std() > 10 and len(np.unique(array)) > 20, f"{name} looks blank"
+
+
+def _toy(confidences: list[float], per_bin: int, accuracy_of) -> Predictions:
+    """Two-class predictions: ``per_bin`` images at each confidence, a fraction ``accuracy_of(c)`` of them right."""
+    probs, labels = [], []
+    for c in confidences:
+        right = round(per_bin * accuracy_of(c))
+        for i in range(per_bin):
+            probs.append([c, 1 - c])
+            labels.append(0 if i < right else 1)
+    return Predictions(torch.tensor(probs, dtype=torch.float64), torch.tensor(labels))
+
+
+def test_ece_is_zero_for_a_calibrated_predictor_and_large_for_an_overconfident_one() -> None:
+    centres = [0.55 + 0.03 * k for k in range(15)]  # inside (0.5, 1]: the top probability of two classes
+    calibrated = _toy(centres, 1000, lambda c: c)
+    ece, bins = expected_calibration_error(calibrated.probs, calibrated.labels)
+    assert ece < 1e-3 and sum(b["count"] for b in bins) == 15_000
+    overconfident = _toy([0.99], 1000, lambda c: 0.5)
+    ece, _ = expected_calibration_error(overconfident.probs, overconfident.labels)
+    assert ece == pytest.approx(0.49, abs=1e-9)
+    report = build_report(overconfident, ["a", "b"], dict(model="toy", split="test", precision="fp32"))
+    assert report["confusion"] == [[500, 0], [500, 0]] and report["most_confused"][0] == dict(
+        true="b", predicted="a", count=500
+    )
