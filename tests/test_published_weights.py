@@ -36,7 +36,7 @@ from resmg_zoo.data.datasets import load_dataset
 from resmg_zoo.inference.int8 import count_quantized_convs
 from resmg_zoo.inference.int8_source import open_int8
 from resmg_zoo.tools.claims import COUNT_TOLERANCE, PER_CLASS, TOP1_TOLERANCE, count_correct, stratified_subset
-from resmg_zoo.weights.manifest import load_manifest, repo_manifest_path
+from resmg_zoo.weights.manifest import load_manifest, packaged_int8_record, repo_manifest_path
 
 ENTRIES = load_manifest(repo_manifest_path())["entries"]
 
@@ -102,23 +102,17 @@ INT8_ENTRIES = [e for e in ENTRIES if "int8" in e]
 
 
 @pytest.mark.parametrize("entry", INT8_ENTRIES, ids=_name)
-def test_published_int8_claims_hold(entry: dict, shared_hub: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The published int8 record, rebuilt from the mirror with ``--int8`` (no calibration data): its pinned
-    sha256, every convolution int8, and the recorded count of correct images on the stratified subset.
-
-    The package pins the record before the publisher has put it in the mirror (``resmg-mirror refresh
-    --int8`` on the mirror itself): until then the mirror's own manifest lists no int8 record for the entry
-    and this test waits for it (a skip that says so); once the mirror lists one, a missing or different
-    file is a failure."""
-    record = shared_hub / entry["hub_id"] / "int8.json"
-    listed = next(
-        (e for e in load_manifest(shared_hub / "weights_manifest.json")["entries"] if e["hub_id"] == entry["hub_id"]),
-        {},
-    )
-    if "int8" not in listed and not record.exists():
-        pytest.skip(f"the mirror does not host {entry['hub_id']}'s int8 record yet (resmg-mirror refresh --int8)")
-    assert file_sha256(record) == entry["int8"]["sha256"]
+def test_published_int8_claims_hold(entry: dict, shared_hub: Path) -> None:
+    """The published int8 record, rebuilt with ``--int8``'s own code (no calibration data): the package ships it
+    with the pinned sha256 (and a mirror that hosts a copy holds the same bytes), every convolution is int8, and
+    the recorded count of correct images on the stratified subset is re-measured."""
+    packaged = packaged_int8_record(entry["model"], entry["tag"])
+    assert file_sha256(packaged) == entry["int8"]["sha256"] and packaged.stat().st_size == entry["int8"]["bytes"]
+    hosted = shared_hub / entry["hub_id"] / "int8.json"
+    if hosted.exists():
+        assert file_sha256(hosted) == entry["int8"]["sha256"], f"{hosted} is not the record the package pins"
     opened = open_int8(model_source(_name(entry)))
+    assert opened.record_sha256 == entry["int8"]["sha256"]
     assert count_quantized_convs(opened.program.graph).quantized == entry["int8"]["quantized_convs"]
     dataset = load_dataset(entry["dataset"])
     result = count_correct(opened.model, dataset, stratified_subset(dataset.split("test")))

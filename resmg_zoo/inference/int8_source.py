@@ -4,8 +4,9 @@ read bounded and hashed, the architecture is the registered one, and the program
 :func:`.int8.rebuild_int8`. No calibration data is needed.
 
 *Published*: the manifest entry's ``int8`` names ``int8.json`` and its sha256, pinned by the package like
-the weights; the record is read from the mirror folder the weights came from, or from the Hub repo at
-the weights' revision, and must have that sha256 (:class:`Int8RecordIntegrityError`, exit 4, otherwise).
+the weights; the package ships the records it pins (``weights/int8_records/``, a few KB each), else the record
+is read from the mirror folder the weights came from, or from the Hub repo at the weights' revision; either
+way it must have that sha256 (:class:`Int8RecordIntegrityError`, exit 4, otherwise).
 *A folder*: its ``model.safetensors`` must have the sha256 its record names.
 """
 
@@ -25,7 +26,7 @@ from ..core.hashing import sha256_of
 from ..core.sources import ModelSource
 from ..weights.hub_download import NotPublishedError, download
 from ..weights.loading import fit_state_dict, parse_state_dict
-from ..weights.manifest import WEIGHTS_NAME
+from ..weights.manifest import WEIGHTS_NAME, packaged_int8_record, repo_manifest_path
 from ..weights.resolve import ResolvedWeights, find_published, resolve_weights
 from .int8 import Int8Model, rebuild_int8
 from .int8_record import (
@@ -112,7 +113,12 @@ def open_int8_folder(path: str | Path, compile: bool = True) -> OpenedInt8:
 
 
 def _published_record_bytes(resolved: ResolvedWeights, cache_dir: Optional[str | Path]) -> tuple[bytes, str]:
-    """The published ``int8.json`` beside the resolved weights (mirror folder or Hub repo) and where."""
+    """The published ``int8.json`` of the resolved weights and where it came from: the package's own copy
+    where it ships one (pinned by the same manifest), else the one beside the weights (mirror folder or Hub repo)."""
+    entry = resolved.published.entry
+    packaged = packaged_int8_record(entry["model"], entry["tag"])
+    if resolved.published.manifest == repo_manifest_path() and packaged.is_file():
+        return read_regular(packaged, MAX_RECORD_BYTES, "int8 record"), str(packaged)
     if resolved.source.startswith("mirror:"):
         file = resolved.path.parent / RECORD_NAME
         if not file.exists() and not file.is_symlink():

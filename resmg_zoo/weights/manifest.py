@@ -42,6 +42,13 @@ from ..core.tags import TAGS, HubIdError, check_hub_id
 MANIFEST_NAME = "weights_manifest.json"
 WEIGHTS_NAME = "model.safetensors"
 INT8_RECORD_NAME = "int8.json"  # a published int8 record (resmg_zoo.inference.int8_record), where there is one
+
+
+def packaged_int8_record(model: str, tag: str) -> Path:
+    """Where the package keeps the published int8 record of ``model.tag`` (``int8_records/<model>.<tag>.json``):
+    a few KB of numbers, shipped beside the manifest that pins them, so ``--int8`` works before a mirror or the
+    Hub hosts the file."""
+    return Path(__file__).resolve().with_name("int8_records") / f"{model}.{tag}.json"
 # A published folder, in the layout of a Hugging Face Hub model repo.
 PUBLISHED_FILES = (WEIGHTS_NAME, "config.json", "README.md", "metrics.json", "recipe.json")
 SCHEMA_VERSION = 1
