@@ -24,13 +24,15 @@ def test_the_report_of_a_run_on_real_mnist_agrees_with_an_independent_count(
     out = tmp_path / "report"
     args = ["--run", str(run), "--data", str(digits.parent), "--precision", "fp32", "--no-fold"]
     result = evaluate.run_evaluation([*args, "--report", str(out)])
+    plain = evaluate.run_evaluation(args)  # evaluate_split's own pass, without the report
     report = json.loads((out / "report.json").read_text())
     labels = load_dataset("mnist", data_dir=str(digits.parent)).split("test").labels
     confusion = np.array(report["confusion"])
     assert confusion.sum(axis=1).tolist() == torch.bincount(labels, minlength=10).tolist()
     assert confusion.sum() == report["images"] == result["count"] == len(labels)
-    assert 100.0 * np.trace(confusion) / confusion.sum() == pytest.approx(result["top1"], abs=1e-9)
-    assert report["top1"] == pytest.approx(result["top1"], abs=1e-9) and report["top5"] >= report["top1"]
+    assert 100.0 * np.trace(confusion) / confusion.sum() == pytest.approx(plain["top1"], abs=1e-9)
+    assert result["top1"] == pytest.approx(plain["top1"], abs=1e-9) and result["top5"] == plain["top5"]
+    assert result["loss"] == pytest.approx(plain["loss"], rel=1e-5) and report["top5"] >= report["top1"]
     assert [r["correct"] for r in report["per_class"]] == np.diag(confusion).tolist()
     assert (report["model"], report["split"], report["precision"]) == (result["model"], "test", "fp32")
     wrong = confusion.sum() - np.trace(confusion)
@@ -68,3 +70,21 @@ def test_ece_is_zero_for_a_calibrated_predictor_and_large_for_an_overconfident_o
     assert report["confusion"] == [[500, 0], [500, 0]] and report["most_confused"][0] == dict(
         true="b", predicted="a", count=500
     )
+
+
+def test_a_report_never_writes_over_what_it_did_not_write(run: Path, digits: Path, tmp_path: Path, capsys) -> None:
+    """A folder of the user's files, a link, a file: exit 2 before anything is computed, nothing touched."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "report.json").write_text("my own")
+    (mine / "notes.txt").write_text("keep")
+    link = tmp_path / "link"
+    link.symlink_to(mine)
+    args = ["--run", str(run), "--data", str(digits.parent)]
+    for target in (mine, link, mine / "notes.txt"):
+        assert evaluate.main([*args, "--report", str(target)]) == 2
+        assert "--report" in capsys.readouterr().err
+    assert (mine / "report.json").read_text() == "my own" and sorted(p.name for p in mine.iterdir()) == [
+        "notes.txt",
+        "report.json",
+    ]

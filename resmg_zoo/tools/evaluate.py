@@ -27,7 +27,7 @@ from ..data.datasets import DatasetError, load_dataset, split_train_val
 from ..data.loader import Materializer
 from ..train.distributed import DistEnv
 from ..train.evaluation import evaluate_split
-from ..train.report import build_report, predict_split, write_report
+from ..train.report import build_report, check_report_folder, predict_split, write_report
 from .predictor import add_inference_args, add_model_source_args, open_predictor
 
 
@@ -56,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_evaluation(argv: Optional[list[str]] = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
+    if args.report:  # before anything is loaded: nothing is computed for a report that may not be written
+        if args.flip_tta:
+            raise UsageError("--report describes the plain predictions: drop --flip-tta")
+        check_report_folder(Path(args.report))
     predictor = open_predictor(args)  # before any data is decoded: a missing file is named at once
     opened = predictor.opened
     config: dict[str, Any] = opened.run.config if opened.run else {}
@@ -78,16 +82,16 @@ def run_evaluation(argv: Optional[list[str]] = None) -> dict[str, Any]:
     data = Materializer(
         split, dataset.mean, dataset.std, device=device, channels_last=True, pad_to=config.get("pad_to", 0)
     )
-    result = evaluate_split(predictor, data, args.batch_size, None, DistEnv(), flip=args.flip_tta)
-    if args.flip_tta:  # the flip-averaged figures are the result
-        result |= {k: result[f"flip_{k}"] for k in ("loss", "top1", "top5")}
     record = dict(predictor.record(), dataset=dataset.name, split=args.split)
-    if args.report:
-        if args.flip_tta:
-            raise UsageError("--report describes the plain predictions: drop --flip-tta")
+    if args.report:  # one pass: the report's predictions give the scores too
         predictions = predict_split(predictor, data, args.batch_size)
         report = build_report(predictions, list(dataset.classes), record)
         record["report"] = [str(p) for p in write_report(Path(args.report), report, predictions, split.images)]
+        result = dict(count=report["images"], top1=report["top1"], top5=report["top5"], loss=report["loss"])
+    else:
+        result = evaluate_split(predictor, data, args.batch_size, None, DistEnv(), flip=args.flip_tta)
+    if args.flip_tta:  # the flip-averaged figures are the result
+        result |= {k: result[f"flip_{k}"] for k in ("loss", "top1", "top5")}
     return dict(record, **scores(result), precision_reason=predictor.reason, flip_tta=args.flip_tta)
 
 

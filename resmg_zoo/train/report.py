@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from ..core.atomic import atomic_path, write_text_atomic
+from ..core.errors import UsageError
 from ..data.loader import EpochPlan, Materializer
 
 ECE_BINS = 15
@@ -88,6 +89,7 @@ def build_report(predictions: Predictions, class_names: list[str], title: dict[s
         images=len(labels),
         top1=100.0 * float((predicted == labels).double().mean()),
         top5=100.0 * float((top5 == labels[:, None]).any(dim=1).double().mean()),
+        loss=float(-probs[torch.arange(len(labels)), labels].clamp_min(1e-300).log().mean()),
         ece=ece,
         classes=class_names,
         per_class=[_class_row(n, int(counts[c]), int(confusion[c, c])) for c, n in enumerate(class_names)],
@@ -108,9 +110,28 @@ def misclassified(predictions: Predictions, count: int = GRID) -> list[int]:
     return wrong[confidence[wrong].argsort(descending=True)][:count].tolist()
 
 
+class ReportFolderError(UsageError):
+    """``--report DIR`` names something a report may not write into; nothing was written."""
+
+
+def check_report_folder(folder: Path) -> None:
+    """A report writes only into a new folder, an empty one, or one holding an earlier report's files (regular
+    files, replaced): never over a user's files, through a link, or onto a file."""
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise ReportFolderError(f"--report {folder} is a link or a file, not a folder")
+    if folder.is_dir():
+        ours = {REPORT_JSON, *PICTURES}
+        foreign = sorted(p.name for p in folder.iterdir() if p.name not in ours or p.is_symlink() or not p.is_file())
+        if foreign:
+            raise ReportFolderError(
+                f"--report {folder} holds files a report does not write ({foreign[:5]}): give a new or empty folder"
+            )
+
+
 def write_report(folder: Path, report: dict[str, Any], predictions: Predictions, images: Tensor) -> list[Path]:
     """``report.json`` and the pictures in ``folder``; ``images``: the split's uint8 images (N, C, H, W), for the
     grid of misclassified ones. Returns what was written (no pictures without matplotlib, with a note)."""
+    check_report_folder(folder)
     folder.mkdir(parents=True, exist_ok=True)
     wrong = misclassified(predictions)
     report = dict(report, misclassified=[dict(index=i, true=report["classes"][int(predictions.labels[i])],
