@@ -88,3 +88,19 @@ def test_a_report_never_writes_over_what_it_did_not_write(run: Path, digits: Pat
         "notes.txt",
         "report.json",
     ]
+
+
+def test_pictures_stay_bounded_for_a_strangers_class_names_and_counts() -> None:
+    """A 20,000-character class name, matplotlib math in a name (``$\\foo{$``), 900 classes: every picture is
+    drawn, none larger than a few MB (names are cut and taken literally, the figure's size is capped)."""
+    from resmg_zoo.train.report_pictures import draw_all
+
+    for n in (10, 900):
+        generator = torch.Generator().manual_seed(0)
+        probs = torch.softmax(torch.randn(2000, n, dtype=torch.float64, generator=generator), 1)
+        labels = torch.randint(0, n, (2000,), generator=generator)
+        names = ["L" * 20000, "$\\foo{$", *[f"c{i}" for i in range(n - 2)]]
+        report = build_report(Predictions(probs, labels), names, dict(model="m", split="test", precision="fp32"))
+        report["misclassified"] = [dict(index=0, true=names[0], predicted=names[1], confidence=0.9)]
+        pictures = draw_all(report, torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
+        assert sorted(pictures) == sorted(PICTURES) and all(10_000 < len(png) < 4_000_000 for png in pictures.values())

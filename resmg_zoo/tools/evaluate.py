@@ -47,8 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--report",
         metavar="DIR",
         default=None,
-        help="also write report.json and pictures there: per-class accuracy, confusion matrix, calibration (ECE), "
-        "most confused pairs, misclassified images",
+        help="also write report.json and pictures there (a new or empty folder, or an earlier report's, whose files "
+        "are replaced): per-class accuracy, confusion matrix, calibration (ECE), most confused pairs, mistakes",
     )
     add_inference_args(p)
     return p

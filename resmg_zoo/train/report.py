@@ -27,6 +27,7 @@ from ..data.loader import EpochPlan, Materializer
 ECE_BINS = 15
 CONFUSED_PAIRS = 5
 GRID = 16  # misclassified images shown
+MAX_CLASSES = 1000
 REPORT_JSON = "report.json"
 PICTURES = ("per_class.png", "confusion.png", "reliability.png", "misclassified.png")
 
@@ -72,6 +73,8 @@ def build_report(predictions: Predictions, class_names: list[str], title: dict[s
     """The report's numbers (see the module docstring); ``title``: what was evaluated (model, split, precision)."""
     probs, labels = predictions.probs, predictions.labels
     classes = probs.shape[1]
+    if classes > MAX_CLASSES:
+        raise UsageError(f"a report covers at most {MAX_CLASSES:,} classes (a matrix of classes²), not {classes:,}")
     predicted = probs.argmax(dim=1)
     confusion = torch.zeros(classes, classes, dtype=torch.long)
     confusion.index_put_((labels, predicted), torch.ones_like(labels), accumulate=True)
@@ -137,13 +140,14 @@ def write_report(folder: Path, report: dict[str, Any], predictions: Predictions,
     report = dict(report, misclassified=[dict(index=i, true=report["classes"][int(predictions.labels[i])],
                   predicted=report["classes"][int(predictions.probs[i].argmax())],
                   confidence=float(predictions.probs[i].max())) for i in wrong])  # fmt: skip
-    write_text_atomic(folder / REPORT_JSON, json.dumps(report, indent=2) + "\n")
     try:
         from .report_pictures import draw_all
     except ImportError:
         print("note: no report pictures (matplotlib is not installed: pip install 'resmg_zoo[tools]')", file=sys.stderr)
-        return [folder / REPORT_JSON]
-    pictures = draw_all(report, images[wrong] if wrong else images[:0])
+        pictures = {}
+    else:  # drawn in memory first: a picture that cannot be drawn leaves no half-written report
+        pictures = draw_all(report, images[wrong] if wrong else images[:0])
+    write_text_atomic(folder / REPORT_JSON, json.dumps(report, indent=2) + "\n")
     written = [folder / REPORT_JSON]
     for name, data in pictures.items():
         with atomic_path(folder / name) as tmp:

@@ -14,22 +14,37 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from torch import Tensor
 
+MAX_LABEL = 40  # characters of a class name drawn
+MAX_ROWS = 60  # classes drawn one per row; more: the worst ones (per-class) or no names (confusion)
+
+
+def _label(name: Any) -> str:
+    """A name as drawn: at most :data:`MAX_LABEL` characters, ``$`` taken literally (not as matplotlib math)."""
+    text = str(name)
+    text = text if len(text) <= MAX_LABEL else text[: MAX_LABEL - 1] + "…"
+    return text.replace("$", r"\$")
+
 
 def _title(report: dict[str, Any], what: str) -> str:
-    return f"{report.get('model', '?')} · {report.get('split', '?')} split · {report.get('precision', '?')}\n{what}"
+    head = f"{report.get('model', '?')} · {report.get('split', '?')} split · {report.get('precision', '?')}"
+    return f"{head.replace('$', chr(92) + '$')}\n{what}"
 
 
 def _png(fig: Any) -> bytes:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")  # labels are bounded (_label): so is the picture
     plt.close(fig)
     return buffer.getvalue()
 
 
 def per_class(report: dict[str, Any]) -> bytes:
     rows = report["per_class"]
+    shown = "per-class accuracy"
+    if len(rows) > MAX_ROWS:
+        rows = sorted(rows, key=lambda r: r["accuracy"])[:MAX_ROWS]
+        shown = f"the {MAX_ROWS} least accurate of {len(report['per_class'])} classes"
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(rows) + 1.4))
-    names = [r["name"] for r in rows]
+    names = [_label(r["name"]) for r in rows]
     accuracy = [r["accuracy"] for r in rows]
     ax.barh(range(len(rows)), accuracy, color="#4C72B0")
     for i, r in enumerate(rows):
@@ -40,14 +55,15 @@ def per_class(report: dict[str, Any]) -> bytes:
     ax.set_xlim(0, 118)
     ax.set_xlabel("top-1 accuracy (%)")
     ax.axvline(report["top1"], color="gray", linestyle="--", linewidth=1)
-    ax.set_title(_title(report, f"per-class accuracy (all: {report['top1']:.2f} %)"), fontsize=10)
+    ax.set_title(_title(report, f"{shown} (all: {report['top1']:.2f} %)"), fontsize=10)
     return _png(fig)
 
 
 def confusion(report: dict[str, Any]) -> bytes:
-    matrix, names = report["confusion"], report["classes"]
+    matrix, names = report["confusion"], [_label(n) for n in report["classes"]]
     n = len(names)
-    fig, ax = plt.subplots(figsize=(0.6 * n + 2.5, 0.6 * n + 2))
+    side = min(0.6 * n, 14.0)  # inches: a thousand classes still make a picture of bounded size
+    fig, ax = plt.subplots(figsize=(side + 2.5, side + 2))
     image = ax.imshow(matrix, cmap="Blues")
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     if n <= 30:
@@ -56,8 +72,9 @@ def confusion(report: dict[str, Any]) -> bytes:
             for j in range(n):
                 color = "white" if matrix[i][j] > top / 2 else "black"
                 ax.text(j, i, str(matrix[i][j]), ha="center", va="center", fontsize=7, color=color)
-    ax.set_xticks(range(n), names, rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(range(n), names, fontsize=8)
+    if n <= MAX_ROWS:
+        ax.set_xticks(range(n), names, rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(n), names, fontsize=8)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(_title(report, "confusion matrix (images)"), fontsize=10)
@@ -98,7 +115,7 @@ def misclassified(report: dict[str, Any], images: Tensor) -> bytes:
         image = images[k].permute(1, 2, 0).numpy()
         ax.imshow(image[..., 0] if image.shape[2] == 1 else image, cmap="gray" if image.shape[2] == 1 else None)
         m = shown[k]
-        ax.set_title(f"{m['true']} → {m['predicted']}\n({100 * m['confidence']:.0f} %)", fontsize=8)
+        ax.set_title(f"{_label(m['true'])} → {_label(m['predicted'])}\n({100 * m['confidence']:.0f} %)", fontsize=8)
     if not shown:
         axes.flat[0].text(0.5, 0.5, "no misclassified image", ha="center", va="center")
     fig.suptitle(_title(report, "most confident mistakes: true → predicted"), fontsize=10)
