@@ -16,6 +16,9 @@ from resmg_zoo.tools.push_to_hub import main as publish
 from resmg_zoo.train.cli import main as train
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest -n N: one thread per worker and per process it starts
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 MODEL_NAMES = resmg_zoo.list_models()
 
 # The tiny real checkpoint that the weights and fine-tuning tests publish and load, under an org of
@@ -25,7 +28,21 @@ MODEL_NAMES = resmg_zoo.list_models()
 MODEL, TAG, ORG = "preact_resnet18_sharedB", "mnist", "resmg-test"
 HUB_ID = f"{ORG}/{MODEL}.{TAG}"
 WIDTHS = "8,16,16,32"
-TINY_TRAIN = ["--model", "preact_resnet18_sharedA", "--model-kwargs", f"widths={WIDTHS}", "--quiet"]
+# --no-report: the report's own tests use the session's ``run`` and a fine-tuning run (it draws four pictures)
+TINY_TRAIN = ["--model", "preact_resnet18_sharedA", "--model-kwargs", f"widths={WIDTHS}", "--quiet", "--no-report"]
+
+
+def assert_drawn(picture_path: Path, min_size: tuple[int, int] = (300, 250)) -> None:
+    """``picture_path`` is a PNG of at least ``min_size`` pixels with something drawn in it (not one flat colour)."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(picture_path) as picture:
+        assert picture.format == "PNG", picture_path
+        array = np.asarray(picture.convert("L"), dtype=np.float64)
+        size = picture.size
+    assert size[0] >= min_size[0] and size[1] >= min_size[1], f"{picture_path.name}: {size}"
+    assert array.std() > 10 and len(np.unique(array)) > 20, f"{picture_path.name} looks blank"
 
 
 def tiny_train_args(data: Path, out: Path, *extra: str, precision: Optional[str] = "fp32") -> list[str]:

@@ -296,7 +296,7 @@ assert resmg_zoo.__file__.startswith({str(package)!r})
 dataset = load_dataset("vehicles", data_dir={str(data)!r})
 code = main(["--model", "preact_resnet18_sharedA", "--model-kwargs", "widths=8,8,16,16", "--dataset", "vehicles",
              "--data", {str(data)!r}, "--recipe", "short", "--val-size", "20", "--batch-size", "20", "--quiet",
-             "--out", {str(tmp_path / "run")!r}])
+             "--no-report", "--out", {str(tmp_path / "run")!r}])
 config = json.load(open({str(tmp_path / "run" / "config.json")!r}))
 cfg = timm.create_model("preact_resnet18_sharedA.vehicles").pretrained_cfg
 print(json.dumps(dict(code=code, mean=dataset.mean, classes=dataset.classes, recipe=config["recipe_settings"],

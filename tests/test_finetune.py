@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import HUB_ID, MODEL, WIDTHS
+from conftest import HUB_ID, MODEL, WIDTHS, assert_drawn
 from realdata import real_data_dir
 from safetensors.torch import load_file
 
@@ -22,6 +22,7 @@ from resmg_zoo.train.cli import main as train
 PARITY = ["--map", "even=0,2,4,6,8", "odd=1,3,5,7,9", "--per-class", "train=20", "test=50"]
 PARITY += ["--offset", "train=100", "test=30"]
 BUDGET = ["--recipe", "quick", "--val-size", "0", "--epochs", "3", "--batch-size", "20", "--lr", "0.02", "--quiet"]
+BUDGET += ["--no-report"]  # but the fine-tuning from published weights (``pretrained``) writes its report
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +64,8 @@ def pretrained(parity: Path, mirror: Path, tmp_path_factory: pytest.TempPathFact
     out = tmp_path_factory.mktemp("ft") / "pretrained"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("RESMG_ZOO_HUB_DIR", str(mirror))
-        args = ["--model", MODEL, "--pretrained", "--init-tag", "mnist", "--dataset", str(parity), *BUDGET]
+        with_report = [a for a in BUDGET if a != "--no-report"]
+        args = ["--model", MODEL, "--pretrained", "--init-tag", "mnist", "--dataset", str(parity), *with_report]
         assert train([*args, "--out", str(out)]) == 0
     return out
 
@@ -79,6 +81,22 @@ def test_fine_tuning_from_published_weights_beats_scratch_at_the_same_budget(scr
     # Measured on the dev machine (2 cores): 81.00 % from the tiny published checkpoint vs 59.80 % from
     # scratch (200 training images, 3 epochs): +21.2 points. The bound leaves room for platform noise.
     assert _top1(pretrained) >= _top1(scratch) + 10.0, (_top1(pretrained), _top1(scratch))
+
+
+def test_a_fine_tuning_run_ends_with_its_evaluation_report(parity: Path, pretrained: Path) -> None:
+    """The last epoch writes ``report/`` for the test split: the model as training evaluated it (so the report's
+    top-1 is the last metrics row's), the user's own class names, counts from the labels, and drawn pictures."""
+    report = json.loads((pretrained / "report" / "report.json").read_text())
+    last = json.loads((pretrained / "metrics.jsonl").read_text().splitlines()[-1])
+    assert report["top1"] == pytest.approx(last["test_top1"], abs=1e-9) and report["epoch"] == last["epoch"] == 3
+    assert report["loss"] == pytest.approx(last["test_loss"], rel=1e-4) and report["split"] == "test"
+    labels = load_dataset(str(parity)).split("test").labels
+    assert report["classes"] == ["even", "odd"]
+    assert [sum(row) for row in report["confusion"]] == torch.bincount(labels).tolist() == [250, 250]
+    assert [r["correct"] for r in report["per_class"]] == [report["confusion"][i][i] for i in range(2)]
+    for name in ("per_class.png", "confusion.png", "reliability.png", "misclassified.png"):
+        assert_drawn(pretrained / "report" / name)
+    assert_drawn(pretrained / "curve.png")
 
 
 def test_run_folder_records_where_the_weights_came_from(pretrained: Path, mirror: Path) -> None:

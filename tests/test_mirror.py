@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 import timm
-from conftest import HUB_ID, MODEL, TAG
+from conftest import HUB_ID, MODEL, TAG, assert_drawn
 from huggingface_hub import ModelCard
 
 from resmg_zoo import WeightsIntegrityError
 from resmg_zoo.core.atomic import current_umask
 from resmg_zoo.core.hashing import file_sha256
+from resmg_zoo.core.paper import paper_result
 from resmg_zoo.tools.mirror import main as mirror_main
 from resmg_zoo.weights.manifest import MANIFEST_NAME, load_manifest
 
@@ -134,8 +135,9 @@ def test_published_run_and_cache_files_get_the_usual_modes(mirror: Path, run: Pa
     assert _mode(folder) == 0o777 & ~umask
     cache = [*Path(os.environ["RESMG_ZOO_CACHE"]).glob("*.safetensors")]  # the decoded datasets (run made one)
     assert cache
-    files = [*folder.iterdir(), mirror / MANIFEST_NAME, *run.iterdir(), *cache]
-    assert files and {f.name: _mode(f) for f in files} == {f.name: 0o666 & ~umask for f in files}
+    files = [*folder.iterdir(), mirror / MANIFEST_NAME, *run.iterdir(), *(run / "report").iterdir(), *cache]
+    usual = {f.name: (0o777 if f.is_dir() else 0o666) & ~umask for f in files}  # the run's report/ is a folder
+    assert "report" in usual and "confusion.png" in usual and {f.name: _mode(f) for f in files} == usual
     assert file_sha256(folder / "model.safetensors")  # readable
 
 
@@ -224,6 +226,9 @@ def test_refresh_a_copy_of_the_published_cifar10_folder(shared_hub: Path, tmp_pa
     assert config["label_names"][:3] == ["airplane", "automobile", "bird"] and len(config["label_names"]) == 10
     assert ModelCard.load(mirror / hub_id / "README.md").data.datasets == ["uoft-cs/cifar10"]
     assert "on 50,000 train images" in card and "| cifar10 test | 90.27 % |" in card
+    paper = paper_result("preact_resnet18_sharedA", 3)["top1"]  # the paper's figure beside ours, and why they differ
+    assert f"ours is 90.27 % where the paper reports {paper:.2f} %" in card and "Table 3" in card
+    assert "we trained 30 epochs" in card and "JPEG copy of CIFAR-10" in card and "the paper 120 epochs" in card
 
 
 def test_refresh_refuses_a_folder_that_does_not_verify(copy: Path, capsys) -> None:
@@ -233,3 +238,62 @@ def test_refresh_refuses_a_folder_that_does_not_verify(copy: Path, capsys) -> No
     code, _ = _refresh(copy / HUB_ID)
     assert code == 2 and "does not verify, so it is not refreshed" in capsys.readouterr().err
     assert (copy / HUB_ID / "README.md").read_bytes() == before
+
+
+def test_refresh_report_publishes_pinned_pictures_that_the_card_embeds(
+    copy: Path, digits: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``refresh --report``: the weights evaluated on the test split, ``report.json``, its pictures and the
+    training curve written beside them and pinned in the entry; the card links each picture (relative, as the Hub
+    renders them), lists every class and carries the ECE in its model-index; a changed picture no longer verifies."""
+    folder = copy / HUB_ID
+    weights = (folder / "model.safetensors").read_bytes()
+    assert mirror_main(["refresh", str(folder), "--report", "--data", str(digits.parent)]) == 0
+    entry = load_manifest(copy / MANIFEST_NAME)["entries"][0]
+    pin, card = entry["report"], (folder / "README.md").read_text()
+    assert set(pin["files"]) == {"report.json", "per_class.png", "confusion.png", "reliability.png",
+                                 "misclassified.png", "curve.png"}  # fmt: skip
+    assert all(file_sha256(folder / name) == digest for name, digest in pin["files"].items())
+    assert (folder / "model.safetensors").read_bytes() == weights
+    report = json.loads((folder / "report.json").read_text())
+    assert [sum(row) for row in report["confusion"]] == [30] * 10  # the 300-image test split, 30 per digit
+    assert pin["top1"] == pytest.approx(100 * sum(report["confusion"][i][i] for i in range(10)) / 300, abs=1e-4)
+    assert pin["top1"] == pytest.approx(entry["top1"], abs=0.05) and pin["ece"] == round(report["ece"], 6)
+    for name in pin["files"]:
+        if name.endswith(".png"):
+            assert_drawn(folder / name)
+            assert f"]({name})" in card, f"the card does not show {name}"
+    for row in report["per_class"]:
+        assert f"| {row['name']} | {row['images']:,} | {row['correct']:,} | {row['accuracy']:.2f} % |" in card
+    metrics = {r.metric_type: r.metric_value for r in ModelCard.load(folder / "README.md").data.eval_results}
+    assert metrics["expected_calibration_error"] == round(100 * report["ece"], 2)
+    assert "no epoch or checkpoint was picked on the test split" in card
+    assert mirror_main(["verify", str(copy)]) == 0
+    (folder / "confusion.png").write_bytes((folder / "per_class.png").read_bytes())
+    assert mirror_main(["verify", str(copy)]) == 2
+    assert "confusion.png: sha256" in capsys.readouterr().err
+
+
+def test_crafted_report_pins_and_files_are_refused_without_a_traceback(
+    copy: Path, digits: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A mirror is data: a report pin naming a path out of the folder does not verify, and a pinned ``report.json``
+    that is not what the card reads stops the refresh with exit 2 naming it, the card left as it was."""
+    folder, manifest = copy / HUB_ID, copy / MANIFEST_NAME
+    assert mirror_main(["refresh", str(folder), "--report", "--data", str(digits.parent)]) == 0
+    good = json.loads(manifest.read_text())
+    crafted = json.loads(manifest.read_text())
+    crafted["entries"][0]["report"]["files"]["../../outside.png"] = "0" * 64
+    manifest.write_text(json.dumps(crafted))
+    assert mirror_main(["verify", str(copy)]) == 2
+    assert "report must pin report.json and its pictures" in capsys.readouterr().err
+    report = json.loads((folder / "report.json").read_text())
+    report["per_class"] = ["not a row"]
+    (folder / "report.json").write_text(json.dumps(report))
+    good["entries"][0]["report"]["files"]["report.json"] = file_sha256(folder / "report.json")
+    manifest.write_text(json.dumps(good))
+    card = (folder / "README.md").read_bytes()
+    assert mirror_main(["refresh", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert "report.json" in err and "a row is a str" in err and "Traceback" not in err
+    assert (folder / "README.md").read_bytes() == card

@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from conftest import assert_drawn, tiny_train_args
 
 from resmg_zoo.data.datasets import load_dataset
 from resmg_zoo.tools import evaluate
+from resmg_zoo.train.cli import main as train
 from resmg_zoo.train.report import PICTURES, Predictions, build_report, expected_calibration_error
 
 
@@ -41,10 +42,7 @@ def test_the_report_of_a_run_on_real_mnist_agrees_with_an_independent_count(
     pairs = report["most_confused"]
     assert all(pairs[i]["count"] >= pairs[i + 1]["count"] for i in range(len(pairs) - 1))
     for name in PICTURES:
-        with Image.open(out / name) as picture:
-            array = np.asarray(picture.convert("L"), dtype=np.float64)
-        assert picture.width >= 300 and picture.height >= 250, name
-        assert array.std() > 10 and len(np.unique(array)) > 20, f"{name} looks blank"
+        assert_drawn(out / name)
 
 
 def _toy(confidences: list[float], per_bin: int, accuracy_of) -> Predictions:
@@ -104,3 +102,17 @@ def test_pictures_stay_bounded_for_a_strangers_class_names_and_counts() -> None:
         report["misclassified"] = [dict(index=0, true=names[0], predicted=names[1], confidence=0.9)]
         pictures = draw_all(report, torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
         assert sorted(pictures) == sorted(PICTURES) and all(10_000 < len(png) < 4_000_000 for png in pictures.values())
+
+
+def test_a_run_never_writes_its_report_over_a_users_files(
+    digits: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The run is saved first; a ``report/`` holding someone's files is left as it is, with a note that says how
+    to draw the report elsewhere, and the run exits 0."""
+    out = tmp_path / "run"
+    (out / "report").mkdir(parents=True)
+    (out / "report" / "notes.txt").write_text("mine")
+    args = [a for a in tiny_train_args(digits, out, "--epochs", "0.05") if a != "--no-report"]
+    assert train(args) == 0
+    assert (out / "report" / "notes.txt").read_text() == "mine" and not (out / "report" / "report.json").exists()
+    assert "note: no evaluation report" in capsys.readouterr().err and (out / "checkpoint.json").exists()

@@ -63,6 +63,7 @@ def test_run_folder_has_everything(straight_run: Path) -> None:
         assert key in rows[-1]
     assert (straight_run / "metrics.csv").read_text().splitlines()[0].startswith("epoch,")
     assert (straight_run / "curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (straight_run / "report").exists()  # --no-report (tiny_train_args): no evaluation report drawn
     state = torch.load(next(straight_run.glob("*.state.pt")), weights_only=True)
     assert state["epoch"] == 2 and state["optimizer"]["state"]
     assert len(list(straight_run.glob("ckpt-*"))) == 2  # only the last checkpoint is kept
@@ -301,7 +302,7 @@ def test_a_run_folder_of_earlier_code_resumes_identically_and_publishes(
     script = "import sys\nfrom resmg_zoo.train.cli import main\nsys.exit(main(sys.argv[1:]))\n"
     env = dict(os.environ, PYTHONPATH=str(earlier_package))
     done = subprocess.run(
-        [sys.executable, "-c", script, *_args(mnist_small, out, "--epochs", "1")],
+        [sys.executable, "-c", script, *[a for a in _args(mnist_small, out, "--epochs", "1") if a != "--no-report"]],
         cwd=tmp_path,  # not the checkout: the earlier package is the one imported
         env=env,
         capture_output=True,

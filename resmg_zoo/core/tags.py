@@ -46,6 +46,7 @@ class DatasetTag:
     hub_dataset: str  # the dataset's id on the Hugging Face Hub, for model cards
     train_images: int  # the sizes of the standard train and test splits
     test_images: int
+    data_copy: str = ""  # the images the zoo trains on, said where a model card compares its figures with the paper's
 
     @property
     def num_classes(self) -> int:
@@ -88,6 +89,7 @@ TAGS: dict[str, DatasetTag] = {
             hub_dataset="uoft-cs/cifar10",
             train_images=50_000,
             test_images=10_000,
+            data_copy="a JPEG copy of CIFAR-10 (quality 75, lossy) rather than its original pixels",
         ),
         DatasetTag(
             name="cifar100",
@@ -101,6 +103,7 @@ TAGS: dict[str, DatasetTag] = {
             hub_dataset="uoft-cs/cifar100",
             train_images=50_000,
             test_images=10_000,
+            data_copy="CIFAR-100 as torchvision downloads it",
         ),
         DatasetTag(
             name="mnist",
@@ -114,6 +117,7 @@ TAGS: dict[str, DatasetTag] = {
             hub_dataset="ylecun/mnist",
             train_images=60_000,
             test_images=10_000,
+            data_copy="MNIST's original pixels (a bit-exact PNG copy)",
         ),
     )
 }

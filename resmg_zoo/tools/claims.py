@@ -16,6 +16,7 @@ from typing import Any, Optional
 
 import torch
 
+from .. import __version__
 from ..core.errors import UsageError
 from ..core.hardware import describe_hardware
 from ..data.datasets import ImageDataset, ImageSplit, load_dataset
@@ -24,8 +25,10 @@ from ..inference.int8_record import RECORD_NAME
 from ..inference.int8_source import open_int8_folder
 from ..train.distributed import DistEnv
 from ..train.evaluation import evaluate_split
+from ..train.log import curve_png
+from ..train.report import build_report, predict_split, render_report, report_json
 from ..weights.loading import load_weights
-from ..weights.manifest import WEIGHTS_NAME, entry_architecture
+from ..weights.manifest import REPORT_JSON, WEIGHTS_NAME, entry_architecture
 
 PER_CLASS = 100  # images of each class in the subset: 1,000 for a 10-class test split
 TOP1_TOLERANCE = 0.05  # points, on the full test split (5 images of 10,000)
@@ -110,3 +113,42 @@ def measure_int8(
         date=time.strftime("%Y-%m-%d"),
     )
     return figures, data
+
+
+def measure_report(
+    entry: dict[str, Any], folder: Path, rows: list[dict[str, Any]], data_dir: Optional[str] = None
+) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """The ``report`` record of an entry and the files it pins: the published weights in ``folder`` evaluated on
+    the full test split in fp32 (:mod:`resmg_zoo.train.report`: per-class accuracy, confusion matrix, ECE, the
+    most confident mistakes, as ``report.json`` and pictures) and the training curve ``curve.png`` drawn from
+    the folder's ``metrics.json`` (``rows``). Refused where the report's top-1 is more than
+    :data:`TOP1_TOLERANCE` points from the entry's full-split fp32 figure (its ``check``, else its top-1)."""
+    name = f"{entry['model']}.{entry['tag']}"
+    model = published_model(entry, folder / WEIGHTS_NAME)
+    dataset = load_dataset(entry["dataset"], data_dir=data_dir, registry_only=True)
+    split = dataset.split("test")
+    predictions = predict_split(model, Materializer(split, dataset.mean, dataset.std, channels_last=True), BATCH)
+    title = dict(model=name, dataset=entry["dataset"], split="test", precision="fp32")
+    report, pictures = render_report(build_report(predictions, list(dataset.classes), title), predictions, split.images)
+    expected = (entry.get("check") or {}).get("full_top1", entry["top1"])
+    if abs(report["top1"] - expected) > TOP1_TOLERANCE:
+        raise UsageError(
+            f"{name}: the report's top-1 is {report['top1']:.2f}, the entry's {expected:.2f} (more than "
+            f"{TOP1_TOLERANCE} points apart): the folder's weights or the test split are not the entry's"
+        )
+    curve = curve_png(rows, [], f"{name}: the training run's metrics.json (last epoch {rows[-1]['epoch']})")
+    files = {REPORT_JSON: report_json(report), **pictures, **({"curve.png": curve} if curve else {})}
+    figures = dict(
+        files={n: hashlib.sha256(data).hexdigest() for n, data in files.items()},
+        top1=round(report["top1"], 4),
+        top5=round(report["top5"], 4),
+        ece=round(report["ece"], 6),
+        ece_bins=len(report["calibration_bins"]),
+        images=report["images"],
+        precision="fp32",
+        command=f"resmg-mirror refresh <mirror>/{entry['hub_id']} --report",
+        versions=dict(torch=torch.__version__, resmg_zoo=__version__),
+        hardware=describe_hardware(),
+        date=time.strftime("%Y-%m-%d"),
+    )
+    return figures, files

@@ -6,6 +6,7 @@ already published.
     python -m resmg_zoo.tools.mirror import ../shared/hub --prune      # ... and drop entries it does not host
     python -m resmg_zoo.tools.mirror refresh MIRROR/resmg-zoo/NAME...  # new config.json + model card, weights untouched
     python -m resmg_zoo.tools.mirror refresh MIRROR/resmg-zoo/NAME --int8 exports/NAME.int8  # + its int8 record
+    python -m resmg_zoo.tools.mirror refresh MIRROR/resmg-zoo/NAME --report  # + evaluation report and pictures
     python -m resmg_zoo.tools.mirror verify ../shared/hub              # every folder against its entry
 
 Nothing changes unless every folder verifies; the message names each folder and what differs.
@@ -26,12 +27,13 @@ from typing import Any, Optional
 from ..core.atomic import aside_folders, write_bytes_atomic
 from ..core.cli import report_error
 from ..core.errors import ResmgError, UsageError
-from ..core.files import read_json, read_json_object
+from ..core.files import read_json, read_json_object, read_regular
 from ..core.tags import check_hub_id
-from ..weights.card import label_names_for, standard_split_sizes, write_card, write_config
+from ..weights.card import check_card_report, label_names_for, standard_split_sizes, write_card, write_config
 from ..weights.manifest import (
     INT8_RECORD_NAME,
     MANIFEST_NAME,
+    REPORT_JSON,
     SCHEMA_VERSION,
     ManifestError,
     add_entry,
@@ -42,9 +44,10 @@ from ..weights.manifest import (
     validate_manifest,
 )
 from ..weights.publish import publishing, verify_folder
-from .claims import TOP1_TOLERANCE, measure_claim, measure_int8
+from .claims import TOP1_TOLERANCE, measure_claim, measure_int8, measure_report
 
-COMPARED_WITHOUT = ("check", "revision", "int8")  # what an import or a refresh adds to a mirror's entry
+MAX_BESIDE_BYTES = 64 << 20  # a report's picture or record, an int8 record: a few hundred KB at most
+COMPARED_WITHOUT = ("check", "revision", "int8", "report")  # what an import or a refresh adds to a mirror's entry
 
 
 def mirror_entries(mirror: Path) -> tuple[Path, list[dict[str, Any]]]:
@@ -119,7 +122,7 @@ def import_mirror(
             old = before.get(entry["hub_id"])
             if old is not None and _published_part(old) == _published_part(entry):
                 report["unchanged"].append(entry["hub_id"])
-                entry = old | ({"int8": entry["int8"]} if "int8" in entry else {})  # a refresh's newer figures
+                entry = old | {k: entry[k] for k in ("int8", "report") if k in entry}  # a refresh's newer figures
             else:
                 report["added" if old is None else "updated"].append(entry["hub_id"])
             if evaluate and "check" not in entry:
@@ -157,13 +160,17 @@ def _checked(mirror: Path, entry: dict[str, Any], target: Path, data_dir: Option
     return check
 
 
-def refresh_folder(folder: Path, int8: Optional[Path] = None, data_dir: Optional[str] = None) -> dict[str, Any]:
+def refresh_folder(
+    folder: Path, int8: Optional[Path] = None, data_dir: Optional[str] = None, report: bool = False
+) -> dict[str, Any]:
     """Rewrite ``config.json`` and ``README.md`` of a published mirror folder from its own files and
     its entry in the mirror's manifest (the folder is ``<mirror>/<org>/<name>``). The weights are
     untouched, and the folder must verify before and after. ``int8``: an int8 folder of these weights
     (``resmg-export --format int8``), rebuilt and measured on the full test split first
     (:func:`.claims.measure_int8`); its record is then published beside the weights as ``int8.json`` and
-    pinned in the entry with its figures, so the card shows them and ``--int8`` loads it.
+    pinned in the entry with its figures, so the card shows them and ``--int8`` loads it. ``report``: the
+    weights evaluated on the full test split (:func:`.claims.measure_report`), ``report.json``, its pictures
+    and the training curve published beside them and pinned, so the card embeds them.
 
     Everything is written under the folder's publishing lock, and only if the entry still lists the
     weights that were measured (a ``--replace`` that finished during the measurement is not undone)."""
@@ -173,7 +180,12 @@ def refresh_folder(folder: Path, int8: Optional[Path] = None, data_dir: Optional
     mirror = folder.parents[1]
     repo_id = check_hub_id(folder.relative_to(mirror).as_posix(), "the folder's hub id")
     source, entry = _mirror_entry(mirror, folder, repo_id)
-    measured = measure_int8(entry, int8, data_dir) if int8 is not None else None
+    problems = verify_folder(folder, entry)  # before anything is measured from its files
+    if problems:
+        raise ManifestError(f"{folder} does not verify, so it is not refreshed: " + "; ".join(problems))
+    measured_int8 = measure_int8(entry, int8, data_dir) if int8 is not None else None
+    rows = read_json(folder / "metrics.json", "the published metrics")
+    measured_report = measure_report(entry, folder, rows, data_dir) if report else None
     with publishing(repo_id, folder.parent):
         _, current = _mirror_entry(mirror, folder, repo_id)
         if current["sha256"] != entry["sha256"] or "swap_from" in current:
@@ -185,34 +197,45 @@ def refresh_folder(folder: Path, int8: Optional[Path] = None, data_dir: Optional
         problems = verify_folder(folder, entry)
         if problems:
             raise ManifestError(f"{folder} does not verify, so it is not refreshed: " + "; ".join(problems))
-        if measured is not None:
-            entry = _publish_int8_record(folder, source, entry, *measured)
+        if measured_int8 is not None:
+            figures, record = measured_int8
+            entry = _publish_pinned(folder, source, dict(entry, int8=figures), {INT8_RECORD_NAME: record})
+        if measured_report is not None:
+            figures, files = measured_report
+            entry = _publish_pinned(folder, source, dict(entry, report=figures), files)
         rows = read_json(folder / "metrics.json", "the published metrics")
         old = read_json_object(folder / "config.json", "the published config")
+        pinned = folder / REPORT_JSON
+        shown = check_card_report(read_json_object(pinned, "the report"), str(pinned)) if "report" in entry else None
         write_config(folder, entry, old.get("label_names") or label_names_for(entry, None))
-        write_card(folder, entry, rows, standard_split_sizes(entry))
+        write_card(folder, entry, rows, standard_split_sizes(entry), shown)
         problems = verify_folder(folder, entry)
     if problems:
         raise ManifestError(f"{folder} no longer verifies after the refresh: " + "; ".join(problems))
     return entry
 
 
-def _publish_int8_record(
-    folder: Path, source: Path, entry: dict[str, Any], figures: dict[str, Any], record: bytes
-) -> dict[str, Any]:
-    """Put ``record`` at ``folder/int8.json`` and pin it (with ``figures``) in the entry of the manifest
-    ``source``; the file the folder held before is put back if the folder would not verify."""
-    path = folder / INT8_RECORD_NAME
-    before = path.read_bytes() if path.is_file() else None
-    pinned = dict(entry, int8=figures)
-    write_bytes_atomic(path, record)
+def _publish_pinned(folder: Path, source: Path, pinned: dict[str, Any], files: dict[str, bytes]) -> dict[str, Any]:
+    """Put ``files`` (name → bytes) into ``folder`` and the entry ``pinned`` (which pins them) into the manifest
+    ``source``; the files the folder held before are put back if the folder would not verify."""
+    before: dict[str, Optional[bytes]] = {}
+    for name in files:  # what is there is ours to put back: a regular file of bounded size, or nothing
+        path = folder / name
+        if path.is_symlink() or (path.exists() and not path.is_file()):
+            raise ManifestError(f"{path} is a link or not a regular file: nothing was written")
+        before[name] = read_regular(path, MAX_BESIDE_BYTES, "a published file") if path.exists() else None
+    for name, data in files.items():
+        write_bytes_atomic(folder / name, data)
     problems = verify_folder(folder, pinned)
     if problems:
-        if before is None:
-            path.unlink()
-        else:
-            write_bytes_atomic(path, before)
-        raise ManifestError(f"{folder} would not verify with the int8 record; nothing changed: " + "; ".join(problems))
+        for name, data in before.items():
+            if data is None:
+                (folder / name).unlink()
+            else:
+                write_bytes_atomic(folder / name, data)
+        raise ManifestError(
+            f"{folder} would not verify with {', '.join(files)}; nothing changed: " + "; ".join(problems)
+        )
     add_entry(source, pinned)
     return pinned
 
@@ -244,6 +267,12 @@ def build_parser() -> argparse.ArgumentParser:
     refresh.add_argument(
         "--int8", default=None, help="an int8 folder of the (one) folder's weights: measured, published as int8.json"
     )
+    refresh.add_argument(
+        "--report",
+        action="store_true",
+        help="evaluate the weights on the full test split (fp32) and publish report.json, its pictures and the "
+        "training curve beside them; the card embeds them",
+    )
     refresh.add_argument("--data", default=None, help="folder with <dataset>.zip (default $RESMG_ZOO_DATA)")
     return parser
 
@@ -262,8 +291,9 @@ def main(argv: Optional[list[str]] = None) -> int:
             if args.int8 and len(args.folders) != 1:
                 raise UsageError("--int8 measures one export folder: give one published folder with it")
             for folder in args.folders:
-                entry = refresh_folder(Path(folder), Path(args.int8) if args.int8 else None, args.data)
-                print(f"refreshed {folder} ({entry['hub_id']}): config.json, README.md; sha256 {entry['sha256']}")
+                entry = refresh_folder(Path(folder), Path(args.int8) if args.int8 else None, args.data, args.report)
+                written = ["config.json", "README.md", *(entry["report"]["files"] if args.report else [])]
+                print(f"refreshed {folder} ({entry['hub_id']}): {', '.join(written)}; sha256 {entry['sha256']}")
     except ResmgError as err:
         return report_error(err)
     return 0

@@ -11,17 +11,14 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-from ..core.paper import TABLE_DATASETS, paper_result
+from ..core.paper import TABLE_OF_DATASET, paper_result
 from ..weights.manifest import load_manifest, repo_manifest_path
 
 
 def _paper_top1(entry: dict[str, Any]) -> str:
-    for table, dataset in TABLE_DATASETS.items():
-        if table > 1 and dataset == entry["dataset"]:
-            row = paper_result(entry["model"], table)
-            if row:
-                return f"{row['top1']:.2f} (Table {table}, {row['params_reported']})"
-    return "—"
+    table = TABLE_OF_DATASET.get(entry["dataset"])
+    row = paper_result(entry["model"], table) if table else None
+    return f"{row['top1']:.2f} (Table {table}, {row['params_reported']})" if row else "—"
 
 
 def markdown_table(manifest: dict[str, Any]) -> str:
@@ -29,16 +26,17 @@ def markdown_table(manifest: dict[str, Any]) -> str:
     if not entries:
         return "_No checkpoint is published yet._"
     lines = [
-        "| hub id | params | model args | top-1 | top-5 | int8 top-1 | paper top-1 | recipe | training time "
+        "| hub id | params | model args | top-1 | top-5 | ECE | int8 top-1 | paper top-1 | recipe | training time "
         "| hardware | date |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for e in entries:
         args = ", ".join(f"{k}={v}" for k, v in e["model_args"].items() if k not in ("num_classes", "in_chans"))
         recipe = e["recipe"]
         int8 = f"{e['int8']['top1']:.2f}" if "int8" in e else "—"  # resmg-mirror refresh --int8
+        ece = f"{100 * e['report']['ece']:.2f} %" if "report" in e else "—"  # resmg-mirror refresh --report
         lines.append(
-            f"| `{e['hub_id']}` | {e['params']:,} | {args or 'default'} | {e['top1']:.2f} | {e['top5']:.2f} | "
+            f"| `{e['hub_id']}` | {e['params']:,} | {args or 'default'} | {e['top1']:.2f} | {e['top5']:.2f} | {ece} | "
             f"{int8} | {_paper_top1(e)} | {recipe['name']}, {recipe['epochs']:g} ep, {recipe['precision']} | "
             f"{e['training_seconds'] / 60:.1f} min | {e['hardware']} | {e['date']} |"
         )

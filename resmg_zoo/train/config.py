@@ -154,6 +154,12 @@ class RunOptions:
         type=float,
         metavar="SECONDS",
     )
+    no_report: bool = setting(
+        False,
+        "skip the evaluation report (report/: per-class accuracy, confusion matrix, calibration, mistakes) that "
+        "the last epoch writes for the test split",
+        action="store_true",
+    )
     eval_every: int = setting(
         1,
         "evaluate every EPOCHS epochs (and always after the last); the rows between hold training figures only",

@@ -31,12 +31,13 @@ from ..data.loader import EpochPlan, Materializer, resize_batch
 from .checkpoint import TrainingState, load_checkpoint, remove_leftovers, rng_state, save_checkpoint, set_rng_state
 from .config import RunOptions, TrainConfig
 from .distributed import DistEnv, all_reduce_sum, barrier, broadcast_buffers
-from .evaluation import evaluate_split
+from .evaluation import evaluate_models
 from .finetune import apply_init, freeze, hold_frozen_norms, optimizer_groups, resolve_init
 from .interrupt import StopSignal
 from .log import append_steps, plot_curve, read_metrics, read_steps, write_metrics, write_steps
 from .progress import PlainProgress, epoch_line, progress_bar
 from .recipes import low_res_at, lr_factor
+from .report import write_run_report
 from .run import RunError, build_model, make_run_dir
 
 EVAL_BATCH_SIZE = 512
@@ -61,6 +62,7 @@ class Trainer:
         make = dict(device=device, channels_last=config.channels_last, pad_to=config.pad_to)
         self.train_data = Materializer(train_split, dataset.mean, dataset.std, self.recipe.augment, **make)
         self.eval_sets = {"test": Materializer(dataset.split("test"), dataset.mean, dataset.std, **make)}
+        self.classes = list(dataset.classes)
         if val_split is not None:
             self.eval_sets = {"val": Materializer(val_split, dataset.mean, dataset.std, **make), **self.eval_sets}
         self._restore_logs()
@@ -350,23 +352,19 @@ class Trainer:
             plot_curve(self.run_dir, self.rows, self.steps, title)
         self.save(epoch + 1, 0, None, 0.0)
         self.pending_config = None
+        if last and self.env.is_main and not self.options.no_report:  # after the checkpoint: the run is complete
+            what = dict(model=self.config.model, dataset=self.dataset_name, split="test", epoch=epoch + 1)
+            what["precision"] = self.config.precision
+            write_run_report(self.run_dir, self.eval_model, self.eval_sets["test"], self.classes, what, EVAL_BATCH_SIZE)
         if self.env.is_main and (self.options.quiet or not sys.stderr.isatty()):
             print(epoch_line(row, self.total_epochs), file=sys.stderr, flush=True)
         return row
 
     def evaluate(self, flip: bool) -> dict[str, float]:
-        """Loss, top-1 and top-5 of the model (and its EMA copy) on every split, as metrics columns;
-        ``flip``: flip-averaged top-1 too, from the same pass (only where training flips images: on
-        other data a mirrored image is one the model never saw, and its score means nothing)."""
+        """Loss, top-1 and top-5 of the model (and its EMA copy) on every split, as metrics columns
+        (:func:`~.evaluation.evaluate_models`)."""
         models = {"": self.eval_model} | ({"ema_": self.ema_model} if self.ema_model is not None else {})
-        columns: dict[str, float] = {}
-        for prefix, model in models.items():
-            for split, data in self.eval_sets.items():
-                result = evaluate_split(model, data, EVAL_BATCH_SIZE, self.config.precision, self.env, flip=flip)
-                columns |= {f"{prefix}{split}_{k}": result[k] for k in ("loss", "top1", "top5")}
-                if flip:
-                    columns[f"{prefix}{split}_flip_top1"] = result["flip_top1"]
-        return columns
+        return evaluate_models(models, self.eval_sets, EVAL_BATCH_SIZE, self.config.precision, self.env, flip)
 
     def save(self, epoch: int, step_in_epoch: int, sums: Optional[torch.Tensor], seconds: float) -> None:
         """Rank 0 writes the checkpoint (and a resumed run's updated config.json); all ranks wait."""

@@ -68,3 +68,24 @@ def evaluate_split(
             flip_loss=values[3] / count, flip_top1=100.0 * values[4] / count, flip_top5=100.0 * values[5] / count
         )
     return result | {"count": int(count)}
+
+
+def evaluate_models(
+    models: dict[str, nn.Module],
+    splits: dict[str, Materializer],
+    batch_size: int,
+    precision: Optional[str],
+    env: DistEnv,
+    flip: bool,
+) -> dict[str, float]:
+    """Every model (by its columns' prefix: ``""``, ``"ema_"``) on every split, as a metrics row's columns
+    ``{prefix}{split}_loss/top1/top5``; ``flip``: with ``{prefix}{split}_flip_top1``, from the same pass (only
+    where training flips images: on other data a mirrored image is one the model never saw)."""
+    columns: dict[str, float] = {}
+    for prefix, model in models.items():
+        for split, data in splits.items():
+            result = evaluate_split(model, data, batch_size, precision, env, flip=flip)
+            columns |= {f"{prefix}{split}_{k}": result[k] for k in ("loss", "top1", "top5")}
+            if flip:
+                columns[f"{prefix}{split}_flip_top1"] = result["flip_top1"]
+    return columns

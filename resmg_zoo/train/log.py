@@ -99,16 +99,30 @@ def append_steps(run_dir: Path, steps: list[dict[str, Any]]) -> None:
 
 
 def plot_curve(run_dir: Path, rows: list[dict[str, Any]], steps: list[dict[str, Any]], title: str) -> None:
-    """Loss and top-1 against epochs as ``curve.png``: training per step (a line, readable for a run of
-    one epoch too), validation and test per epoch (points). Skipped, with a note, without matplotlib
+    """Write :func:`curve_png` as ``run_dir/curve.png`` (nothing, with a note, without matplotlib)."""
+    data = curve_png(rows, steps, title)
+    if data is not None:
+        with atomic_path(run_dir / CURVE_PNG) as tmp:
+            tmp.write_bytes(data)
+
+
+def _numbers(row: Any, *keys: str) -> bool:
+    """Whether ``row`` has a number under ``epoch`` and each of ``keys`` (a published ``metrics.json`` is data)."""
+    return isinstance(row, dict) and all(type(row.get(k)) in (int, float) for k in ("epoch", *keys))
+
+
+def curve_png(rows: list[dict[str, Any]], steps: list[dict[str, Any]], title: str) -> bytes | None:
+    """Loss and top-1 against epochs as PNG bytes: training per step (a line, readable for a run of one
+    epoch too; per epoch where ``steps`` is empty, as for a published folder's ``metrics.json``),
+    validation and test per epoch (points). ``None``, with a note, without matplotlib
     (``pip install 'resmg_zoo[tools]'``)."""
     try:
         import matplotlib
     except ImportError:
-        if not getattr(plot_curve, "noted", False):
+        if not getattr(curve_png, "noted", False):
             print("note: no curve.png (matplotlib is not installed: pip install 'resmg_zoo[tools]')", file=sys.stderr)
-            plot_curve.noted = True  # type: ignore[attr-defined]
-        return
+            curve_png.noted = True  # type: ignore[attr-defined]
+        return None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -124,10 +138,14 @@ def plot_curve(run_dir: Path, rows: list[dict[str, Any]], steps: list[dict[str, 
                 for i in range(len(steps))
             ]
             ax.plot(x, smooth, lw=1.5, color="tab:blue")
-        epochs = [r["epoch"] for r in rows]
+        else:
+            trained = [r for r in rows if _numbers(r, key)]
+            x, y = [r["epoch"] for r in trained], [r[key] for r in trained]
+            ax.plot(x, y, marker=".", color="tab:blue", label="train (epoch mean)")
+        epochs = [r["epoch"] for r in rows if _numbers(r)]
         for split, color in (("val", "tab:orange"), ("test", "tab:green")):
             metric = f"{split}_{key.split('_', 1)[1]}"
-            evaluated = [r for r in rows if metric in r]  # every epoch, or every --eval-every epochs
+            evaluated = [r for r in rows if _numbers(r, metric)]  # every epoch, or every --eval-every epochs
             if evaluated:
                 x, y = [r["epoch"] for r in evaluated], [r[metric] for r in evaluated]
                 ax.plot(x, y, marker="o", color=color, label=f"{split} (evaluated epochs)")
@@ -138,6 +156,7 @@ def plot_curve(run_dir: Path, rows: list[dict[str, Any]], steps: list[dict[str, 
     ax_acc.set_title("accuracy")
     fig.suptitle(title)
     fig.tight_layout()
-    with atomic_path(run_dir / CURVE_PNG) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)
+    return buffer.getvalue()

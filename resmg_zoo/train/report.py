@@ -10,25 +10,28 @@ equal-width bins, ``Σ_b |B_b|/N · |accuracy(B_b) − confidence(B_b)|``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from torch import Tensor
 
-from ..core.atomic import atomic_path, write_text_atomic
+from ..core.atomic import atomic_path
 from ..core.errors import UsageError
+from ..core.hardware import autocast_context
 from ..data.loader import EpochPlan, Materializer
+from ..weights.manifest import REPORT_JSON
 
 ECE_BINS = 15
 CONFUSED_PAIRS = 5
 GRID = 16  # misclassified images shown
 MAX_CLASSES = 1000
-REPORT_JSON = "report.json"
+REPORT_FOLDER = "report"  # in a run folder, written by the last epoch
 PICTURES = ("per_class.png", "confusion.png", "reliability.png", "misclassified.png")
 
 
@@ -41,13 +44,21 @@ class Predictions:
 
 
 @torch.no_grad()
-def predict_split(model: Callable[[Tensor], Tensor], data: Materializer, batch_size: int) -> Predictions:
-    """The softmax of ``model``'s float32 logits on every image of ``data``'s split, in the split's order."""
+def predict_split(
+    model: Callable[[Tensor], Tensor], data: Materializer, batch_size: int, precision: Optional[str] = None
+) -> Predictions:
+    """The softmax of ``model``'s float32 logits on every image of ``data``'s split, in the split's order.
+    ``precision``: the autocast to run ``model`` under (training's evaluation; ``None`` where the model applies
+    its own), as :func:`~resmg_zoo.train.evaluation.evaluate_split` runs it, so both see the same logits."""
+    if isinstance(model, torch.nn.Module):
+        model.eval()
     plan = EpochPlan(len(data.split), batch_size, seed=0, shuffle=False, drop_last=False)
     probs, labels = [], []
     for batch in plan.batches(0):
         x, y = data(batch)
-        probs.append(model(x).float().softmax(dim=1).double().cpu())
+        with autocast_context(precision, data.device) if precision else contextlib.nullcontext():
+            logits = model(x).float()
+        probs.append(logits.softmax(dim=1).double().cpu())
         labels.append(y.cpu())
     return Predictions(torch.cat(probs), torch.cat(labels))
 
@@ -131,11 +142,12 @@ def check_report_folder(folder: Path) -> None:
             )
 
 
-def write_report(folder: Path, report: dict[str, Any], predictions: Predictions, images: Tensor) -> list[Path]:
-    """``report.json`` and the pictures in ``folder``; ``images``: the split's uint8 images (N, C, H, W), for the
-    grid of misclassified ones. Returns what was written (no pictures without matplotlib, with a note)."""
-    check_report_folder(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+def render_report(
+    report: dict[str, Any], predictions: Predictions, images: Tensor
+) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """The report with its most confident mistakes added, and its pictures as PNG bytes by file name (none
+    without matplotlib, with a note); ``images``: the split's uint8 images (N, C, H, W), for the grid of
+    misclassified ones. Drawn in memory: a picture that cannot be drawn leaves no half-written report."""
     wrong = misclassified(predictions)
     report = dict(report, misclassified=[dict(index=i, true=report["classes"][int(predictions.labels[i])],
                   predicted=report["classes"][int(predictions.probs[i].argmax())],
@@ -144,13 +156,43 @@ def write_report(folder: Path, report: dict[str, Any], predictions: Predictions,
         from .report_pictures import draw_all
     except ImportError:
         print("note: no report pictures (matplotlib is not installed: pip install 'resmg_zoo[tools]')", file=sys.stderr)
-        pictures = {}
-    else:  # drawn in memory first: a picture that cannot be drawn leaves no half-written report
-        pictures = draw_all(report, images[wrong] if wrong else images[:0])
-    write_text_atomic(folder / REPORT_JSON, json.dumps(report, indent=2) + "\n")
-    written = [folder / REPORT_JSON]
-    for name, data in pictures.items():
+        return report, {}
+    return report, draw_all(report, images[wrong] if wrong else images[:0])
+
+
+def report_json(report: dict[str, Any]) -> bytes:
+    """``report.json``'s bytes."""
+    return (json.dumps(report, indent=2) + "\n").encode()
+
+
+def write_report(folder: Path, report: dict[str, Any], predictions: Predictions, images: Tensor) -> list[Path]:
+    """``report.json`` and the pictures of :func:`render_report` in ``folder`` (checked first:
+    :func:`check_report_folder`). Returns what was written."""
+    check_report_folder(folder)
+    report, pictures = render_report(report, predictions, images)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, data in {REPORT_JSON: report_json(report), **pictures}.items():
         with atomic_path(folder / name) as tmp:
             tmp.write_bytes(data)
         written.append(folder / name)
     return written
+
+
+def write_run_report(
+    run_dir: Path, model: torch.nn.Module, data: Materializer, classes: list[str], title: dict[str, Any], batch: int
+) -> list[Path]:
+    """A training run's report of its last epoch on ``data`` (the test split) in ``run_dir/report/``: the model
+    as training evaluates it (``title["precision"]``'s autocast, the same ``batch``), so its top-1 is the last
+    metrics row's."""
+    try:
+        check_report_folder(run_dir / REPORT_FOLDER)  # the run is saved: a report that cannot be written is a note
+    except ReportFolderError as err:
+        print(
+            f"note: no evaluation report: {err}; `resmg-evaluate --run {run_dir} --report DIR` draws it",
+            file=sys.stderr,
+        )
+        return []
+    predictions = predict_split(model, data, batch, title.get("precision"))
+    report = build_report(predictions, classes, title)
+    return write_report(run_dir / REPORT_FOLDER, report, predictions, data.split.images)

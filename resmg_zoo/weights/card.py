@@ -16,8 +16,18 @@ from timm.models import model_entrypoint
 from timm.models._hub import save_config_for_hf
 
 from ..core.atomic import atomic_path, write_text_atomic
+from ..core.files import UnreadableFileError, require_keys
+from ..core.paper import TABLE_OF_DATASET, paper_result
 from ..core.tags import LICENSE, PAPER_BIBTEX, PAPER_ID, PAPER_TITLE, TAGS
 from .manifest import WEIGHTS_NAME, entry_architecture
+
+MAX_TABLE_ROWS = 100  # classes listed in the card's per-class table
+PICTURE_ALT = {
+    "per_class.png": "Per-class top-1 accuracy",
+    "confusion.png": "Confusion matrix: true class per row, predicted per column, images in the cells",
+    "reliability.png": "Reliability diagram: accuracy per confidence bin against perfect calibration",
+    "misclassified.png": "The most confident mistakes: true → predicted class",
+}
 
 
 def hub_dataset_id(entry: dict[str, Any]) -> str:
@@ -80,22 +90,33 @@ def card_data(entry: dict[str, Any]) -> Any:
                 **common, dataset_split="test", metric_type="top_5_accuracy", metric_name="top-5 accuracy (%)",
                 metric_value=entry["top5"],
             ),
+            *([EvalResult(
+                **common, dataset_split="test", metric_type="expected_calibration_error",
+                metric_name=f"expected calibration error (%, {entry['report']['ece_bins']} bins, fp32 re-evaluation)",
+                metric_value=round(100 * entry["report"]["ece"], 2),
+            )] if "report" in entry else []),
         ],
     )  # fmt: skip
 
 
 def model_card(
-    entry: dict[str, Any], rows: list[dict[str, Any]], train_images: Optional[int], test_images: Optional[int]
+    entry: dict[str, Any],
+    rows: list[dict[str, Any]],
+    train_images: Optional[int],
+    test_images: Optional[int],
+    report: Optional[dict[str, Any]] = None,
 ) -> str:
     """The Hub model card of a published entry: the metadata of :func:`card_data` and a body with
-    the measured figures, the recipe and its command, usage and the paper's citation."""
+    the measured figures beside the paper's, the evaluation report (``report``: the folder's ``report.json``,
+    which the entry pins) with its pictures and the training curve, the recipe and its command, usage and
+    the paper's citation."""
     from huggingface_hub import ModelCard
 
     model, tag, last = entry["model"], entry["tag"], rows[-1]
     images = f"{test_images:,}" if test_images else "—"
     flip = (
         f"| {entry['dataset']} test, flip-averaged (2 passes) | {last['test_flip_top1']:.2f} % | — | {images} |\n"
-        if "test_flip_top1" in last
+        if type(last.get("test_flip_top1")) in (int, float)
         else ""
     )
     int8 = entry.get("int8")
@@ -133,7 +154,9 @@ From *{PAPER_TITLE}* (He, Chen, Zhang, Xu; {PAPER_ID}), packaged by resmg_zoo.
 Measured by the training run that produced these weights, at its last epoch ({last["epoch"]}),
 in {entry["recipe"]["precision"]} on {entry["hardware"]}; {entry["training_seconds"]:.0f} s of training.
 Weights are stored in {entry["dtype"]} exactly as trained. Parameters: {entry["params"]:,}.
-{int8_text}
+
+{beside_the_paper(entry, last["epoch"])}
+{int8_text}{report_section(entry, report)}
 ## Recipe
 
 {recipe_summary(entry["recipe"], train_images)}. Command:
@@ -187,5 +210,86 @@ def label_names_for(entry: dict[str, Any], run_classes: Optional[list[str]]) -> 
     return list(known.label_names) if known is not None else None
 
 
-def write_card(folder: Path, entry: dict[str, Any], rows: list[dict[str, Any]], sizes: tuple) -> None:
-    write_text_atomic(folder / "README.md", model_card(entry, rows, *sizes))
+def beside_the_paper(entry: dict[str, Any], epochs: int) -> str:
+    """Two sentences: the paper's figure for this model and dataset beside ours, why they differ (epochs, the
+    images trained on, the hardware), and that ours is the last epoch's (no pick on the test split)."""
+    known, table = TAGS.get(entry["dataset"]), TABLE_OF_DATASET.get(entry["dataset"])
+    row = paper_result(entry["model"], table) if table else None
+    last_epoch = (
+        "It is the last epoch's test accuracy, as the paper reports its own: no epoch or checkpoint was picked on "
+        "the test split."
+    )
+    if row is None or known is None:
+        return last_epoch
+    copy = f" on {known.data_copy}" if known.data_copy else ""
+    recipe = f"the `{entry['recipe']['name']}` recipe, on {entry['hardware']}"
+    return (
+        f"**Beside the paper:** ours is {entry['top1']:.2f} % where the paper reports {row['top1']:.2f} % for this "
+        f"model on {entry['dataset']} (its Table {table}): we trained {epochs} epochs ({recipe}){copy}, the paper "
+        f"{known.epochs['paper']} epochs on the original images. {last_epoch}"
+    )
+
+
+def report_section(entry: dict[str, Any], report: Optional[dict[str, Any]]) -> str:
+    """The card's evaluation report: the figures the entry's ``report`` pins, the per-class table, the most
+    confused pairs, and the pictures and training curve as relative image links (as the Hub renders them)."""
+    pin = entry.get("report")
+    if not pin or report is None:
+        return ""
+    rows = report["per_class"]
+    shown = rows if len(rows) <= MAX_TABLE_ROWS else sorted(rows, key=lambda r: r["accuracy"])[:MAX_TABLE_ROWS]
+    table = "\n".join(
+        f"| {_cell(r['name'])} | {r['images']:,} | {r['correct']:,} | {r['accuracy']:.2f} % |" for r in shown
+    )
+    which = "" if shown is rows else f" (the {MAX_TABLE_ROWS} least accurate of {len(rows):,} classes)"
+    confused = ", ".join(
+        f"{_cell(p['true'])} → {_cell(p['predicted'])} ({p['count']})" for p in report["most_confused"]
+    )
+    pictures = "\n\n".join(f"![{alt}]({name})" for name, alt in PICTURE_ALT.items() if name in pin["files"])
+    curve = "\n## Training curve\n\n![The training run's loss and top-1 per epoch](curve.png)\n" if (
+        "curve.png" in pin["files"]) else ""  # fmt: skip
+    return f"""
+## Where it errs
+
+Re-evaluated from these weights on the full {entry["dataset"]} test split ({pin["images"]:,} images) in
+{pin["precision"]} on {pin["hardware"]} ({pin["date"]}): top-1 {pin["top1"]:.2f} %, top-5 {pin["top5"]:.2f} %,
+expected calibration error {100 * pin["ece"]:.2f} % ({pin["ece_bins"]} equal-width confidence bins). Every number
+is in `report.json` (`{pin["command"]}`). Per class{which}:
+
+| class | test images | correct | top-1 |
+|---|---|---|---|
+{table}
+
+Most confused (true → predicted, images): {confused or "none"}.
+
+{pictures}
+{curve}"""
+
+
+def check_card_report(report: dict[str, Any], where: str) -> dict[str, Any]:
+    """``report`` (a folder's ``report.json``) if it holds what the card reads, each value of its type: the
+    per-class rows (name, images, correct, accuracy) and the most confused pairs (true, predicted, count);
+    :class:`~resmg_zoo.core.files.UnreadableFileError` naming ``where`` otherwise."""
+    require_keys(report, {"per_class": list, "most_confused": list}, where)
+    if len(report["per_class"]) > 1000 or len(report["most_confused"]) > 100:
+        raise UnreadableFileError(f"{where}: more classes or pairs than a report holds")
+    row = {"name": str, "images": int, "correct": int, "accuracy": (int, float)}
+    pair = {"true": str, "predicted": str, "count": int}
+    for kind, rows in ((row, report["per_class"]), (pair, report["most_confused"])):
+        for item in rows:
+            if not isinstance(item, dict):
+                raise UnreadableFileError(f"{where}: a row is a {type(item).__name__}, not an object")
+            require_keys(item, kind, where)
+    return report
+
+
+def _cell(name: Any) -> str:
+    """A class name as a Markdown table cell: no column breaks, no line breaks, at most 40 characters."""
+    text = " ".join(str(name).split()).replace("|", "\\|")
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
+def write_card(
+    folder: Path, entry: dict[str, Any], rows: list[dict[str, Any]], sizes: tuple, report: Optional[dict] = None
+) -> None:
+    write_text_atomic(folder / "README.md", model_card(entry, rows, *sizes, report))

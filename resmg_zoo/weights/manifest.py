@@ -42,6 +42,8 @@ from ..core.tags import TAGS, HubIdError, check_hub_id
 MANIFEST_NAME = "weights_manifest.json"
 WEIGHTS_NAME = "model.safetensors"
 INT8_RECORD_NAME = "int8.json"  # a published int8 record (resmg_zoo.inference.int8_record), where there is one
+REPORT_JSON = "report.json"  # a published evaluation report (resmg_zoo.train.report), with its pictures
+REPORT_FILE = re.compile(r"^[a-z0-9_]{1,40}\.(json|png)$")  # a report's files: plain names in the folder, no paths
 
 
 def packaged_int8_record(model: str, tag: str) -> Path:
@@ -49,6 +51,8 @@ def packaged_int8_record(model: str, tag: str) -> Path:
     a few KB of numbers, shipped beside the manifest that pins them, so ``--int8`` works before a mirror or the
     Hub hosts the file."""
     return Path(__file__).resolve().with_name("int8_records") / f"{model}.{tag}.json"
+
+
 # A published folder, in the layout of a Hugging Face Hub model repo.
 PUBLISHED_FILES = (WEIGHTS_NAME, "config.json", "README.md", "metrics.json", "recipe.json")
 SCHEMA_VERSION = 1
@@ -72,8 +76,12 @@ REQUIRED_KEYS: dict[str, type | tuple[type, ...]] = {
     "command": str,
 }
 # int8: the published int8 record of the weights (``file`` int8.json beside them, its ``sha256`` and ``bytes``,
-# pinned like the weights) and its figures, measured by resmg-mirror refresh --int8
-OPTIONAL_KEYS: dict[str, type] = {"revision": str, "check": dict, "previous": list, "swap_from": dict, "int8": dict}
+# pinned like the weights) and its figures, measured by resmg-mirror refresh --int8.
+# report: the published evaluation report (``files``: report.json and its pictures, name -> sha256) and its
+# figures (top-1, top-5, ECE ...), measured by resmg-mirror refresh --report
+OPTIONAL_KEYS: dict[str, type] = {
+    "revision": str, "check": dict, "previous": list, "swap_from": dict, "int8": dict, "report": dict,
+}  # fmt: skip
 RENAMED_KEYS = {"wall_seconds": "training_seconds"}  # the run's training time, never wall time
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
@@ -206,6 +214,11 @@ def validate_entry(entry: dict[str, Any], check_params: bool = True) -> list[str
         problems.append(f"{name}: swap_from has no sha256 of 64 lowercase hex digits")
     if "int8" in entry and not _int8_pin_valid(entry["int8"]):
         problems.append(f"{name}: int8 must name {INT8_RECORD_NAME}, its sha256 (64 lowercase hex digits) and bytes")
+    if "report" in entry and not _report_pin_valid(entry["report"]):
+        problems.append(
+            f"{name}: report must pin {REPORT_JSON} and its pictures (files: plain name -> 64 lowercase hex digits) "
+            "and give its top1, top5, ece (numbers), ece_bins, images (integers), precision, hardware, date, command"
+        )
     if "revision" in entry and not COMMIT.match(entry["revision"]):
         problems.append(f"{name}: revision {entry['revision']!r} is not a 40-hex-digit commit id")
     if not SHA256.match(entry["sha256"]):
@@ -234,6 +247,20 @@ def _int8_pin_valid(int8: dict[str, Any]) -> bool:
         and isinstance(int8.get("sha256"), str)
         and bool(SHA256.match(int8["sha256"]))
         and type(int8.get("bytes")) is int
+    )
+
+
+def _report_pin_valid(report: dict[str, Any]) -> bool:
+    files = report.get("files")
+    return (
+        isinstance(files, dict)
+        and REPORT_JSON in files
+        and len(files) <= 16
+        and all(isinstance(n, str) and REPORT_FILE.match(n) and n != INT8_RECORD_NAME for n in files)
+        and all(isinstance(d, str) and SHA256.match(d) for d in files.values())
+        and all(type(report.get(k)) in (int, float) for k in ("top1", "top5", "ece"))
+        and all(type(report.get(k)) is int for k in ("ece_bins", "images"))
+        and all(isinstance(report.get(k), str) for k in ("precision", "hardware", "date", "command"))
     )
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -36,7 +37,6 @@ from ..core.tags import TAGS, check_hub_id, dataset_identity
 from .card import label_names_for, write_card, write_config
 from .loading import WeightsIntegrityError, fit_state_dict, load_state, parse_state_dict
 from .manifest import (
-    INT8_RECORD_NAME,
     MANIFEST_NAME,
     PUBLISHED_FILES,
     WEIGHTS_NAME,
@@ -45,6 +45,7 @@ from .manifest import (
     load_manifest,
     validate_entry,
 )
+from .pins import int8_record_problems, report_problems
 
 
 class PublishError(UsageError):
@@ -161,16 +162,17 @@ def verify_folder(folder: Path, entry: dict[str, Any]) -> list[str]:
     digest = file_sha256(weights)
     if digest != entry["sha256"]:
         problems.append(f"model.safetensors: sha256 {digest}, the entry says {entry['sha256']}")
-    problems += int8_record_problems(folder, entry)
+    problems += int8_record_problems(folder, entry) + report_problems(folder, entry)
     try:
         config = read_json_object(folder / "config.json", "the published config")
         rows = read_json(folder / "metrics.json", "the published metrics")
     except UnreadableFileError as err:
         return [*problems, str(err)]
     problems += config_problems(config, entry)
-    last_top1 = rows[-1].get("test_top1") if isinstance(rows, list) and rows else None
-    if last_top1 is None or round(last_top1, 4) != entry["top1"]:
-        problems.append(f"metrics.json: last test_top1 is {last_top1}, the entry says {entry['top1']}")
+    if not (isinstance(rows, list) and rows and all(isinstance(r, dict) and _number(r.get("epoch")) for r in rows)):
+        problems.append("metrics.json: not a list of per-epoch rows, each with its epoch number")
+    elif not _number(last_top1 := rows[-1].get("test_top1")) or round(last_top1, 4) != entry["top1"]:
+        problems.append(f"metrics.json: last test_top1 is {last_top1!r}, the entry says {entry['top1']}")
     if problems:
         return problems
     try:
@@ -191,16 +193,8 @@ def verify_folder(folder: Path, entry: dict[str, Any]) -> list[str]:
     return problems
 
 
-def int8_record_problems(folder: Path, entry: dict[str, Any]) -> list[str]:
-    """Where the folder's ``int8.json`` is not the one the entry's ``int8`` pins (or is there unlisted)."""
-    pin = entry.get("int8") or {}
-    record = folder / INT8_RECORD_NAME
-    if "sha256" not in pin:
-        return [f"{INT8_RECORD_NAME}: in the folder, but the entry lists none"] if record.exists() else []
-    if not record.is_file():
-        return [f"{INT8_RECORD_NAME}: missing, but the entry pins one"]
-    digest = file_sha256(record)
-    return [] if digest == pin["sha256"] else [f"{INT8_RECORD_NAME}: sha256 {digest}, the entry says {pin['sha256']}"]
+def _number(value: Any) -> bool:
+    return type(value) in (int, float) and math.isfinite(value)
 
 
 def config_problems(config: dict[str, Any], entry: dict[str, Any]) -> list[str]:
