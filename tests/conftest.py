@@ -16,8 +16,8 @@ from resmg_zoo.tools.push_to_hub import main as publish
 from resmg_zoo.train.cli import main as train
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest -n N: one thread per worker and per process it starts
-    os.environ["OMP_NUM_THREADS"] = "1"
+if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest -n N: one torch thread per worker and per process it starts
+    os.environ["OMP_NUM_THREADS"] = "1"  # (a dataset's first decoding still uses a process per core, once)
     torch.set_num_threads(1)
 MODEL_NAMES = resmg_zoo.list_models()
 
@@ -82,8 +82,14 @@ def _allocator_left_alone() -> Iterator[None]:
 
 @pytest.fixture(autouse=True, scope="session")
 def _dataset_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """One decoded-dataset cache per test session, never the user's."""
-    os.environ["RESMG_ZOO_CACHE"] = str(tmp_path_factory.mktemp("dataset-cache"))
+    """One decoded-dataset cache per test session, never the user's; under ``-n`` the workers share it (the session's
+    base folder; a cache file is written under a temporary name and renamed, so two writers are safe)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = tmp_path_factory.getbasetemp().parent / "dataset-cache"
+        shared.mkdir(exist_ok=True)
+        os.environ["RESMG_ZOO_CACHE"] = str(shared)
+    else:
+        os.environ["RESMG_ZOO_CACHE"] = str(tmp_path_factory.mktemp("dataset-cache"))
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from conftest import HUB_ID, MODEL, TAG, assert_drawn
 from huggingface_hub import ModelCard
 
 from resmg_zoo import WeightsIntegrityError
-from resmg_zoo.core.atomic import current_umask
+from resmg_zoo.core.atomic import LockedError, current_umask
 from resmg_zoo.core.hashing import file_sha256
 from resmg_zoo.core.paper import paper_result
 from resmg_zoo.tools.mirror import main as mirror_main
@@ -133,7 +133,7 @@ def test_published_run_and_cache_files_get_the_usual_modes(mirror: Path, run: Pa
     umask = current_umask()
     folder = mirror / HUB_ID
     assert _mode(folder) == 0o777 & ~umask
-    cache = [*Path(os.environ["RESMG_ZOO_CACHE"]).glob("*.safetensors")]  # the decoded datasets (run made one)
+    cache = [p for p in Path(os.environ["RESMG_ZOO_CACHE"]).glob("*.safetensors") if not p.name.startswith(".")]
     assert cache
     files = [*folder.iterdir(), mirror / MANIFEST_NAME, *run.iterdir(), *(run / "report").iterdir(), *cache]
     usual = {f.name: (0o777 if f.is_dir() else 0o666) & ~umask for f in files}  # the run's report/ is a folder
@@ -297,3 +297,60 @@ def test_crafted_report_pins_and_files_are_refused_without_a_traceback(
     err = capsys.readouterr().err
     assert "report.json" in err and "a row is a str" in err and "Traceback" not in err
     assert (folder / "README.md").read_bytes() == card
+
+
+def test_a_refresh_whose_manifest_is_locked_puts_the_old_report_back(
+    copy: Path, digits: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The new files are written, then the manifest's lock cannot be had (exit 6): the folder holds the report it
+    held before, byte for byte, and still verifies against the entry that pins it."""
+    folder = copy / HUB_ID
+    assert mirror_main(["refresh", str(folder), "--report", "--data", str(digits.parent)]) == 0
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    (folder / "metrics.json").write_text(json.dumps(json.loads((folder / "metrics.json").read_text()) * 2))
+
+    def locked(*_args, **_kwargs):
+        raise LockedError("the manifest is locked by another publisher")
+
+    monkeypatch.setattr("resmg_zoo.tools.mirror.add_entry", locked)
+    assert mirror_main(["refresh", str(folder), "--report", "--data", str(digits.parent)]) == 6
+    assert "locked" in capsys.readouterr().err
+    after = {p.name: p.read_bytes() for p in folder.iterdir()}
+    assert {k: v for k, v in after.items() if k != "metrics.json"} == {
+        k: v for k, v in before.items() if k != "metrics.json"
+    }
+    monkeypatch.undo()
+    assert mirror_main(["verify", str(copy)]) == 0
+
+
+def test_a_pin_that_is_not_its_report_and_a_stale_picture_do_not_verify(
+    copy: Path, digits: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The card shows the pinned figures: they must be the pinned ``report.json``'s; a report's picture the entry
+    does not pin is stale. Huge but finite values in ``metrics.json`` still draw a curve."""
+    folder, manifest = copy / HUB_ID, copy / MANIFEST_NAME
+    rows = json.loads((folder / "metrics.json").read_text())
+    rows[0] |= dict(train_loss=1e308, test_loss=-1e308)
+    (folder / "metrics.json").write_text(json.dumps(rows))
+    assert mirror_main(["refresh", str(folder), "--report", "--data", str(digits.parent)]) == 0
+    good = manifest.read_text()
+    lying = json.loads(good)
+    lying["entries"][0]["report"] |= dict(top1=99.9, ece=0.0001)
+    manifest.write_text(json.dumps(lying))
+    assert mirror_main(["verify", str(copy)]) == 2
+    assert "report.json: top1 is" in capsys.readouterr().err
+    stale = json.loads(good)
+    del stale["entries"][0]["report"]["files"]["curve.png"]
+    manifest.write_text(json.dumps(stale))
+    assert mirror_main(["verify", str(copy)]) == 2
+    assert "curve.png: in the folder, but the entry's report does not pin it" in capsys.readouterr().err
+
+
+def test_text_from_files_is_shown_inert_in_cards_and_pictures() -> None:
+    """Class names and record strings reach a card as one escaped line and a picture as printable text."""
+    from resmg_zoo.core.cli import shown_text
+    from resmg_zoo.weights.card import _cell
+
+    assert shown_text("a\x1b[2Jb\u202ec\nd", 40) == "a\ufffd[2Jb\ufffdc d" and len(shown_text("x" * 99, 40)) == 40
+    assert _cell("<img src=x onerror=alert(1)>") == "\\<img src=x onerror=alert\\(1\\)\\>"
+    assert _cell("![x](http://e.vil) | `c` <!--") == "!\\[x\\]\\(http://e.vil\\) \\| \\`c\\` \\<!--"

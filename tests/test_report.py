@@ -53,16 +53,16 @@ def _toy(confidences: list[float], per_bin: int, accuracy_of) -> Predictions:
         for i in range(per_bin):
             probs.append([c, 1 - c])
             labels.append(0 if i < right else 1)
-    return Predictions(torch.tensor(probs, dtype=torch.float64), torch.tensor(labels))
+    return Predictions.of_logits(torch.tensor(probs, dtype=torch.float64).log(), torch.tensor(labels))
 
 
 def test_ece_is_zero_for_a_calibrated_predictor_and_large_for_an_overconfident_one() -> None:
     centres = [0.55 + 0.03 * k for k in range(15)]  # inside (0.5, 1]: the top probability of two classes
     calibrated = _toy(centres, 1000, lambda c: c)
-    ece, bins = expected_calibration_error(calibrated.probs, calibrated.labels)
+    ece, bins = expected_calibration_error(calibrated)
     assert ece < 1e-3 and sum(b["count"] for b in bins) == 15_000
     overconfident = _toy([0.99], 1000, lambda c: 0.5)
-    ece, _ = expected_calibration_error(overconfident.probs, overconfident.labels)
+    ece, _ = expected_calibration_error(overconfident)
     assert ece == pytest.approx(0.49, abs=1e-9)
     report = build_report(overconfident, ["a", "b"], dict(model="toy", split="test", precision="fp32"))
     assert report["confusion"] == [[500, 0], [500, 0]] and report["most_confused"][0] == dict(
@@ -71,17 +71,22 @@ def test_ece_is_zero_for_a_calibrated_predictor_and_large_for_an_overconfident_o
 
 
 def test_a_report_never_writes_over_what_it_did_not_write(run: Path, digits: Path, tmp_path: Path, capsys) -> None:
-    """A folder of the user's files, a link, a file: exit 2 before anything is computed, nothing touched."""
+    """A folder of the user's files (also one named like a report's picture), a link, a file, a path under a file,
+    an empty path: exit 2 before anything is computed, nothing touched."""
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "report.json").write_text("my own")
     (mine / "notes.txt").write_text("keep")
     link = tmp_path / "link"
     link.symlink_to(mine)
+    photo = tmp_path / "photos"  # a report's file name, but not a report's file
+    photo.mkdir()
+    (photo / "confusion.png").write_bytes(b"my holiday")
     args = ["--run", str(run), "--data", str(digits.parent)]
-    for target in (mine, link, mine / "notes.txt"):
+    for target in (mine, link, mine / "notes.txt", photo, mine / "notes.txt" / "under-a-file", ""):
         assert evaluate.main([*args, "--report", str(target)]) == 2
-        assert "--report" in capsys.readouterr().err
+        assert "report" in capsys.readouterr().err
+    assert (photo / "confusion.png").read_bytes() == b"my holiday"
     assert (mine / "report.json").read_text() == "my own" and sorted(p.name for p in mine.iterdir()) == [
         "notes.txt",
         "report.json",
@@ -95,10 +100,11 @@ def test_pictures_stay_bounded_for_a_strangers_class_names_and_counts() -> None:
 
     for n in (10, 900):
         generator = torch.Generator().manual_seed(0)
-        probs = torch.softmax(torch.randn(2000, n, dtype=torch.float64, generator=generator), 1)
+        logits = torch.randn(2000, n, dtype=torch.float64, generator=generator)
         labels = torch.randint(0, n, (2000,), generator=generator)
         names = ["L" * 20000, "$\\foo{$", *[f"c{i}" for i in range(n - 2)]]
-        report = build_report(Predictions(probs, labels), names, dict(model="m", split="test", precision="fp32"))
+        predictions = Predictions.of_logits(logits, labels)
+        report = build_report(predictions, names, dict(model="m", split="test", precision="fp32"))
         report["misclassified"] = [dict(index=0, true=names[0], predicted=names[1], confidence=0.9)]
         pictures = draw_all(report, torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
         assert sorted(pictures) == sorted(PICTURES) and all(10_000 < len(png) < 4_000_000 for png in pictures.values())

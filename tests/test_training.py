@@ -173,7 +173,7 @@ def test_evaluate_reproduces_the_runs_test_accuracy(straight_run: Path, mnist_sm
 
 
 def test_torchrun_two_processes_match_one_process_of_the_same_global_batch(mnist_small: Path, tmp_path: Path) -> None:
-    base = _args(mnist_small, tmp_path / "ddp", "--epochs", "1")
+    base = [a for a in _args(mnist_small, tmp_path / "ddp", "--epochs", "1") if a != "--no-report"]  # rank 0 reports
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [
         sys.executable,
@@ -202,6 +202,10 @@ def test_torchrun_two_processes_match_one_process_of_the_same_global_batch(mnist
     _assert_identical({k: ddp[k] for k in params}, {k: one[k] for k in params})
     config = json.loads((tmp_path / "ddp" / "config.json").read_text())
     assert config["world_size"] == 2
+    # rank 0 alone predicts the whole test split for the report; the ranks' shared evaluation counted the same
+    report = json.loads((tmp_path / "ddp" / "report" / "report.json").read_text())
+    last = json.loads((tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert report["top1"] == pytest.approx(last["test_top1"], abs=1e-9) and report["images"] == 300
 
 
 def test_width_reduced_sharedA_reaches_98_percent_on_real_mnist_in_one_epoch(tmp_path: Path) -> None:

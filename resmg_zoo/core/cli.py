@@ -28,6 +28,7 @@ __all__ = [
     "parse_model_kwargs",
     "parse_value",
     "report_error",
+    "shown_text",
 ]
 
 
@@ -76,3 +77,11 @@ def parse_model_kwargs(items: Optional[list[str]]) -> dict[str, Any]:
             raise UsageError(f"--model-kwargs takes key=value pairs, got {item!r}")
         kwargs[key] = parse_value(value)
     return kwargs
+
+
+def shown_text(value: Any, limit: int) -> str:
+    """Text read from a file (a class name, a record's string) as it may be shown to a person, in a picture or a
+    model card: one line, every character that is not printable (control characters, bidirectional overrides)
+    replaced by U+FFFD, at most ``limit`` characters (cut with an ellipsis)."""
+    text = "".join(ch if ch.isprintable() else "\ufffd" for ch in " ".join(str(value).split()))
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import stat
 from pathlib import Path
@@ -123,6 +124,11 @@ def read_json_object(path: str | Path, what: str = "file", limit: int = MAX_JSON
     if not isinstance(value, dict):
         raise UnreadableFileError(f"{what} {path} holds a JSON {type(value).__name__}, not an object")
     return value
+
+
+def finite_number(value: Any) -> bool:
+    """Whether a JSON value is a finite number (``bool`` is not one; NaN and infinities are not finite)."""
+    return type(value) in (int, float) and math.isfinite(value)
 
 
 def require_keys(record: dict[str, Any], keys: dict[str, type | tuple[type, ...]], where: str) -> None:

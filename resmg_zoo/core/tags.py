@@ -89,7 +89,7 @@ TAGS: dict[str, DatasetTag] = {
             hub_dataset="uoft-cs/cifar10",
             train_images=50_000,
             test_images=10_000,
-            data_copy="a JPEG copy of CIFAR-10 (quality 75, lossy) rather than its original pixels",
+            data_copy="a JPEG copy of CIFAR-10 at quality 75 (lossy)",
         ),
         DatasetTag(
             name="cifar100",
@@ -117,7 +117,7 @@ TAGS: dict[str, DatasetTag] = {
             hub_dataset="ylecun/mnist",
             train_images=60_000,
             test_images=10_000,
-            data_copy="MNIST's original pixels (a bit-exact PNG copy)",
+            data_copy="a bit-exact PNG copy of MNIST",
         ),
     )
 }

@@ -9,6 +9,7 @@ machines measured so far, and the count is compared with a tolerance of a few im
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +19,9 @@ import torch
 
 from .. import __version__
 from ..core.errors import UsageError
+from ..core.files import finite_number
 from ..core.hardware import describe_hardware
+from ..core.tags import TAGS
 from ..data.datasets import ImageDataset, ImageSplit, load_dataset
 from ..data.loader import Materializer
 from ..inference.int8_record import RECORD_NAME
@@ -28,7 +31,7 @@ from ..train.evaluation import evaluate_split
 from ..train.log import curve_png
 from ..train.report import build_report, predict_split, render_report, report_json
 from ..weights.loading import load_weights
-from ..weights.manifest import REPORT_JSON, WEIGHTS_NAME, entry_architecture
+from ..weights.manifest import CURVE_PNG, REPORT_JSON, REPORT_PICTURES, WEIGHTS_NAME, entry_architecture
 
 PER_CLASS = 100  # images of each class in the subset: 1,000 for a 10-class test split
 TOP1_TOLERANCE = 0.05  # points, on the full test split (5 images of 10,000)
@@ -124,20 +127,27 @@ def measure_report(
     the folder's ``metrics.json`` (``rows``). Refused where the report's top-1 is more than
     :data:`TOP1_TOLERANCE` points from the entry's full-split fp32 figure (its ``check``, else its top-1)."""
     name = f"{entry['model']}.{entry['tag']}"
+    if importlib.util.find_spec("matplotlib") is None:  # before the test split is evaluated for nothing
+        raise UsageError("a published report is its pictures too: pip install 'resmg_zoo[tools]' (matplotlib)")
     model = published_model(entry, folder / WEIGHTS_NAME)
     dataset = load_dataset(entry["dataset"], data_dir=data_dir, registry_only=True)
     split = dataset.split("test")
+    known = TAGS.get(entry["dataset"])
+    if known is not None and list(dataset.classes) != list(known.label_names):
+        raise UsageError(f"{dataset.source}: its classes are not {known.name}'s ({', '.join(known.label_names)})")
     predictions = predict_split(model, Materializer(split, dataset.mean, dataset.std, channels_last=True), BATCH)
     title = dict(model=name, dataset=entry["dataset"], split="test", precision="fp32")
     report, pictures = render_report(build_report(predictions, list(dataset.classes), title), predictions, split.images)
-    expected = (entry.get("check") or {}).get("full_top1", entry["top1"])
+    checked = (entry.get("check") or {}).get("full_top1")
+    expected = checked if finite_number(checked) else entry["top1"]
     if abs(report["top1"] - expected) > TOP1_TOLERANCE:
         raise UsageError(
             f"{name}: the report's top-1 is {report['top1']:.2f}, the entry's {expected:.2f} (more than "
             f"{TOP1_TOLERANCE} points apart): the folder's weights or the test split are not the entry's"
         )
     curve = curve_png(rows, [], f"{name}: the training run's metrics.json (last epoch {rows[-1]['epoch']})")
-    files = {REPORT_JSON: report_json(report), **pictures, **({"curve.png": curve} if curve else {})}
+    assert curve is not None and set(pictures) == set(REPORT_PICTURES), "matplotlib was found above"
+    files = {REPORT_JSON: report_json(report), **pictures, CURVE_PNG: curve}
     figures = dict(
         files={n: hashlib.sha256(data).hexdigest() for n, data in files.items()},
         top1=round(report["top1"], 4),

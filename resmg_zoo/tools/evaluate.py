@@ -27,7 +27,8 @@ from ..data.datasets import DatasetError, load_dataset, split_train_val
 from ..data.loader import Materializer
 from ..train.distributed import DistEnv
 from ..train.evaluation import evaluate_split
-from ..train.report import build_report, check_report_folder, predict_split, write_report
+from ..train.report import build_report, predict_split, write_report
+from ..train.report_folder import check_report_folder
 from .predictor import add_inference_args, add_model_source_args, open_predictor
 
 
@@ -56,7 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_evaluation(argv: Optional[list[str]] = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
-    if args.report:  # before anything is loaded: nothing is computed for a report that may not be written
+    if args.report is not None:  # before anything is loaded: nothing is computed for a report that may not be written
+        if not args.report.strip():
+            raise UsageError("--report needs a folder")
         if args.flip_tta:
             raise UsageError("--report describes the plain predictions: drop --flip-tta")
         check_report_folder(Path(args.report))
@@ -83,7 +86,7 @@ def run_evaluation(argv: Optional[list[str]] = None) -> dict[str, Any]:
         split, dataset.mean, dataset.std, device=device, channels_last=True, pad_to=config.get("pad_to", 0)
     )
     record = dict(predictor.record(), dataset=dataset.name, split=args.split)
-    if args.report:  # one pass: the report's predictions give the scores too
+    if args.report is not None:  # one pass: the report's predictions give the scores too
         predictions = predict_split(predictor, data, args.batch_size)
         report = build_report(predictions, list(dataset.classes), record)
         record["report"] = [str(p) for p in write_report(Path(args.report), report, predictions, split.images)]

@@ -27,7 +27,7 @@ from typing import Any, Optional
 from ..core.atomic import aside_folders, write_bytes_atomic
 from ..core.cli import report_error
 from ..core.errors import ResmgError, UsageError
-from ..core.files import read_json, read_json_object, read_regular
+from ..core.files import read_json_object, read_regular
 from ..core.tags import check_hub_id
 from ..weights.card import check_card_report, label_names_for, standard_split_sizes, write_card, write_config
 from ..weights.manifest import (
@@ -43,10 +43,10 @@ from ..weights.manifest import (
     save_manifest,
     validate_manifest,
 )
-from ..weights.publish import publishing, verify_folder
+from ..weights.pins import MAX_PINNED_BYTES
+from ..weights.publish import metrics_rows, publishing, verify_folder
 from .claims import TOP1_TOLERANCE, measure_claim, measure_int8, measure_report
 
-MAX_BESIDE_BYTES = 64 << 20  # a report's picture or record, an int8 record: a few hundred KB at most
 COMPARED_WITHOUT = ("check", "revision", "int8", "report")  # what an import or a refresh adds to a mirror's entry
 
 
@@ -122,7 +122,10 @@ def import_mirror(
             old = before.get(entry["hub_id"])
             if old is not None and _published_part(old) == _published_part(entry):
                 report["unchanged"].append(entry["hub_id"])
-                entry = old | {k: entry[k] for k in ("int8", "report") if k in entry}  # a refresh's newer figures
+                # a refresh's newer figures: int8 where the mirror has one (else the package's own, shipped with it),
+                # the report exactly as the mirror hosts it (no pin of files the mirror does not have)
+                kept = {k: v for k, v in old.items() if k != "report"}
+                entry = kept | {k: entry[k] for k in ("int8", "report") if k in entry}
             else:
                 report["added" if old is None else "updated"].append(entry["hub_id"])
             if evaluate and "check" not in entry:
@@ -184,8 +187,7 @@ def refresh_folder(
     if problems:
         raise ManifestError(f"{folder} does not verify, so it is not refreshed: " + "; ".join(problems))
     measured_int8 = measure_int8(entry, int8, data_dir) if int8 is not None else None
-    rows = read_json(folder / "metrics.json", "the published metrics")
-    measured_report = measure_report(entry, folder, rows, data_dir) if report else None
+    measured_report = measure_report(entry, folder, metrics_rows(folder), data_dir) if report else None
     with publishing(repo_id, folder.parent):
         _, current = _mirror_entry(mirror, folder, repo_id)
         if current["sha256"] != entry["sha256"] or "swap_from" in current:
@@ -203,7 +205,7 @@ def refresh_folder(
         if measured_report is not None:
             figures, files = measured_report
             entry = _publish_pinned(folder, source, dict(entry, report=figures), files)
-        rows = read_json(folder / "metrics.json", "the published metrics")
+        rows = metrics_rows(folder)
         old = read_json_object(folder / "config.json", "the published config")
         pinned = folder / REPORT_JSON
         shown = check_card_report(read_json_object(pinned, "the report"), str(pinned)) if "report" in entry else None
@@ -217,26 +219,32 @@ def refresh_folder(
 
 def _publish_pinned(folder: Path, source: Path, pinned: dict[str, Any], files: dict[str, bytes]) -> dict[str, Any]:
     """Put ``files`` (name → bytes) into ``folder`` and the entry ``pinned`` (which pins them) into the manifest
-    ``source``; the files the folder held before are put back if the folder would not verify."""
+    ``source``; the files the folder held before are put back if anything fails before the entry is saved (the
+    folder would not verify, a write or the manifest's lock fails, an interrupt)."""
     before: dict[str, Optional[bytes]] = {}
     for name in files:  # what is there is ours to put back: a regular file of bounded size, or nothing
         path = folder / name
         if path.is_symlink() or (path.exists() and not path.is_file()):
             raise ManifestError(f"{path} is a link or not a regular file: nothing was written")
-        before[name] = read_regular(path, MAX_BESIDE_BYTES, "a published file") if path.exists() else None
-    for name, data in files.items():
-        write_bytes_atomic(folder / name, data)
-    problems = verify_folder(folder, pinned)
-    if problems:
+        before[name] = read_regular(path, MAX_PINNED_BYTES, "a published file") if path.exists() else None
+    try:
+        for name, data in files.items():
+            write_bytes_atomic(folder / name, data)
+        problems = verify_folder(folder, pinned)
+        if problems:
+            raise ManifestError(
+                f"{folder} would not verify with {', '.join(files)}; nothing changed: " + "; ".join(problems)
+            )
+        add_entry(source, pinned)
+    except BaseException as err:  # a refusal, a full disk, the manifest's lock, an interrupt: the folder as it was
         for name, data in before.items():
-            if data is None:
-                (folder / name).unlink()
-            else:
+            if data is not None:
                 write_bytes_atomic(folder / name, data)
-        raise ManifestError(
-            f"{folder} would not verify with {', '.join(files)}; nothing changed: " + "; ".join(problems)
-        )
-    add_entry(source, pinned)
+            elif (folder / name).exists():
+                (folder / name).unlink()
+        if isinstance(err, OSError) and not isinstance(err, ResmgError):
+            raise ManifestError(f"{folder} cannot be written ({err.strerror or err}); nothing changed") from None
+        raise
     return pinned
 
 
@@ -292,7 +300,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                 raise UsageError("--int8 measures one export folder: give one published folder with it")
             for folder in args.folders:
                 entry = refresh_folder(Path(folder), Path(args.int8) if args.int8 else None, args.data, args.report)
-                written = ["config.json", "README.md", *(entry["report"]["files"] if args.report else [])]
+                written = ["config.json", "README.md", *([INT8_RECORD_NAME] if args.int8 else [])]
+                written += list(entry["report"]["files"]) if args.report else []
                 print(f"refreshed {folder} ({entry['hub_id']}): {', '.join(written)}; sha256 {entry['sha256']}")
     except ResmgError as err:
         return report_error(err)

@@ -26,17 +26,16 @@ def markdown_table(manifest: dict[str, Any]) -> str:
     if not entries:
         return "_No checkpoint is published yet._"
     lines = [
-        "| hub id | params | model args | top-1 | top-5 | ECE | int8 top-1 | paper top-1 | recipe | training time "
+        "| hub id | params | model args | top-1 | top-5 | int8 top-1 | paper top-1 | recipe | training time "
         "| hardware | date |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for e in entries:
         args = ", ".join(f"{k}={v}" for k, v in e["model_args"].items() if k not in ("num_classes", "in_chans"))
         recipe = e["recipe"]
         int8 = f"{e['int8']['top1']:.2f}" if "int8" in e else "—"  # resmg-mirror refresh --int8
-        ece = f"{100 * e['report']['ece']:.2f} %" if "report" in e else "—"  # resmg-mirror refresh --report
         lines.append(
-            f"| `{e['hub_id']}` | {e['params']:,} | {args or 'default'} | {e['top1']:.2f} | {e['top5']:.2f} | {ece} | "
+            f"| `{e['hub_id']}` | {e['params']:,} | {args or 'default'} | {e['top1']:.2f} | {e['top5']:.2f} | "
             f"{int8} | {_paper_top1(e)} | {recipe['name']}, {recipe['epochs']:g} ep, {recipe['precision']} | "
             f"{e['training_seconds'] / 60:.1f} min | {e['hardware']} | {e['date']} |"
         )

@@ -15,9 +15,15 @@ from ..data.loader import EpochPlan, Materializer
 from .distributed import DistEnv, all_reduce_sum
 
 
+def top_classes(logits: torch.Tensor) -> torch.Tensor:
+    """The classes of the (up to) five largest logits of each row, largest first: the prediction and the top-5
+    that every score of the project counts from (the evaluation report too), so ties break the same way."""
+    return logits.topk(min(5, logits.shape[1]), dim=1).indices
+
+
 def _sums(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """This batch's summed loss, top-1 hits and top-5 hits (float64)."""
-    top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+    top = top_classes(logits)
     return torch.stack(
         [
             F.cross_entropy(logits, y, reduction="sum").double(),

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from ..core.atomic import atomic_path, write_text_atomic
-from ..core.files import UnreadableFileError, parse_json, read_regular
+from ..core.files import UnreadableFileError, finite_number, parse_json, read_regular
+from ..weights.manifest import CURVE_PNG
 
 METRICS_JSONL = "metrics.jsonl"
 METRICS_CSV = "metrics.csv"
-CURVE_PNG = "curve.png"
 STEPS_JSONL = "steps.jsonl"
 MAX_JSONL_BYTES = 1 << 30  # a row per step of a long run is tens of MB; a log is never a GiB
 
@@ -107,8 +107,10 @@ def plot_curve(run_dir: Path, rows: list[dict[str, Any]], steps: list[dict[str, 
 
 
 def _numbers(row: Any, *keys: str) -> bool:
-    """Whether ``row`` has a number under ``epoch`` and each of ``keys`` (a published ``metrics.json`` is data)."""
-    return isinstance(row, dict) and all(type(row.get(k)) in (int, float) for k in ("epoch", *keys))
+    """Whether ``row`` has a plottable number under ``epoch`` and each of ``keys`` (a published ``metrics.json`` is
+    data: nothing a loss, an accuracy or an epoch can be lies beyond ±10⁹)."""
+    values = [row.get(k) for k in ("epoch", *keys)] if isinstance(row, dict) else [None]
+    return all(finite_number(v) and abs(v) < 1e9 for v in values)
 
 
 def curve_png(rows: list[dict[str, Any]], steps: list[dict[str, Any]], title: str) -> bytes | None:

@@ -14,15 +14,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from torch import Tensor
 
+from ..core.cli import shown_text
+
 MAX_LABEL = 40  # characters of a class name drawn
 MAX_ROWS = 60  # classes drawn one per row; more: the worst ones (per-class) or no names (confusion)
 
 
 def _label(name: Any) -> str:
-    """A name as drawn: at most :data:`MAX_LABEL` characters, ``$`` taken literally (not as matplotlib math)."""
-    text = str(name)
-    text = text if len(text) <= MAX_LABEL else text[: MAX_LABEL - 1] + "…"
-    return text.replace("$", r"\$")
+    """A name as drawn: :func:`~resmg_zoo.core.cli.shown_text` of at most :data:`MAX_LABEL` characters, ``$`` taken
+    literally (not as matplotlib math)."""
+    return shown_text(name, MAX_LABEL).replace("$", r"\$")
 
 
 def _title(report: dict[str, Any], what: str) -> str:

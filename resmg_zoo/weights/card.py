@@ -9,6 +9,7 @@ Both are made from a manifest entry, the run's metrics rows and the split sizes,
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Optional
 
@@ -16,18 +17,19 @@ from timm.models import model_entrypoint
 from timm.models._hub import save_config_for_hf
 
 from ..core.atomic import atomic_path, write_text_atomic
-from ..core.files import UnreadableFileError, require_keys
+from ..core.cli import shown_text
+from ..core.files import UnreadableFileError, finite_number, require_keys
 from ..core.paper import TABLE_OF_DATASET, paper_result
 from ..core.tags import LICENSE, PAPER_BIBTEX, PAPER_ID, PAPER_TITLE, TAGS
-from .manifest import WEIGHTS_NAME, entry_architecture
+from .manifest import CURVE_PNG, REPORT_MAX_CLASSES, REPORT_PICTURES, WEIGHTS_NAME, entry_architecture
 
 MAX_TABLE_ROWS = 100  # classes listed in the card's per-class table
-PICTURE_ALT = {
-    "per_class.png": "Per-class top-1 accuracy",
-    "confusion.png": "Confusion matrix: true class per row, predicted per column, images in the cells",
-    "reliability.png": "Reliability diagram: accuracy per confidence bin against perfect calibration",
-    "misclassified.png": "The most confident mistakes: true → predicted class",
-}
+PICTURE_ALT = dict(zip(REPORT_PICTURES, (  # the report's pictures, in the card's order, with their alt text
+    "Per-class top-1 accuracy",
+    "Confusion matrix: true class per row, predicted per column, images in the cells",
+    "Reliability diagram: accuracy per confidence bin against perfect calibration",
+    "The most confident mistakes: true → predicted class",
+)))  # fmt: skip
 
 
 def hub_dataset_id(entry: dict[str, Any]) -> str:
@@ -116,7 +118,7 @@ def model_card(
     images = f"{test_images:,}" if test_images else "—"
     flip = (
         f"| {entry['dataset']} test, flip-averaged (2 passes) | {last['test_flip_top1']:.2f} % | — | {images} |\n"
-        if type(last.get("test_flip_top1")) in (int, float)
+        if finite_number(last.get("test_flip_top1"))
         else ""
     )
     int8 = entry.get("int8")
@@ -212,21 +214,27 @@ def label_names_for(entry: dict[str, Any], run_classes: Optional[list[str]]) -> 
 
 def beside_the_paper(entry: dict[str, Any], epochs: int) -> str:
     """Two sentences: the paper's figure for this model and dataset beside ours, why they differ (epochs, the
-    images trained on, the hardware), and that ours is the last epoch's (no pick on the test split)."""
+    images trained on, the hardware), and that ours is the last epoch's (no pick on the test split). The first only
+    where the weights are the paper's architecture (no model argument but the class count and input channels)."""
     known, table = TAGS.get(entry["dataset"]), TABLE_OF_DATASET.get(entry["dataset"])
-    row = paper_result(entry["model"], table) if table else None
+    paper_size = set(entry["model_args"]) <= {"num_classes", "in_chans"}  # the paper's widths and depth, not ours
+    row = paper_result(entry["model"], table) if table and paper_size else None
     last_epoch = (
         "It is the last epoch's test accuracy, as the paper reports its own: no epoch or checkpoint was picked on "
         "the test split."
     )
     if row is None or known is None:
         return last_epoch
-    copy = f" on {known.data_copy}" if known.data_copy else ""
+    train_images, _ = standard_split_sizes(entry)
+    some = f"{train_images:,} of its {known.train_images:,}" if train_images != known.train_images else ""
+    images = f" on {some or f'all {known.train_images:,} of its'} training images" if train_images else ""
+    copy = f", {known.data_copy}" if known.data_copy else ""
     recipe = f"the `{entry['recipe']['name']}` recipe, on {entry['hardware']}"
     return (
         f"**Beside the paper:** ours is {entry['top1']:.2f} % where the paper reports {row['top1']:.2f} % for this "
-        f"model on {entry['dataset']} (its Table {table}): we trained {epochs} epochs ({recipe}){copy}, the paper "
-        f"{known.epochs['paper']} epochs on the original images. {last_epoch}"
+        f"model on {entry['dataset']} (its Table {table}): we trained {epochs} epoch{'s' if epochs != 1 else ''} "
+        f"({recipe}){images}{copy}, the paper {known.epochs['paper']} epochs on all of the original images. "
+        f"{last_epoch}"
     )
 
 
@@ -236,7 +244,9 @@ def report_section(entry: dict[str, Any], report: Optional[dict[str, Any]]) -> s
     pin = entry.get("report")
     if not pin or report is None:
         return ""
-    rows = report["per_class"]
+    rows, known = report["per_class"], TAGS.get(entry["dataset"])
+    full = known is not None and report["images"] == known.test_images
+    split = f"full {entry['dataset']} test split" if full else f"{entry['dataset']} test split"
     shown = rows if len(rows) <= MAX_TABLE_ROWS else sorted(rows, key=lambda r: r["accuracy"])[:MAX_TABLE_ROWS]
     table = "\n".join(
         f"| {_cell(r['name'])} | {r['images']:,} | {r['correct']:,} | {r['accuracy']:.2f} % |" for r in shown
@@ -246,15 +256,15 @@ def report_section(entry: dict[str, Any], report: Optional[dict[str, Any]]) -> s
         f"{_cell(p['true'])} → {_cell(p['predicted'])} ({p['count']})" for p in report["most_confused"]
     )
     pictures = "\n\n".join(f"![{alt}]({name})" for name, alt in PICTURE_ALT.items() if name in pin["files"])
-    curve = "\n## Training curve\n\n![The training run's loss and top-1 per epoch](curve.png)\n" if (
-        "curve.png" in pin["files"]) else ""  # fmt: skip
+    curve = f"\n## Training curve\n\n![The training run's loss and top-1 per epoch]({CURVE_PNG})\n" if (
+        CURVE_PNG in pin["files"]) else ""  # fmt: skip
     return f"""
 ## Where it errs
 
-Re-evaluated from these weights on the full {entry["dataset"]} test split ({pin["images"]:,} images) in
-{pin["precision"]} on {pin["hardware"]} ({pin["date"]}): top-1 {pin["top1"]:.2f} %, top-5 {pin["top5"]:.2f} %,
-expected calibration error {100 * pin["ece"]:.2f} % ({pin["ece_bins"]} equal-width confidence bins). Every number
-is in `report.json` (`{pin["command"]}`). Per class{which}:
+Re-evaluated from these weights on the {split} ({report["images"]:,} images) in {_cell(pin["precision"])} on the
+machine {_cell(pin["hardware"], 80)} ({_cell(pin["date"])}): top-1 {report["top1"]:.2f} %, top-5 {report["top5"]:.2f} %,
+expected calibration error {100 * report["ece"]:.2f} % ({len(report["calibration_bins"])} equal-width confidence
+bins). Every number is in `report.json`, written by `{_code(pin["command"])}`. Per class{which}:
 
 | class | test images | correct | top-1 |
 |---|---|---|---|
@@ -267,11 +277,13 @@ Most confused (true → predicted, images): {confused or "none"}.
 
 
 def check_card_report(report: dict[str, Any], where: str) -> dict[str, Any]:
-    """``report`` (a folder's ``report.json``) if it holds what the card reads, each value of its type: the
-    per-class rows (name, images, correct, accuracy) and the most confused pairs (true, predicted, count);
+    """``report`` (a folder's ``report.json``) if it holds what the card reads, each value of its type: top-1, top-5,
+    ECE, images, the bins, the per-class rows (name, images, correct, accuracy) and the most confused pairs;
     :class:`~resmg_zoo.core.files.UnreadableFileError` naming ``where`` otherwise."""
-    require_keys(report, {"per_class": list, "most_confused": list}, where)
-    if len(report["per_class"]) > 1000 or len(report["most_confused"]) > 100:
+    require_keys(report, {"per_class": list, "most_confused": list, "calibration_bins": list, "images": int}, where)
+    if not all(finite_number(report.get(k)) for k in ("top1", "top5", "ece")):
+        raise UnreadableFileError(f"{where}: top1, top5 and ece must be finite numbers")
+    if len(report["per_class"]) > REPORT_MAX_CLASSES or len(report["most_confused"]) > 100:
         raise UnreadableFileError(f"{where}: more classes or pairs than a report holds")
     row = {"name": str, "images": int, "correct": int, "accuracy": (int, float)}
     pair = {"true": str, "predicted": str, "count": int}
@@ -283,10 +295,17 @@ def check_card_report(report: dict[str, Any], where: str) -> dict[str, Any]:
     return report
 
 
-def _cell(name: Any) -> str:
-    """A class name as a Markdown table cell: no column breaks, no line breaks, at most 40 characters."""
-    text = " ".join(str(name).split()).replace("|", "\\|")
-    return text if len(text) <= 40 else text[:39] + "…"
+def _cell(name: Any, limit: int = 40) -> str:
+    """Text from a file as Markdown in the card: :func:`~resmg_zoo.core.cli.shown_text` (one line, printable, at
+    most ``limit`` characters), each character Markdown or HTML would read as syntax (``|``, ``*``, backticks,
+    ``<`` ...) escaped, so it is shown as written and does nothing."""
+    return re.sub(r"([\\`*_{}\[\]()<>|~])", r"\\\1", shown_text(name, limit))  # placed mid-line: no # - +
+
+
+def _code(text: Any) -> str:
+    """Text from a file inside a Markdown code span: one printable line without backticks (nothing is read as
+    syntax inside a code span)."""
+    return shown_text(text, 200).replace("`", "'")
 
 
 def write_card(

@@ -36,14 +36,19 @@ from typing import Any, Optional
 
 from ..core.atomic import exclusive_lock, write_text_atomic
 from ..core.errors import UsageError
-from ..core.files import UnreadableFileError, read_json
+from ..core.files import UnreadableFileError, finite_number, read_json
 from ..core.tags import TAGS, HubIdError, check_hub_id
 
 MANIFEST_NAME = "weights_manifest.json"
 WEIGHTS_NAME = "model.safetensors"
 INT8_RECORD_NAME = "int8.json"  # a published int8 record (resmg_zoo.inference.int8_record), where there is one
-REPORT_JSON = "report.json"  # a published evaluation report (resmg_zoo.train.report), with its pictures
-REPORT_FILE = re.compile(r"^[a-z0-9_]{1,40}\.(json|png)$")  # a report's files: plain names in the folder, no paths
+# A published evaluation report (resmg_zoo.train.report): its record, its pictures and the training curve, the
+# files a report pins (exactly these names); a report covers at most REPORT_MAX_CLASSES classes (a matrix of classes²)
+REPORT_JSON = "report.json"
+REPORT_PICTURES = ("per_class.png", "confusion.png", "reliability.png", "misclassified.png")
+CURVE_PNG = "curve.png"
+REPORT_FILES = (REPORT_JSON, *REPORT_PICTURES, CURVE_PNG)
+REPORT_MAX_CLASSES = 1000
 
 
 def packaged_int8_record(model: str, tag: str) -> Path:
@@ -214,9 +219,13 @@ def validate_entry(entry: dict[str, Any], check_params: bool = True) -> list[str
         problems.append(f"{name}: swap_from has no sha256 of 64 lowercase hex digits")
     if "int8" in entry and not _int8_pin_valid(entry["int8"]):
         problems.append(f"{name}: int8 must name {INT8_RECORD_NAME}, its sha256 (64 lowercase hex digits) and bytes")
+    if "check" in entry and not all(
+        finite_number(entry["check"][k]) for k in ("full_top1", "correct", "images") if k in entry["check"]
+    ):
+        problems.append(f"{name}: check's full_top1, correct and images must be finite numbers")
     if "report" in entry and not _report_pin_valid(entry["report"]):
         problems.append(
-            f"{name}: report must pin {REPORT_JSON} and its pictures (files: plain name -> 64 lowercase hex digits) "
+            f"{name}: report must pin {REPORT_JSON} and its pictures (files: {', '.join(REPORT_FILES)} -> sha256) "
             "and give its top1, top5, ece (numbers), ece_bins, images (integers), precision, hardware, date, command"
         )
     if "revision" in entry and not COMMIT.match(entry["revision"]):
@@ -255,11 +264,10 @@ def _report_pin_valid(report: dict[str, Any]) -> bool:
     return (
         isinstance(files, dict)
         and REPORT_JSON in files
-        and len(files) <= 16
-        and all(isinstance(n, str) and REPORT_FILE.match(n) and n != INT8_RECORD_NAME for n in files)
-        and all(isinstance(d, str) and SHA256.match(d) for d in files.values())
-        and all(type(report.get(k)) in (int, float) for k in ("top1", "top5", "ece"))
-        and all(type(report.get(k)) is int for k in ("ece_bins", "images"))
+        and set(files) <= set(REPORT_FILES)
+        and all(isinstance(d, str) and SHA256.fullmatch(d) for d in files.values())
+        and all(finite_number(report.get(k)) for k in ("top1", "top5", "ece"))
+        and all(type(report.get(k)) is int and report[k] > 0 for k in ("ece_bins", "images"))
         and all(isinstance(report.get(k), str) for k in ("precision", "hardware", "date", "command"))
     )
 

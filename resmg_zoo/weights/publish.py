@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import re
 import shutil
@@ -31,7 +30,7 @@ import timm
 from ..core.atomic import exclusive_lock, make_shareable, replace_folder, restore_aside, write_text_atomic
 from ..core.counting import count_parameters
 from ..core.errors import UnavailableError, UsageError
-from ..core.files import UnreadableFileError, read_json, read_json_object
+from ..core.files import UnreadableFileError, finite_number, read_json, read_json_object
 from ..core.hashing import file_sha256, read_with_sha256
 from ..core.tags import TAGS, check_hub_id, dataset_identity
 from .card import label_names_for, write_card, write_config
@@ -165,13 +164,11 @@ def verify_folder(folder: Path, entry: dict[str, Any]) -> list[str]:
     problems += int8_record_problems(folder, entry) + report_problems(folder, entry)
     try:
         config = read_json_object(folder / "config.json", "the published config")
-        rows = read_json(folder / "metrics.json", "the published metrics")
+        rows = metrics_rows(folder)
     except UnreadableFileError as err:
         return [*problems, str(err)]
     problems += config_problems(config, entry)
-    if not (isinstance(rows, list) and rows and all(isinstance(r, dict) and _number(r.get("epoch")) for r in rows)):
-        problems.append("metrics.json: not a list of per-epoch rows, each with its epoch number")
-    elif not _number(last_top1 := rows[-1].get("test_top1")) or round(last_top1, 4) != entry["top1"]:
+    if not finite_number(last_top1 := rows[-1].get("test_top1")) or round(last_top1, 4) != entry["top1"]:
         problems.append(f"metrics.json: last test_top1 is {last_top1!r}, the entry says {entry['top1']}")
     if problems:
         return problems
@@ -193,8 +190,15 @@ def verify_folder(folder: Path, entry: dict[str, Any]) -> list[str]:
     return problems
 
 
-def _number(value: Any) -> bool:
-    return type(value) in (int, float) and math.isfinite(value)
+def metrics_rows(folder: Path) -> list[dict[str, Any]]:
+    """A published folder's ``metrics.json``: a list of per-epoch rows, each an object with its epoch number
+    (:class:`~resmg_zoo.core.files.UnreadableFileError` naming the file otherwise)."""
+    rows = read_json(folder / "metrics.json", "the published metrics")
+    if not (
+        isinstance(rows, list) and rows and all(isinstance(r, dict) and finite_number(r.get("epoch")) for r in rows)
+    ):
+        raise UnreadableFileError(f"{folder / 'metrics.json'} is not a list of per-epoch rows, each with its epoch")
+    return rows
 
 
 def config_problems(config: dict[str, Any], entry: dict[str, Any]) -> list[str]:

@@ -1,0 +1,108 @@
+"""Where an evaluation report is written (:mod:`.report`): a folder that is new, empty, or an earlier report's —
+never over a user's files, through a link, or onto a file. The folder is opened once, without following a link,
+and written through that descriptor in two steps (every file to a temporary name first, then each renamed onto
+its own), so a folder swapped for a link after the check is not followed and a failed write changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import stat
+from pathlib import Path
+
+from ..core.errors import UsageError
+from ..weights.manifest import REPORT_JSON, REPORT_PICTURES
+
+REPORT_NAMES = frozenset({REPORT_JSON, *REPORT_PICTURES})
+REPORT_KEYS = ("confusion", "per_class", "calibration_bins")  # what makes a report.json one of ours
+MAX_REPORT_BYTES = 64 << 20  # a report of 1,000 classes is about 9 MB
+
+
+class ReportFolderError(UsageError):
+    """The report's folder is one a report may not write into (or cannot be written); nothing was written."""
+
+
+def check_report_folder(folder: Path) -> None:
+    """Before anything is computed: the folder is new (under a folder that can be written), empty, or an earlier
+    report's (its ``report.json`` one of ours, every other file a report's picture, each a regular file)."""
+    if not str(folder).strip():
+        raise ReportFolderError("the report's folder is an empty path")
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise ReportFolderError(f"{folder} is a link or a file, not a folder for a report")
+    if folder.is_dir():
+        fd = _open_folder(folder)
+        try:
+            _check_contents(fd, folder)
+        finally:
+            os.close(fd)
+        return
+    above = next((p for p in folder.absolute().parents if p.exists() or p.is_symlink()), Path("/"))
+    if not above.is_dir() or not os.access(above, os.W_OK | os.X_OK):
+        raise ReportFolderError(f"{folder} cannot be made: {above} is not a folder this user may write into")
+
+
+def write_report_files(folder: Path, files: dict[str, bytes]) -> list[Path]:
+    """``files`` (a report's names → bytes) into ``folder``, checked again as it is opened; returns their paths."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ReportFolderError(f"{folder} cannot be made ({err.strerror or err})") from None
+    fd = _open_folder(folder)
+    try:
+        _check_contents(fd, folder)
+        temporary: dict[str, str] = {}
+        try:
+            for name, data in files.items():
+                temporary[name] = f".{name}.{secrets.token_hex(6)}.tmp"
+                out = os.open(temporary[name], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666, dir_fd=fd)
+                with os.fdopen(out, "wb") as handle:
+                    handle.write(data)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            for name, tmp in temporary.items():
+                os.replace(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)
+        except OSError as err:
+            for tmp in temporary.values():
+                try:
+                    os.unlink(tmp, dir_fd=fd)
+                except FileNotFoundError:
+                    pass
+            raise ReportFolderError(f"the report cannot be written into {folder} ({err.strerror or err})") from None
+    finally:
+        os.close(fd)
+    return [folder / name for name in files]
+
+
+def _open_folder(folder: Path) -> int:
+    try:
+        return os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as err:
+        raise ReportFolderError(f"{folder} is not a folder a report may write into ({err.strerror or err})") from None
+
+
+def _check_contents(fd: int, folder: Path) -> None:
+    """The opened folder is empty or an earlier report's (see :func:`check_report_folder`)."""
+    names = os.listdir(fd)
+    kinds = {name: os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode for name in names}
+    foreign = sorted(n for n, mode in kinds.items() if n not in REPORT_NAMES or not stat.S_ISREG(mode))
+    if not foreign and names and not _is_a_report(fd, kinds):
+        foreign = sorted(names)  # a report's file names, but no report.json of ours among them
+    if foreign:
+        raise ReportFolderError(
+            f"{folder} holds files a report did not write ({', '.join(foreign[:5])}): give a new or empty folder"
+        )
+
+
+def _is_a_report(fd: int, kinds: dict[str, int]) -> bool:
+    if REPORT_JSON not in kinds or os.stat(REPORT_JSON, dir_fd=fd, follow_symlinks=False).st_size > MAX_REPORT_BYTES:
+        return False
+    handle = os.open(REPORT_JSON, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=fd)  # never waits on a FIFO
+    with os.fdopen(handle, "rb") as f:
+        data = f.read(MAX_REPORT_BYTES + 1)
+    try:
+        record = json.loads(data)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(record, dict) and all(key in record for key in REPORT_KEYS)
