@@ -282,6 +282,16 @@ def test_crafted_report_pins_and_files_are_refused_without_a_traceback(
     folder, manifest = copy / HUB_ID, copy / MANIFEST_NAME
     assert mirror_main(["refresh", str(folder), "--report", "--data", str(digits.parent)]) == 0
     good = json.loads(manifest.read_text())
+    hostile = json.loads(manifest.read_text())  # a mirror's strings reach the card inert
+    hostile["entries"][0] |= dict(hardware="<img src=x onerror=alert(1)>\n# Injected", command="x\n```\n<script>")
+    hostile["entries"][0]["recipe"]["name"] = "`<script>`"
+    manifest.write_text(json.dumps(hostile))
+    assert mirror_main(["refresh", str(folder)]) == 0
+    card = (folder / "README.md").read_text()
+    assert "\\<img src=x onerror=alert(1)\\>" in card and "\n# Injected" not in card  # escaped, one line
+    assert "`'<script>'`" in card and "\n```\n<script>" not in card  # inside code, never closing the fence
+    manifest.write_text(json.dumps(good))
+    assert mirror_main(["refresh", str(folder)]) == 0
     crafted = json.loads(manifest.read_text())
     crafted["entries"][0]["report"]["files"]["../../outside.png"] = "0" * 64
     manifest.write_text(json.dumps(crafted))
@@ -352,5 +362,5 @@ def test_text_from_files_is_shown_inert_in_cards_and_pictures() -> None:
     from resmg_zoo.weights.card import _cell
 
     assert shown_text("a\x1b[2Jb\u202ec\nd", 40) == "a\ufffd[2Jb\ufffdc d" and len(shown_text("x" * 99, 40)) == 40
-    assert _cell("<img src=x onerror=alert(1)>") == "\\<img src=x onerror=alert\\(1\\)\\>"
-    assert _cell("![x](http://e.vil) | `c` <!--") == "!\\[x\\]\\(http://e.vil\\) \\| \\`c\\` \\<!--"
+    assert _cell("<img src=x onerror=alert(1)>") == "\\<img src=x onerror=alert(1)\\>"
+    assert _cell("![x](http://e.vil) | `c` <!--") == "!\\[x\\](http://e.vil) \\| \\`c\\` \\<!--"

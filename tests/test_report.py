@@ -122,3 +122,36 @@ def test_a_run_never_writes_its_report_over_a_users_files(
     assert train(args) == 0
     assert (out / "report" / "notes.txt").read_text() == "mine" and not (out / "report" / "report.json").exists()
     assert "note: no evaluation report" in capsys.readouterr().err and (out / "checkpoint.json").exists()
+
+
+def test_a_report_write_that_fails_half_way_leaves_the_earlier_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """All or nothing: the third rename fails (as onto an immutable file), and the folder holds the earlier report
+    byte for byte, with no temporary file left."""
+    from resmg_zoo.train import report_folder
+    from resmg_zoo.train.report_folder import ReportFolderError, write_report_files
+
+    earlier = {"report.json": json.dumps(dict(confusion=[], per_class=[], calibration_bins=[])).encode()}
+    earlier |= {name: f"old {name}".encode() for name in PICTURES}
+    write_report_files(tmp_path / "r", earlier)
+    renames, real = [], report_folder.os.replace
+
+    def third_fails(*args, **kwargs):
+        renames.append(args)
+        if len(renames) == 3:
+            raise PermissionError(1, "Operation not permitted")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(report_folder.os, "replace", third_fails)
+    with pytest.raises(ReportFolderError, match="cannot be written"):
+        write_report_files(tmp_path / "r", {name: b"new" for name in earlier})
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir()} == earlier
+
+
+def test_numbers_from_files_too_large_for_a_float_are_not_numbers() -> None:
+    from resmg_zoo.core.files import finite_number
+
+    assert finite_number(90.5) and not finite_number(10**400) and not finite_number(True)
+    assert not finite_number(float("nan")) and not finite_number("1")

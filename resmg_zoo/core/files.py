@@ -127,8 +127,12 @@ def read_json_object(path: str | Path, what: str = "file", limit: int = MAX_JSON
 
 
 def finite_number(value: Any) -> bool:
-    """Whether a JSON value is a finite number (``bool`` is not one; NaN and infinities are not finite)."""
-    return type(value) in (int, float) and math.isfinite(value)
+    """Whether a JSON value is a finite number a float holds (``bool`` is not one; NaN, infinities and integers too
+    large for a float are not)."""
+    try:
+        return type(value) in (int, float) and math.isfinite(value)
+    except OverflowError:  # an integer of hundreds of digits
+        return False
 
 
 def require_keys(record: dict[str, Any], keys: dict[str, type | tuple[type, ...]], where: str) -> None:

@@ -237,13 +237,19 @@ def _publish_pinned(folder: Path, source: Path, pinned: dict[str, Any], files: d
             )
         add_entry(source, pinned)
     except BaseException as err:  # a refusal, a full disk, the manifest's lock, an interrupt: the folder as it was
+        stuck = []
         for name, data in before.items():
-            if data is not None:
-                write_bytes_atomic(folder / name, data)
-            elif (folder / name).exists():
-                (folder / name).unlink()
+            try:
+                if data is not None:
+                    if (folder / name).read_bytes() != data:
+                        write_bytes_atomic(folder / name, data)
+                elif (folder / name).exists():
+                    (folder / name).unlink()
+            except OSError:
+                stuck.append(name)
         if isinstance(err, OSError) and not isinstance(err, ResmgError):
-            raise ManifestError(f"{folder} cannot be written ({err.strerror or err}); nothing changed") from None
+            left = f"; could not put back {', '.join(stuck)}" if stuck else "; nothing changed"
+            raise ManifestError(f"{folder} cannot be written ({err.strerror or err}){left}") from None
         raise
     return pinned
 

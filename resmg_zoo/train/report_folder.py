@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 from ..core.errors import UsageError
@@ -18,6 +20,7 @@ from ..weights.manifest import REPORT_JSON, REPORT_PICTURES
 REPORT_NAMES = frozenset({REPORT_JSON, *REPORT_PICTURES})
 REPORT_KEYS = ("confusion", "per_class", "calibration_bins")  # what makes a report.json one of ours
 MAX_REPORT_BYTES = 64 << 20  # a report of 1,000 classes is about 9 MB
+LEFTOVER = re.compile(r"\.[a-z_]+\.(json|png)\.[0-9a-f]{12}\.(tmp|old)")  # what a killed write may leave
 
 
 class ReportFolderError(UsageError):
@@ -52,27 +55,52 @@ def write_report_files(folder: Path, files: dict[str, bytes]) -> list[Path]:
     fd = _open_folder(folder)
     try:
         _check_contents(fd, folder)
-        temporary: dict[str, str] = {}
-        try:
-            for name, data in files.items():
-                temporary[name] = f".{name}.{secrets.token_hex(6)}.tmp"
-                out = os.open(temporary[name], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666, dir_fd=fd)
-                with os.fdopen(out, "wb") as handle:
-                    handle.write(data)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-            for name, tmp in temporary.items():
-                os.replace(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)
-        except OSError as err:
-            for tmp in temporary.values():
-                try:
-                    os.unlink(tmp, dir_fd=fd)
-                except FileNotFoundError:
-                    pass
-            raise ReportFolderError(f"the report cannot be written into {folder} ({err.strerror or err})") from None
+        _write_all(fd, folder, files)
     finally:
         os.close(fd)
     return [folder / name for name in files]
+
+
+def _write_all(fd: int, folder: Path, files: dict[str, bytes]) -> None:
+    """Every file to a temporary name, every file it replaces linked aside, then each renamed onto its own; on any
+    failure the renamed ones are put back from their links, so the folder holds the old report or the new one."""
+    temporary: dict[str, str] = {}
+    aside: dict[str, str] = {}
+    done: list[str] = []
+    try:
+        for name, data in files.items():
+            temporary[name] = f".{name}.{secrets.token_hex(6)}.tmp"
+            out = os.open(temporary[name], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666, dir_fd=fd)
+            with os.fdopen(out, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+        for name in files:
+            if name in os.listdir(fd):  # the earlier report's file, kept under another name until the end
+                aside[name] = f".{name}.{secrets.token_hex(6)}.old"
+                os.link(name, aside[name], src_dir_fd=fd, dst_dir_fd=fd, follow_symlinks=False)
+        for name, tmp in temporary.items():
+            os.replace(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)
+            done.append(name)
+    except OSError as err:
+        for name in done:  # back to the earlier report's file, or to no file
+            if name in aside:
+                _quietly(lambda n=name: os.replace(aside.pop(n), n, src_dir_fd=fd, dst_dir_fd=fd))
+            else:
+                _quietly(lambda n=name: os.unlink(n, dir_fd=fd))
+        for leftover in [*temporary.values(), *aside.values()]:
+            _quietly(lambda t=leftover: os.unlink(t, dir_fd=fd))
+        raise ReportFolderError(f"the report cannot be written into {folder} ({err.strerror or err})") from None
+    for old in aside.values():
+        _quietly(lambda o=old: os.unlink(o, dir_fd=fd))
+
+
+def _quietly(step: Callable[[], object]) -> None:
+    """A clean-up step whose failure must not hide the error being reported."""
+    try:
+        step()
+    except OSError:
+        pass
 
 
 def _open_folder(folder: Path) -> int:
@@ -84,7 +112,7 @@ def _open_folder(folder: Path) -> int:
 
 def _check_contents(fd: int, folder: Path) -> None:
     """The opened folder is empty or an earlier report's (see :func:`check_report_folder`)."""
-    names = os.listdir(fd)
+    names = [n for n in os.listdir(fd) if not LEFTOVER.fullmatch(n)]  # a killed write's temporary files are ours
     kinds = {name: os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode for name in names}
     foreign = sorted(n for n, mode in kinds.items() if n not in REPORT_NAMES or not stat.S_ISREG(mode))
     if not foreign and names and not _is_a_report(fd, kinds):

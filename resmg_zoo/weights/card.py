@@ -54,20 +54,20 @@ def recipe_summary(recipe: dict[str, Any], train_images: Optional[int]) -> str:
     where they are on."""
     on = f" on {train_images:,} train images" if train_images else ""
     parts = [
-        f"`{recipe['name']}`: {recipe['epochs']:g} epochs{on}",
-        f"batch {recipe['batch_size']}, SGD lr {recipe['lr']} (momentum {recipe['momentum']}, "
-        f"nesterov {recipe['nesterov']})",
-        f"weight decay {recipe['weight_decay']}",
-        f"{recipe['schedule']} schedule after {recipe['warmup_epochs']:g} warm-up epochs",
-        f"augmentation `{recipe['augment']}`",
+        f"`{_code(recipe['name'])}`: {recipe['epochs']:g} epochs{on}",
+        f"batch {_cell(recipe['batch_size'])}, SGD lr {_cell(recipe['lr'])} (momentum {_cell(recipe['momentum'])}, "
+        f"nesterov {_cell(recipe['nesterov'])})",
+        f"weight decay {_cell(recipe['weight_decay'])}",
+        f"{_cell(recipe['schedule'])} schedule after {recipe['warmup_epochs']:g} warm-up epochs",
+        f"augmentation `{_code(recipe['augment'])}`",
     ]
     if recipe.get("label_smoothing"):
-        parts.append(f"label smoothing {recipe['label_smoothing']}")
+        parts.append(f"label smoothing {_cell(recipe['label_smoothing'])}")
     if recipe.get("ema_decay"):
-        parts.append(f"an EMA of the weights (decay {recipe['ema_decay']}, evaluated as `ema_*`)")
+        parts.append(f"an EMA of the weights (decay {_cell(recipe['ema_decay'])}, evaluated as `ema_*`)")
     if recipe.get("low_res"):
-        parts.append(f"{recipe['low_res']}-pixel batches for the first {recipe['low_res_epochs']:g} epochs")
-    return ", ".join(parts) + f", {recipe['precision']}, seed {recipe['seed']}"
+        parts.append(f"{_cell(recipe['low_res'])}-pixel batches for the first {recipe['low_res_epochs']:g} epochs")
+    return ", ".join(parts) + f", {_cell(recipe['precision'])}, seed {_cell(recipe['seed'])}"
 
 
 def card_data(entry: dict[str, Any]) -> Any:
@@ -129,12 +129,12 @@ def model_card(
         else ""
     )
     int8_text = (
-        f"\nint8: `{int8['command']}` (torchao's PT2E flow, X86InductorQuantizer, {int8['calibration_images']} "
+        f"\nint8: `{_code(int8['command'])}` (torchao's PT2E flow, X86InductorQuantizer, {int8['calibration_images']} "
         f"calibration images) wrote `int8.json` beside the weights ({int8['bytes']:,} bytes of data, no program): "
         f"the activations' scales and zero points. `resmg-classify --model {model}.{tag} --int8` rebuilds the int8 "
         f"model from it and these weights ({int8['quantized_convs']} int8 convolutions, no calibration data needed); "
-        f"measured on {int8['hardware']} on {int8['date']} (torch {int8['versions']['torch']}, "
-        f"torchao {int8['versions']['torchao']}).\n"
+        f"measured on {_cell(int8['hardware'], 80)} on {_cell(int8['date'])} "
+        f"(torch {_cell(int8['versions']['torch'])}, torchao {_cell(int8['versions']['torchao'])}).\n"
         if int8
         else ""
     )
@@ -153,9 +153,10 @@ From *{PAPER_TITLE}* (He, Chen, Zhang, Xu; {PAPER_ID}), packaged by resmg_zoo.
 |---|---|---|---|
 | {entry["dataset"]} test | {entry["top1"]:.2f} % | {entry["top5"]:.2f} % | {images} |
 {flip}{int8_row}
-Measured by the training run that produced these weights, at its last epoch ({last["epoch"]}),
-in {entry["recipe"]["precision"]} on {entry["hardware"]}; {entry["training_seconds"]:.0f} s of training.
-Weights are stored in {entry["dtype"]} exactly as trained. Parameters: {entry["params"]:,}.
+Measured by the training run that produced these weights, at its last epoch ({last["epoch"]}), in
+the precision {_cell(entry["recipe"]["precision"])} on {_cell(entry["hardware"], 80)}; {entry["training_seconds"]:.0f} s
+of training.
+Weights are stored in {_cell(entry["dtype"])} exactly as trained. Parameters: {entry["params"]:,}.
 
 {beside_the_paper(entry, last["epoch"])}
 {int8_text}{report_section(entry, report)}
@@ -164,7 +165,7 @@ Weights are stored in {entry["dtype"]} exactly as trained. Parameters: {entry["p
 {recipe_summary(entry["recipe"], train_images)}. Command:
 
 ```
-{entry["command"]}
+{shown_text(entry["command"], 2000).replace("`", "'")}
 ```
 
 ## Use
@@ -229,7 +230,7 @@ def beside_the_paper(entry: dict[str, Any], epochs: int) -> str:
     some = f"{train_images:,} of its {known.train_images:,}" if train_images != known.train_images else ""
     images = f" on {some or f'all {known.train_images:,} of its'} training images" if train_images else ""
     copy = f", {known.data_copy}" if known.data_copy else ""
-    recipe = f"the `{entry['recipe']['name']}` recipe, on {entry['hardware']}"
+    recipe = f"the `{_code(entry['recipe']['name'])}` recipe, on {_cell(entry['hardware'], 80)}"
     return (
         f"**Beside the paper:** ours is {entry['top1']:.2f} % where the paper reports {row['top1']:.2f} % for this "
         f"model on {entry['dataset']} (its Table {table}): we trained {epochs} epoch{'s' if epochs != 1 else ''} "
@@ -281,8 +282,8 @@ def check_card_report(report: dict[str, Any], where: str) -> dict[str, Any]:
     ECE, images, the bins, the per-class rows (name, images, correct, accuracy) and the most confused pairs;
     :class:`~resmg_zoo.core.files.UnreadableFileError` naming ``where`` otherwise."""
     require_keys(report, {"per_class": list, "most_confused": list, "calibration_bins": list, "images": int}, where)
-    if not all(finite_number(report.get(k)) for k in ("top1", "top5", "ece")):
-        raise UnreadableFileError(f"{where}: top1, top5 and ece must be finite numbers")
+    if not (all(_within(report.get(k), 100) for k in ("top1", "top5")) and _within(report.get("ece"), 1)):
+        raise UnreadableFileError(f"{where}: top1 and top5 must be percentages, ece a fraction")
     if len(report["per_class"]) > REPORT_MAX_CLASSES or len(report["most_confused"]) > 100:
         raise UnreadableFileError(f"{where}: more classes or pairs than a report holds")
     row = {"name": str, "images": int, "correct": int, "accuracy": (int, float)}
@@ -292,14 +293,23 @@ def check_card_report(report: dict[str, Any], where: str) -> dict[str, Any]:
             if not isinstance(item, dict):
                 raise UnreadableFileError(f"{where}: a row is a {type(item).__name__}, not an object")
             require_keys(item, kind, where)
+    if not all(
+        _within(r["accuracy"], 100) and 0 <= r["correct"] <= r["images"] <= report["images"]
+        for r in report["per_class"]
+    ):
+        raise UnreadableFileError(f"{where}: a class row's counts or accuracy are not possible")
     return report
+
+
+def _within(value: Any, top: float) -> bool:
+    return finite_number(value) and 0 <= value <= top
 
 
 def _cell(name: Any, limit: int = 40) -> str:
     """Text from a file as Markdown in the card: :func:`~resmg_zoo.core.cli.shown_text` (one line, printable, at
     most ``limit`` characters), each character Markdown or HTML would read as syntax (``|``, ``*``, backticks,
     ``<`` ...) escaped, so it is shown as written and does nothing."""
-    return re.sub(r"([\\`*_{}\[\]()<>|~])", r"\\\1", shown_text(name, limit))  # placed mid-line: no # - +
+    return re.sub(r"([\\`*_\[\]<>|~&$])", r"\\\1", shown_text(name, limit))  # mid-line: no # - +; no [: no (
 
 
 def _code(text: Any) -> str:

@@ -219,6 +219,14 @@ def validate_entry(entry: dict[str, Any], check_params: bool = True) -> list[str
         problems.append(f"{name}: swap_from has no sha256 of 64 lowercase hex digits")
     if "int8" in entry and not _int8_pin_valid(entry["int8"]):
         problems.append(f"{name}: int8 must name {INT8_RECORD_NAME}, its sha256 (64 lowercase hex digits) and bytes")
+    if not all(finite_number(entry[k]) and entry[k] >= 0 for k in ("top1", "top5", "training_seconds")):
+        problems.append(f"{name}: top1, top5 and training_seconds must be finite, non-negative numbers")
+    recipe_numbers = [entry["recipe"].get(k, 0) for k in ("epochs", "warmup_epochs", "low_res_epochs")]
+    if not all(map(finite_number, recipe_numbers)):
+        problems.append(f"{name}: the recipe's epochs, warmup_epochs and low_res_epochs must be finite numbers")
+    int8_numbers = [(entry.get("int8") or {}).get(k, 0) for k in ("top1", "top5", "images", "calibration_images")]
+    if not all(map(finite_number, int8_numbers)):
+        problems.append(f"{name}: int8's top1, top5, images and calibration_images must be finite numbers")
     if "check" in entry and not all(
         finite_number(entry["check"][k]) for k in ("full_top1", "correct", "images") if k in entry["check"]
     ):
@@ -266,7 +274,9 @@ def _report_pin_valid(report: dict[str, Any]) -> bool:
         and REPORT_JSON in files
         and set(files) <= set(REPORT_FILES)
         and all(isinstance(d, str) and SHA256.fullmatch(d) for d in files.values())
-        and all(finite_number(report.get(k)) for k in ("top1", "top5", "ece"))
+        and all(finite_number(report.get(k)) and 0 <= report[k] <= 100 for k in ("top1", "top5"))
+        and finite_number(report.get("ece"))
+        and 0 <= report["ece"] <= 1
         and all(type(report.get(k)) is int and report[k] > 0 for k in ("ece_bins", "images"))
         and all(isinstance(report.get(k), str) for k in ("precision", "hardware", "date", "command"))
     )

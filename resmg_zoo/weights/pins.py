@@ -41,7 +41,7 @@ def report_problems(folder: Path, entry: dict[str, Any]) -> list[str]:
 
 def _figures_problems(path: Path, pin: dict[str, Any]) -> list[str]:
     try:
-        report = read_json_object(path, "the published report", MAX_PINNED_BYTES)
+        report = read_json_object(path, "the published report")  # as the card reads it
     except UnreadableFileError as err:
         return [str(err)]
     bins = report.get("calibration_bins")
@@ -49,7 +49,7 @@ def _figures_problems(path: Path, pin: dict[str, Any]) -> list[str]:
         top1=round(report["top1"], 4) if finite_number(report.get("top1")) else None,
         top5=round(report["top5"], 4) if finite_number(report.get("top5")) else None,
         ece=round(report["ece"], 6) if finite_number(report.get("ece")) else None,
-        images=report.get("images"),
+        images=report["images"] if type(report.get("images")) is int else None,
         ece_bins=len(bins) if isinstance(bins, list) else None,
     )
     return [
