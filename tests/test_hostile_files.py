@@ -339,3 +339,57 @@ def test_a_fifo_in_place_of_a_checkpoint_is_refused_without_hanging(run: Path, t
     os.mkfifo(weights)
     assert evaluate(["--run", str(copy)]) == EXIT_USAGE
     assert "not a regular file" in capsys.readouterr().err
+
+
+class _Payload:
+    def __reduce__(self):  # what a crafted pickle would run
+        return (os.system, ("touch PAYLOAD-RAN",))
+
+
+def test_a_training_state_with_its_sha256_edited_to_match_is_refused_and_runs_nothing(
+    run: Path, digits: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """A stranger's run folder whose pointer names a pickle payload as the state, with that file's sha256: read with
+    ``weights_only`` (nothing runs) and refused with one line, exit 2."""
+    import pickle
+
+    monkeypatch.chdir(tmp_path)
+    copy = _copy(run, tmp_path / "run")
+    pointer = read_pointer(copy)
+    state = copy / pointer["state"]
+    state.write_bytes(pickle.dumps({"epoch": _Payload()}))
+    _edit_json(copy / "checkpoint.json", lambda p: p.update(state_sha256=file_sha256(state)))
+    args = ["--resume", "--out", str(copy), "--data", str(digits.parent), "--epochs", "3", "--quiet", "--no-report"]
+    assert train(args) == EXIT_USAGE
+    _one_line(capsys.readouterr().err, str(state))
+    assert not (tmp_path / "PAYLOAD-RAN").exists()
+
+
+def test_a_folder_of_ones_own_whose_weights_are_no_safetensors_is_a_usage_error(
+    mirror: Path, tmp_path: Path, capsys
+) -> None:
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    shutil.copy(mirror / HUB_ID / "config.json", folder / "config.json")
+    (folder / "model.safetensors").write_bytes(b"precious\n")
+    assert classify(["--model", str(folder), INPUT]) == EXIT_USAGE
+    _one_line(capsys.readouterr().err, "is not a safetensors file")
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda e: e.update(dataset="mnist <img src=x onerror=alert(1)> | x"),
+        lambda e: e["recipe"].pop("warmup_epochs"),
+        lambda e: e["recipe"].update(low_res=8) or e["recipe"].pop("low_res_epochs"),
+        lambda e: e.update(int8=dict(file="int8.json", sha256="0" * 64, bytes=2)),
+    ],
+    ids=["dataset-html", "recipe-without-warmup", "low-res-without-epochs", "int8-without-figures"],
+)
+def test_a_manifest_entry_the_card_cannot_write_does_not_verify(mirror: Path, tmp_path: Path, edit, capsys) -> None:
+    copy = _copy(mirror, tmp_path / "mirror")
+    _edit_json(copy / MANIFEST_NAME, lambda m: edit(m["entries"][0]))
+    before = (copy / HUB_ID / "README.md").read_bytes()
+    assert mirror_main(["refresh", str(copy / HUB_ID)]) == EXIT_USAGE
+    assert "Traceback" not in capsys.readouterr().err
+    assert (copy / HUB_ID / "README.md").read_bytes() == before

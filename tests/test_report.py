@@ -14,7 +14,8 @@ from conftest import assert_drawn, tiny_train_args
 from resmg_zoo.data.datasets import load_dataset
 from resmg_zoo.tools import evaluate
 from resmg_zoo.train.cli import main as train
-from resmg_zoo.train.report import PICTURES, Predictions, build_report, expected_calibration_error
+from resmg_zoo.train.report import Predictions, build_report, expected_calibration_error
+from resmg_zoo.weights.manifest import REPORT_PICTURES
 
 
 def test_the_report_of_a_run_on_real_mnist_agrees_with_an_independent_count(
@@ -41,7 +42,7 @@ def test_the_report_of_a_run_on_real_mnist_agrees_with_an_independent_count(
     assert all(m["true"] != m["predicted"] for m in report["misclassified"])
     pairs = report["most_confused"]
     assert all(pairs[i]["count"] >= pairs[i + 1]["count"] for i in range(len(pairs) - 1))
-    for name in PICTURES:
+    for name in REPORT_PICTURES:
         assert_drawn(out / name)
 
 
@@ -107,7 +108,9 @@ def test_pictures_stay_bounded_for_a_strangers_class_names_and_counts() -> None:
         report = build_report(predictions, names, dict(model="m", split="test", precision="fp32"))
         report["misclassified"] = [dict(index=0, true=names[0], predicted=names[1], confidence=0.9)]
         pictures = draw_all(report, torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
-        assert sorted(pictures) == sorted(PICTURES) and all(10_000 < len(png) < 4_000_000 for png in pictures.values())
+        assert sorted(pictures) == sorted(REPORT_PICTURES) and all(
+            10_000 < len(png) < 4_000_000 for png in pictures.values()
+        )
 
 
 def test_a_run_never_writes_its_report_over_a_users_files(
@@ -133,7 +136,7 @@ def test_a_report_write_that_fails_half_way_leaves_the_earlier_report(
     from resmg_zoo.train.report_folder import ReportFolderError, write_report_files
 
     earlier = {"report.json": json.dumps(dict(confusion=[], per_class=[], calibration_bins=[])).encode()}
-    earlier |= {name: f"old {name}".encode() for name in PICTURES}
+    earlier |= {name: f"old {name}".encode() for name in REPORT_PICTURES}
     write_report_files(tmp_path / "r", earlier)
     renames, real = [], report_folder.os.replace
 

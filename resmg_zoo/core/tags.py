@@ -103,7 +103,6 @@ TAGS: dict[str, DatasetTag] = {
             hub_dataset="uoft-cs/cifar100",
             train_images=50_000,
             test_images=10_000,
-            data_copy="CIFAR-100 as torchvision downloads it",
         ),
         DatasetTag(
             name="mnist",

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import timm
+from safetensors import SafetensorError
 from torch import nn
 
 from ..core.choices import check_choice
@@ -64,7 +65,10 @@ def _from_folder(folder: Path, pretrained: bool, kwargs: dict[str, Any]) -> nn.M
         if pretrained and not (folder / WEIGHTS_NAME).is_file():
             raise UsageError(f"local-dir:{folder} has no {WEIGHTS_NAME}: only safetensors weights are read")
         warn_unchecked(f"local-dir:{folder}")
-        return timm.create_model(f"local-dir:{folder}", pretrained=pretrained, **kwargs)
+        try:
+            return timm.create_model(f"local-dir:{folder}", pretrained=pretrained, **kwargs)
+        except SafetensorError as err:  # timm reads the folder's weights: bytes that are no safetensors file
+            raise UsageError(f"local-dir:{folder}: {WEIGHTS_NAME} is not a safetensors file ({err})") from None
     check_architecture(found, str(config.get("architecture")), f"{config_file}")
     overlay = dict(kwargs.pop("pretrained_cfg_overlay", None) or {}, hf_hub_id=found.hub_id)
     overlay["file"] = str(folder / WEIGHTS_NAME)

@@ -183,7 +183,7 @@ def refresh_folder(
     mirror = folder.parents[1]
     repo_id = check_hub_id(folder.relative_to(mirror).as_posix(), "the folder's hub id")
     source, entry = _mirror_entry(mirror, folder, repo_id)
-    problems = verify_folder(folder, entry)  # before anything is measured from its files
+    problems = verify_folder(folder, entry) if int8 is not None or report else []  # before measuring from its files
     if problems:
         raise ManifestError(f"{folder} does not verify, so it is not refreshed: " + "; ".join(problems))
     measured_int8 = measure_int8(entry, int8, data_dir) if int8 is not None else None
@@ -241,8 +241,7 @@ def _publish_pinned(folder: Path, source: Path, pinned: dict[str, Any], files: d
         for name, data in before.items():
             try:
                 if data is not None:
-                    if (folder / name).read_bytes() != data:
-                        write_bytes_atomic(folder / name, data)
+                    write_bytes_atomic(folder / name, data)
                 elif (folder / name).exists():
                     (folder / name).unlink()
             except OSError:

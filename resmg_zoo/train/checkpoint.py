@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import io
 import json
+import pickle
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Optional
 
@@ -215,5 +216,11 @@ def load_checkpoint(run_dir: Path, model: nn.Module, ema_model: Optional[nn.Modu
         if target is not None:
             weights, sha256 = checkpoint_weights(run_dir, ema=key == "ema_weights")
             load_weights(target, weights, f"checkpoint {weights}", sha256=sha256)
-    _, data = _verified(run_dir, pointer, "state")
-    return TrainingState(**torch.load(io.BytesIO(data), map_location="cpu", weights_only=True))
+    path, data = _verified(run_dir, pointer, "state")
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)  # plain tensors, never code
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
+        raise CheckpointError(f"{path} is not a training state this project wrote ({str(err)[:160]})") from None
+    if not isinstance(state, dict) or set(state) != {f.name for f in fields(TrainingState)}:
+        raise CheckpointError(f"{path} is not a training state this project wrote (its keys differ)")
+    return TrainingState(**state)

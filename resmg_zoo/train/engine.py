@@ -354,7 +354,7 @@ class Trainer:
         self.pending_config = None
         if last and self.env.is_main and not self.options.no_report:  # after the checkpoint: the run is complete
             what = dict(model=self.config.model, dataset=self.dataset_name, split="test", epoch=epoch + 1)
-            what["precision"] = self.config.precision
+            what |= dict(precision=self.config.precision)
             write_run_report(self.run_dir, self.eval_model, self.eval_sets["test"], self.classes, what, EVAL_BATCH_SIZE)
         if self.env.is_main and (self.options.quiet or not sys.stderr.isatty()):
             print(epoch_line(row, self.total_epochs), file=sys.stderr, flush=True)

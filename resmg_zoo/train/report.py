@@ -25,7 +25,7 @@ from torch import Tensor
 from ..core.errors import ResmgError, UsageError
 from ..core.hardware import autocast_context
 from ..data.loader import EpochPlan, Materializer
-from ..weights.manifest import REPORT_JSON, REPORT_MAX_CLASSES, REPORT_PICTURES
+from ..weights.manifest import REPORT_JSON, REPORT_MAX_CLASSES
 from .evaluation import top_classes
 from .report_folder import ReportFolderError, check_report_folder, write_report_files
 
@@ -33,7 +33,6 @@ ECE_BINS = 15
 CONFUSED_PAIRS = 5
 GRID = 16  # misclassified images shown
 REPORT_FOLDER = "report"  # in a run folder, written by the last epoch
-PICTURES = REPORT_PICTURES
 
 
 @dataclass
@@ -170,8 +169,8 @@ def report_json(report: dict[str, Any]) -> bytes:
 
 def write_report(folder: Path, report: dict[str, Any], predictions: Predictions, images: Tensor) -> list[Path]:
     """``report.json`` and the pictures of :func:`render_report` in ``folder`` (:mod:`.report_folder`: a new, empty
-    or earlier report's folder, written through one descriptor, all or nothing). Returns what was written."""
-    check_report_folder(folder)
+    or earlier report's folder, checked as it is opened and written through one descriptor, all or nothing; callers
+    check it with :func:`~.report_folder.check_report_folder` before they predict). Returns what was written."""
     report, pictures = render_report(report, predictions, images)
     return write_report_files(folder, {REPORT_JSON: report_json(report), **pictures})
 

@@ -6,7 +6,6 @@ its own), so a folder swapped for a link after the check is not followed and a f
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import secrets
@@ -15,11 +14,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..core.errors import UsageError
+from ..core.files import MAX_JSON_BYTES, UnreadableFileError, parse_json
 from ..weights.manifest import REPORT_JSON, REPORT_PICTURES
 
 REPORT_NAMES = frozenset({REPORT_JSON, *REPORT_PICTURES})
 REPORT_KEYS = ("confusion", "per_class", "calibration_bins")  # what makes a report.json one of ours
-MAX_REPORT_BYTES = 64 << 20  # a report of 1,000 classes is about 9 MB
 LEFTOVER = re.compile(r"\.[a-z_]+\.(json|png)\.[0-9a-f]{12}\.(tmp|old)")  # what a killed write may leave
 
 
@@ -124,13 +123,13 @@ def _check_contents(fd: int, folder: Path) -> None:
 
 
 def _is_a_report(fd: int, kinds: dict[str, int]) -> bool:
-    if REPORT_JSON not in kinds or os.stat(REPORT_JSON, dir_fd=fd, follow_symlinks=False).st_size > MAX_REPORT_BYTES:
+    if REPORT_JSON not in kinds or os.stat(REPORT_JSON, dir_fd=fd, follow_symlinks=False).st_size > MAX_JSON_BYTES:
         return False
     handle = os.open(REPORT_JSON, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=fd)  # never waits on a FIFO
     with os.fdopen(handle, "rb") as f:
-        data = f.read(MAX_REPORT_BYTES + 1)
+        data = f.read(MAX_JSON_BYTES + 1)
     try:
-        record = json.loads(data)
-    except (ValueError, RecursionError):
+        record = parse_json(data, REPORT_JSON)  # a report of 1,000 classes is about 9 MB
+    except UnreadableFileError:
         return False
     return isinstance(record, dict) and all(key in record for key in REPORT_KEYS)

@@ -89,6 +89,26 @@ OPTIONAL_KEYS: dict[str, type] = {
 }  # fmt: skip
 RENAMED_KEYS = {"wall_seconds": "training_seconds"}  # the run's training time, never wall time
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
+DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+# what a model card writes of an entry's recipe and of its int8 figures
+RECIPE_KEYS: dict[str, type] = {
+    "name": str,
+    "epochs": float,
+    "batch_size": int,
+    "lr": float,
+    "momentum": float,
+    "nesterov": bool,
+    "weight_decay": float,
+    "schedule": str,
+    "warmup_epochs": float,
+    "augment": str,
+    "precision": str,
+    "seed": int,
+}
+INT8_FIGURES: dict[str, type] = {
+    "top1": float, "top5": float, "images": int, "calibration_images": int, "quantized_convs": int, "bytes": int,
+    "command": str, "hardware": str, "date": str,
+}  # fmt: skip
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
@@ -221,12 +241,16 @@ def validate_entry(entry: dict[str, Any], check_params: bool = True) -> list[str
         problems.append(f"{name}: int8 must name {INT8_RECORD_NAME}, its sha256 (64 lowercase hex digits) and bytes")
     if not all(finite_number(entry[k]) and entry[k] >= 0 for k in ("top1", "top5", "training_seconds")):
         problems.append(f"{name}: top1, top5 and training_seconds must be finite, non-negative numbers")
-    recipe_numbers = [entry["recipe"].get(k, 0) for k in ("epochs", "warmup_epochs", "low_res_epochs")]
-    if not all(map(finite_number, recipe_numbers)):
-        problems.append(f"{name}: the recipe's epochs, warmup_epochs and low_res_epochs must be finite numbers")
-    int8_numbers = [(entry.get("int8") or {}).get(k, 0) for k in ("top1", "top5", "images", "calibration_images")]
-    if not all(map(finite_number, int8_numbers)):
-        problems.append(f"{name}: int8's top1, top5, images and calibration_images must be finite numbers")
+    if not DATASET_NAME.fullmatch(entry["dataset"]):
+        problems.append(f"{name}: dataset {entry['dataset'][:80]!r} is not a dataset's name (letters, digits, _ . -)")
+    problems += _described(entry["recipe"], RECIPE_KEYS, f"{name}: recipe")
+    if entry["recipe"].get("low_res") and not finite_number(entry["recipe"].get("low_res_epochs")):
+        problems.append(f"{name}: recipe has low_res but no low_res_epochs")
+    if "int8" in entry:
+        problems += _described(entry["int8"], INT8_FIGURES, f"{name}: int8")
+        versions = entry["int8"].get("versions")
+        if not (isinstance(versions, dict) and all(isinstance(versions.get(k), str) for k in ("torch", "torchao"))):
+            problems.append(f"{name}: int8 versions must name torch and torchao")
     if "check" in entry and not all(
         finite_number(entry["check"][k]) for k in ("full_top1", "correct", "images") if k in entry["check"]
     ):
@@ -265,6 +289,18 @@ def _int8_pin_valid(int8: dict[str, Any]) -> bool:
         and bool(SHA256.match(int8["sha256"]))
         and type(int8.get("bytes")) is int
     )
+
+
+def _described(record: dict[str, Any], keys: dict[str, type], where: str) -> list[str]:
+    """What of ``keys`` (name → ``str``, ``bool``, ``int`` or ``float``: a finite number) ``record`` lacks or holds
+    another kind of; the model card writes each of them."""
+    problems = []
+    for key, kind in keys.items():
+        value = record.get(key)
+        right = finite_number(value) if kind in (int, float) else type(value) is kind
+        if not right:
+            problems.append(f"{where} has no {kind.__name__} {key!r}")
+    return problems
 
 
 def _report_pin_valid(report: dict[str, Any]) -> bool:
